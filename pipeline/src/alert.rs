@@ -1,0 +1,236 @@
+//! Where an alert is made: a rule's result rows for a closed window become [`Alert`]s
+//! with deterministic ids, Bahasa Indonesia text and the evidence that fired them.
+//!
+//! The id hashes rule, entity and window, so a replay, a restart or a redelivery always
+//! names the same alert the same way, and every consumer can drop repeats by id.
+
+use chrono::{DateTime, FixedOffset, TimeZone, Utc};
+use datafusion::arrow::record_batch::RecordBatch;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::model::{Alert, Severity};
+use crate::regions::Regions;
+use crate::rules::{hex_prefix, Rule};
+
+/// Columns every rule must return; the rest is evidence.
+pub const REQUIRED_COLUMNS: [&str; 3] = ["entity_id", "regency_code", "score"];
+
+pub fn alert_id(
+    rule_id: &str,
+    entity_id: &str,
+    window_start_us: i64,
+    window_end_us: i64,
+) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        rule_id,
+        entity_id,
+        &window_start_us.to_string(),
+        &window_end_us.to_string(),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0x1f]);
+    }
+    hex_prefix(&h.finalize(), 32)
+}
+
+fn local_time(us: i64, offset: FixedOffset) -> DateTime<FixedOffset> {
+    Utc.timestamp_micros(us)
+        .single()
+        .unwrap_or_default()
+        .with_timezone(&offset)
+}
+
+/// Indonesian number formatting: `1.234.567` and `12,5`.
+pub fn format_id_number(v: &Value) -> String {
+    fn group(int: u64) -> String {
+        let s = int.to_string();
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i) % 3 == 0 {
+                out.push('.');
+            }
+            out.push(c);
+        }
+        out
+    }
+    match v {
+        Value::Number(n) if n.is_i64() || n.is_u64() => {
+            let i = n.as_i64().unwrap_or(i64::MAX);
+            let sign = if i < 0 { "-" } else { "" };
+            format!("{sign}{}", group(i.unsigned_abs()))
+        }
+        Value::Number(n) => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            if f != 0.0 && f.abs() < 0.01 {
+                format!("{f:.1e}").replace('.', ",")
+            } else {
+                format!("{f:.2}").replace('.', ",")
+            }
+        }
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Fills `{column}` placeholders from a result row (and `{regency_name}`).
+pub fn fill(template: &str, row: &Map<String, Value>, regency_name: &str) -> String {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let Some(close) = rest[open..].find('}') else {
+            out.push_str(&rest[open..]);
+            return out;
+        };
+        let key = &rest[open + 1..open + close];
+        match (key, row.get(key)) {
+            ("regency_name", _) => out.push_str(regency_name),
+            (_, Some(v)) => out.push_str(&format_id_number(v)),
+            _ => out.push_str(&rest[open..=open + close]),
+        }
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Result batches → JSON rows, the shape both evidence and templates use.
+pub fn rows_of(batches: &[RecordBatch]) -> anyhow::Result<Vec<Map<String, Value>>> {
+    let mut buf = Vec::new();
+    {
+        let mut writer = arrow_json::ArrayWriter::new(&mut buf);
+        for b in batches {
+            writer.write(b)?;
+        }
+        writer.finish()?;
+    }
+    if buf.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(serde_json::from_slice(&buf)?)
+}
+
+/// A rule returned something that cannot become an alert.
+#[derive(Debug, thiserror::Error)]
+#[error("rule {rule_id}: result row {row} {problem}")]
+pub struct RuleOutputError {
+    pub rule_id: String,
+    pub row: usize,
+    pub problem: String,
+}
+
+/// Turns one rule's result rows for one window into alerts.
+pub fn make_alerts(
+    rule: &Rule,
+    window_start_us: i64,
+    window_end_us: i64,
+    rows: Vec<Map<String, Value>>,
+    detected_at: DateTime<Utc>,
+) -> Result<Vec<Alert>, RuleOutputError> {
+    let regions = Regions::get();
+    let mut alerts = Vec::with_capacity(rows.len());
+    for (i, mut row) in rows.into_iter().enumerate() {
+        let problem = |p: &str| RuleOutputError {
+            rule_id: rule.id.clone(),
+            row: i,
+            problem: p.to_string(),
+        };
+        let entity_id = match row.get("entity_id") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            _ => return Err(problem("has no text entity_id")),
+        };
+        let regency_code = match row.get("regency_code") {
+            Some(Value::String(s)) => s.clone(),
+            _ => return Err(problem("has no text regency_code")),
+        };
+        let score = row
+            .get("score")
+            .and_then(Value::as_f64)
+            .ok_or_else(|| problem("has no numeric score"))?;
+        let severity = match row.get("severity") {
+            Some(Value::String(s)) => Severity::parse(s)
+                .ok_or_else(|| problem("has a severity that is not low/medium/high/critical"))?,
+            _ => rule.severity,
+        };
+        let regency = regions.regency(&regency_code);
+        let offset = regions.offset_of(&regency_code);
+        let regency_name = regency.map(|r| r.name.as_str()).unwrap_or(&regency_code);
+        let title = fill(&rule.title, &row, regency_name);
+        let summary = fill(&rule.summary, &row, regency_name);
+        for key in [
+            "entity_id",
+            "regency_code",
+            "score",
+            "severity",
+            "window_start",
+            "window_end",
+        ] {
+            row.remove(key);
+        }
+        alerts.push(Alert {
+            alert_id: alert_id(&rule.id, &entity_id, window_start_us, window_end_us),
+            rule_id: rule.id.clone(),
+            rule_version: rule.version.clone(),
+            category: rule.category.clone(),
+            severity,
+            entity_type: rule.entity_type.clone(),
+            entity_id,
+            regency_code,
+            window_start: local_time(window_start_us, offset),
+            window_end: local_time(window_end_us, offset),
+            detected_at: detected_at.with_timezone(&offset),
+            score,
+            title,
+            summary,
+            evidence: row,
+        });
+    }
+    Ok(alerts)
+}
+
+/// One readable line for a terminal.
+pub fn one_line(a: &Alert) -> String {
+    format!(
+        "[{}] {} {} {} {}: {} — {}",
+        a.severity.as_str().to_uppercase(),
+        a.window_start.format("%Y-%m-%d %H:%M%:z"),
+        a.category,
+        a.entity_type,
+        a.entity_id,
+        a.title,
+        a.summary
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ids_depend_on_rule_entity_and_window_only() {
+        let a = alert_id("r", "O1", 0, 10);
+        assert_eq!(a, alert_id("r", "O1", 0, 10));
+        assert_ne!(a, alert_id("r", "O2", 0, 10));
+        assert_ne!(a, alert_id("r", "O1", 10, 20));
+        assert_ne!(a, alert_id("q", "O1", 0, 10));
+        assert_eq!(a.len(), 32);
+    }
+
+    #[test]
+    fn fills_templates_with_indonesian_numbers() {
+        let row = json!({"price": 27000, "ratio": 1.456, "p": 0.0000123, "name": "Toko A"});
+        let row = row.as_object().unwrap();
+        assert_eq!(
+            fill(
+                "{name} Rp {price} ({ratio}x, p={p}) di {regency_name} {missing}",
+                row,
+                "Kota X"
+            ),
+            "Toko A Rp 27.000 (1,46x, p=1,2e-5) di Kota X {missing}"
+        );
+    }
+}

@@ -1,0 +1,184 @@
+//! `pantau bench`: throughput and memory on a history folder. Replay (decode → windows
+//! → rules → alerts, no broker), then, with a broker, a bare rdkafka consumer that only
+//! reads the topics next to `pantau run` on the same records: the ratio is what pantau
+//! costs over reading. Figures are printed, never asserted.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use serde::Deserialize;
+
+use crate::engine::EngineConfig;
+use crate::feed;
+use crate::kafka::KafkaConfig;
+use crate::metrics::Metrics;
+use crate::model::Stream;
+use crate::pipeline::{self, ReplayConfig, RunConfig};
+use crate::sink::kafka::KafkaSink;
+use crate::source::files::FolderSource;
+use crate::source::kafka::SourceConfig;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchConfig {
+    /// History folder to measure on (made by `pantau simulate --out DIR`).
+    #[arg(long)]
+    pub history: PathBuf,
+    /// Also measure through this broker. Use a fresh one: the bench produces the history
+    /// to its input topics first.
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Partitions of the topics created on the broker.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    #[command(flatten)]
+    pub engine: EngineConfig,
+}
+
+/// Peak resident memory of this process so far (VmHWM), in MiB.
+pub fn peak_memory_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+#[derive(Deserialize)]
+struct Keys {
+    outlet_id: Option<String>,
+    card_id: Option<String>,
+}
+
+/// Reads a history folder as (key, bytes) per stream, keyed as the contract says.
+fn read_folder(dir: &std::path::Path) -> anyhow::Result<Vec<(Stream, Vec<(String, Vec<u8>)>)>> {
+    let mut source = FolderSource::open(dir)?;
+    let mut out = Vec::new();
+    for stream in source.streams() {
+        let mut records = Vec::new();
+        while let Some(chunk) = source.read(stream, 65_536)? {
+            for (payload, _) in chunk.records {
+                let keys: Option<Keys> = serde_json::from_slice(&payload).ok();
+                let key = keys
+                    .and_then(|k| {
+                        if stream == Stream::Disbursements {
+                            k.card_id
+                        } else {
+                            k.outlet_id
+                        }
+                    })
+                    .unwrap_or_default();
+                records.push((key, payload));
+            }
+        }
+        out.push((stream, records));
+    }
+    Ok(out)
+}
+
+async fn bare_consumer(kafka: &KafkaConfig, expected: u64) -> anyhow::Result<Duration> {
+    let consumer: StreamConsumer = kafka
+        .client()
+        .set(
+            "group.id",
+            format!("pantau-bench-bare-{}", std::process::id()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    let topics: Vec<&str> = Stream::ALL.iter().map(|s| s.topic()).collect();
+    consumer.subscribe(&topics)?;
+    let started = Instant::now();
+    let mut n = 0u64;
+    let mut bytes = 0usize;
+    while n < expected {
+        let msg = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .context("the bare consumer saw nothing for 30 s")??;
+        bytes += rdkafka::Message::payload(&msg).map_or(0, <[u8]>::len);
+        n += 1;
+    }
+    tracing::debug!(bytes, "bare consumer done");
+    Ok(started.elapsed())
+}
+
+pub async fn run(config: &BenchConfig) -> anyhow::Result<()> {
+    let out_dir = std::env::temp_dir().join(format!("pantau-bench-{}", std::process::id()));
+    let replay = ReplayConfig {
+        dir: config.history.clone(),
+        out: out_dir.join("alerts.jsonl"),
+        batch_size: 4096,
+    };
+    let summary = pipeline::replay(&replay, &config.engine, Metrics::new(), |_| {}).await?;
+    let replay_rate = summary.records as f64 / summary.elapsed.as_secs_f64();
+    println!(
+        "machine: {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "replay:        {:>9} records in {:>7.1} s = {:>9.0} records/s, {} alerts; peak memory {:.0} MiB",
+        summary.records,
+        summary.elapsed.as_secs_f64(),
+        replay_rate,
+        summary.alerts,
+        peak_memory_mib().unwrap_or(f64::NAN)
+    );
+    let Some(brokers) = &config.brokers else {
+        return Ok(());
+    };
+    let kafka = KafkaConfig {
+        brokers: brokers.clone(),
+        partitions: config.partitions,
+    };
+    let topics: Vec<&str> = Stream::ALL.iter().map(|s| s.topic()).collect();
+    kafka.ensure_topics(&topics).await?;
+    let records = feed::interleave(read_folder(&config.history)?);
+    let total = records.len() as u64;
+    let sink = KafkaSink::new(&kafka)?;
+    let started = Instant::now();
+    feed::produce(&sink, &records, 50_000, |_| async {}).await?;
+    println!(
+        "produce:       {total:>9} records in {:>7.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    drop(records);
+    let bare = bare_consumer(&kafka, total).await?;
+    println!(
+        "bare consumer: {total:>9} records in {:>7.1} s = {:>9.0} records/s",
+        bare.as_secs_f64(),
+        total as f64 / bare.as_secs_f64()
+    );
+    let idle = Duration::from_secs(2);
+    let engine = EngineConfig {
+        idle_timeout: idle,
+        ..config.engine.clone()
+    };
+    let source = SourceConfig {
+        group: format!("pantau-bench-run-{}", std::process::id()),
+        batch_size: 5000,
+        linger: Duration::from_millis(100),
+    };
+    let run = pipeline::run(
+        &kafka,
+        &source,
+        &RunConfig {
+            exit_when_idle: true,
+        },
+        &engine,
+        Metrics::new(),
+        |_| {},
+    )
+    .await?;
+    // The run ends by waiting one idle timeout for more input; that wait is not work.
+    let busy = run.elapsed.saturating_sub(idle).as_secs_f64();
+    println!(
+        "pantau run:    {:>9} records in {:>7.1} s = {:>9.0} records/s ({:.2}x the bare consumer's time), {} alerts; peak memory {:.0} MiB",
+        run.records,
+        busy,
+        run.records as f64 / busy,
+        busy / bare.as_secs_f64(),
+        run.alerts,
+        peak_memory_mib().unwrap_or(f64::NAN)
+    );
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! `pantau demo`: the whole path in one process, for a newcomer's first look. An
+//! embedded Kafka-protocol broker (librdkafka's mock cluster), a simulated district fed
+//! into it while the pipeline consumes, each alert printed as it fires, `/metrics`
+//! served throughout, and a summary of what was found against what was injected.
+//!
+//! The mock cluster keeps only about 5 MB per partition and silently forgets older
+//! records, so the feed is paced against the consumer and the source counts any gap.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::mocking::MockCluster;
+
+use crate::engine::EngineConfig;
+use crate::kafka::KafkaConfig;
+use crate::metrics::{self, Metrics};
+use crate::model::{category, Alert, Stream, Truth, TOPIC_ALERTS, TOPIC_DLQ};
+use crate::pipeline::{self, RunConfig};
+use crate::sim::{self, SimConfig};
+use crate::sink::kafka::KafkaSink;
+use crate::source::kafka::SourceConfig;
+use crate::{alert, feed};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoConfig {
+    #[command(flatten)]
+    pub sim: SimConfig,
+    #[command(flatten)]
+    pub engine: EngineConfig,
+    /// Address of /metrics while the demo runs (a free port is taken if it is busy).
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub metrics_addr: SocketAddr,
+    /// Partitions of every topic on the embedded broker.
+    #[arg(long, default_value_t = 12)]
+    pub partitions: i32,
+    /// Most records fed ahead of the consumer (the embedded broker forgets old records).
+    #[arg(long, default_value_t = 60_000)]
+    pub max_ahead: u64,
+}
+
+/// Records the pipeline has read so far, over every input topic.
+pub fn consumed(metrics: &Metrics) -> u64 {
+    Stream::ALL
+        .iter()
+        .map(|s| {
+            metrics
+                .records_consumed
+                .with_label_values(&[s.topic()])
+                .get()
+        })
+        .sum()
+}
+
+pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
+    config.sim.validate()?;
+    println!(
+        "simulating {} month(s) of regencies {} ...",
+        config.sim.months,
+        config.sim.regencies.join(", ")
+    );
+    let history = sim::simulate(&config.sim)?;
+    let mock = MockCluster::new(1).context("cannot start the embedded broker")?;
+    for topic in Stream::ALL
+        .iter()
+        .map(|s| s.topic())
+        .chain([TOPIC_ALERTS, TOPIC_DLQ])
+    {
+        mock.create_topic(topic, config.partitions, 1)
+            .with_context(|| format!("cannot create topic {topic} on the embedded broker"))?;
+    }
+    let kafka = KafkaConfig {
+        brokers: mock.bootstrap_servers(),
+        partitions: config.partitions,
+    };
+    let metrics = Metrics::new();
+    let (addr, _server) = match metrics::serve(metrics.clone(), config.metrics_addr).await {
+        Ok(served) => served,
+        Err(_) => metrics::serve(metrics.clone(), SocketAddr::from(([127, 0, 0, 1], 0))).await?,
+    };
+    println!(
+        "embedded broker at {}; metrics at http://{addr}/metrics",
+        kafka.brokers
+    );
+    let records = feed::interleave(
+        Stream::ALL
+            .iter()
+            .map(|s| (*s, history.records(*s)))
+            .collect(),
+    );
+    println!(
+        "feeding {} records while the pipeline consumes; alerts as they fire:",
+        records.len()
+    );
+    let sink = KafkaSink::new(&kafka)?;
+    let pace = {
+        let metrics = metrics.clone();
+        let max_ahead = config.max_ahead;
+        move |sent: usize| {
+            let metrics = metrics.clone();
+            async move {
+                while sent as u64 > consumed(&metrics) + max_ahead {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    };
+    let feeder = feed::produce(&sink, &records, 5_000, pace);
+    let source = SourceConfig {
+        group: "pantau-demo".into(),
+        batch_size: 5_000,
+        linger: Duration::from_millis(200),
+    };
+    let mut alerts: Vec<Alert> = Vec::new();
+    let pipeline = pipeline::run(
+        &kafka,
+        &source,
+        &RunConfig {
+            exit_when_idle: true,
+        },
+        &config.engine,
+        metrics.clone(),
+        |a| {
+            println!("{}", alert::one_line(a));
+            alerts.push(a.clone());
+        },
+    );
+    let (fed, summary) = tokio::join!(feeder, pipeline);
+    fed?;
+    let summary = summary?;
+    println!();
+    summary.print();
+    print_dead_letters(&metrics);
+    let rule_categories: HashSet<String> = crate::rules::load_dir(&config.engine.rules)?
+        .into_iter()
+        .map(|r| r.category)
+        .collect();
+    print_found(&history.truth, &alerts, &rule_categories);
+    drop(mock);
+    Ok(())
+}
+
+fn print_dead_letters(metrics: &Arc<Metrics>) {
+    let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
+    for family in metrics.registry.gather() {
+        if family.name() != "pantau_dlq_records_total" {
+            continue;
+        }
+        for m in family.get_metric() {
+            let reason = m
+                .get_label()
+                .iter()
+                .find(|l| l.name() == "reason")
+                .map(|l| l.value().to_string())
+                .unwrap_or_default();
+            *by_reason.entry(reason).or_default() += m.get_counter().get_value() as u64;
+        }
+    }
+    if !by_reason.is_empty() {
+        println!("dead letters by reason:");
+        for (reason, n) in by_reason {
+            println!("  {reason:<20} {n}");
+        }
+    }
+}
+
+/// Injected anomalies of the categories pantau has rules for, and how many an alert of
+/// the same category named (same entity, or any outlet of a ring). Time spans are not
+/// compared here; `pantau eval` is the measurement.
+pub fn print_found(truth: &[Truth], alerts: &[Alert], rule_categories: &HashSet<String>) {
+    let alerted: HashSet<(&str, &str)> = alerts
+        .iter()
+        .map(|a| (a.category.as_str(), a.entity_id.as_str()))
+        .collect();
+    let mut found: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for t in truth {
+        if t.category == category::MALFORMED || t.entity_type == "card" {
+            continue;
+        }
+        let hit = alerted.contains(&(t.category.as_str(), t.entity_id.as_str()))
+            || t.outlets
+                .iter()
+                .any(|o| alerted.contains(&(t.category.as_str(), o.as_str())));
+        let e = found.entry(t.category.as_str()).or_default();
+        e.1 += 1;
+        if hit {
+            e.0 += 1;
+        }
+    }
+    println!("injected anomalies named by an alert of the same category:");
+    for (cat, (hit, total)) in found {
+        let note = if rule_categories.contains(cat) {
+            ""
+        } else {
+            "  (no rule for this category yet)"
+        };
+        println!("  {cat:<20} {hit} of {total}{note}");
+    }
+}

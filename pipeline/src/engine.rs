@@ -1,0 +1,391 @@
+//! The pipeline's core, without I/O: records in, alerts and dead letters out.
+//!
+//! `ingest` decodes a chunk of one partition, dead-letters what is invalid or late and
+//! buffers the rest; `advance` moves the watermark and closes every window it passed,
+//! building the daily rollups and running the rules of each; `finish` closes everything
+//! at the end of a replay. Sources and sinks (`source`, `sink`) drive it; the same
+//! engine runs a replayed folder and a Kafka consumer group, which is why both give the
+//! same alerts.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use chrono::Utc;
+
+use crate::alert::{make_alerts, rows_of};
+use crate::decode::{self, Input, Provenance, Reason, Rejection};
+use crate::metrics::Metrics;
+use crate::model::{Alert, DeadLetter, Stream};
+use crate::rules::{Rule, SqlRunner, ROLLUPS};
+use crate::watermark::{PartitionId, Watermarks};
+use crate::window::{first_date, ClosedWindow, WindowSpec, WindowState};
+
+/// Engine settings shared by `replay`, `run` and `demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EngineConfig {
+    /// How far behind the newest event time a record may arrive and still count, e.g.
+    /// `10m`. Later records go to the DLQ with reason `late`.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub lateness: Duration,
+    /// A partition silent this long stops holding the watermark back; when all are
+    /// silent the watermark follows the wall clock so the last windows close.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Folder of rule files (`*.sql`).
+    #[arg(long, default_value_os_t = crate::rules::default_dir())]
+    pub rules: std::path::PathBuf,
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number and a unit (ms, s, m, h), e.g. 10m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// One record as a source delivers it.
+#[derive(Debug, Clone, Copy)]
+pub struct RawRecord<'a> {
+    pub key: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+    pub offset: i64,
+}
+
+pub struct Engine {
+    rules: Vec<Rule>,
+    window: WindowState,
+    watermarks: Watermarks,
+    runner: SqlRunner,
+    metrics: Arc<Metrics>,
+}
+
+fn dead_letter(
+    stream: Stream,
+    partition: i32,
+    record: &RawRecord<'_>,
+    rejection: &Rejection,
+) -> DeadLetter {
+    let bytes = record.payload.unwrap_or_default();
+    let (original, original_encoding) = match std::str::from_utf8(bytes) {
+        Ok(text) => (text.to_string(), "text"),
+        Err(_) => (
+            base64::engine::general_purpose::STANDARD.encode(bytes),
+            "base64",
+        ),
+    };
+    DeadLetter {
+        original,
+        original_encoding: original_encoding.to_string(),
+        key: record.key.map(|k| String::from_utf8_lossy(k).into_owned()),
+        topic: stream.topic().to_string(),
+        partition,
+        offset: record.offset,
+        reason: rejection.reason.as_str().to_string(),
+        error: rejection.message.clone(),
+        rejected_at: Utc::now().fixed_offset(),
+    }
+}
+
+impl Engine {
+    pub fn new(config: &EngineConfig, rules: Vec<Rule>, metrics: Arc<Metrics>) -> Engine {
+        let specs: Vec<WindowSpec> = rules.iter().map(|r| r.window).collect();
+        Engine {
+            rules,
+            window: WindowState::new(&specs),
+            watermarks: Watermarks::new(config.lateness, config.idle_timeout),
+            runner: SqlRunner::new(),
+            metrics,
+        }
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// A partition was assigned to this instance (or a replay file opened).
+    pub fn assign(&mut self, partition: PartitionId, now: Instant) {
+        if partition.0.carries_event_time() {
+            self.watermarks.assign(partition, now);
+        }
+    }
+
+    /// A partition was revoked, or a replay file is exhausted.
+    pub fn release(&mut self, partition: PartitionId) {
+        self.watermarks.release(partition);
+    }
+
+    /// Decodes and buffers one chunk of one partition. Returns the dead letters (invalid
+    /// or late records); everything else is accounted for in the window state.
+    pub fn ingest(
+        &mut self,
+        stream: Stream,
+        partition: i32,
+        records: &[RawRecord<'_>],
+        now: Instant,
+    ) -> anyhow::Result<Vec<DeadLetter>> {
+        let topic = stream.topic();
+        let pid = (stream, partition);
+        self.metrics
+            .records_consumed
+            .with_label_values(&[topic])
+            .inc_by(records.len() as u64);
+        let inputs: Vec<Input> = records
+            .iter()
+            .map(|r| Input {
+                payload: r.payload,
+                provenance: Provenance {
+                    partition,
+                    offset: r.offset,
+                },
+            })
+            .collect();
+        let started = Instant::now();
+        let mut dead = Vec::new();
+        if let Some(last) = records.iter().map(|r| r.offset).max() {
+            self.window.note_offset(pid, last + 1);
+        }
+        if stream == Stream::Outlets {
+            let (rows, rejected) = decode::decode_outlets(&inputs);
+            for (i, r) in &rejected {
+                dead.push(dead_letter(stream, partition, &records[*i], r));
+            }
+            self.window.apply_outlets(rows);
+            self.count_dead(topic, &dead);
+            return Ok(dead);
+        }
+        let decoded = decode::decode_events(stream, &inputs)?;
+        self.metrics
+            .decode_seconds
+            .with_label_values(&[topic])
+            .observe(started.elapsed().as_secs_f64());
+        let rejected_at: HashSet<usize> = decoded.rejected.iter().map(|(i, _)| *i).collect();
+        for (i, r) in &decoded.rejected {
+            dead.push(dead_letter(stream, partition, &records[*i], r));
+        }
+        // Decoded row n is the n-th input that was not rejected.
+        let valid_inputs: Vec<usize> = (0..records.len())
+            .filter(|i| !rejected_at.contains(i))
+            .collect();
+        let max_event = decoded.event_times.iter().copied().max();
+        if let Some(batch) = &decoded.batch {
+            let admission = self.window.admit(
+                stream,
+                pid,
+                batch,
+                &decoded.event_times,
+                &decoded.dedup_keys,
+                self.watermarks.current(),
+            )?;
+            let watermark = self.watermarks.current().unwrap_or(i64::MIN);
+            for row in &admission.late {
+                let record = &records[valid_inputs[*row]];
+                let lag = (watermark - decoded.event_times[*row]) / 1_000_000;
+                let rejection = Rejection {
+                    reason: Reason::Late,
+                    message: format!(
+                        "event time is {lag} s older than the watermark; its windows may have closed"
+                    ),
+                };
+                dead.push(dead_letter(stream, partition, record, &rejection));
+            }
+            self.metrics
+                .late_records
+                .with_label_values(&[topic])
+                .inc_by(admission.late.len() as u64);
+            self.metrics
+                .duplicates
+                .with_label_values(&[topic])
+                .inc_by(admission.duplicates as u64);
+            if let Some(items) = &decoded.items {
+                let kept_offsets: HashSet<i64> = admission
+                    .kept
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, k)| **k)
+                    .map(|(row, _)| records[valid_inputs[row]].offset)
+                    .collect();
+                self.window.admit_items(pid, items, &kept_offsets)?;
+            }
+        }
+        self.watermarks.observe(pid, max_event, now);
+        self.count_dead(topic, &dead);
+        Ok(dead)
+    }
+
+    fn count_dead(&self, topic: &str, dead: &[DeadLetter]) {
+        for d in dead {
+            self.metrics
+                .dead_letters
+                .with_label_values(&[topic, &d.reason])
+                .inc();
+        }
+    }
+
+    /// Recomputes the watermark and closes every window it has passed.
+    pub async fn advance(
+        &mut self,
+        now: Instant,
+        wall_clock_us: i64,
+    ) -> anyhow::Result<Vec<Alert>> {
+        let Some(watermark) = self.watermarks.advance(now, wall_clock_us) else {
+            return Ok(Vec::new());
+        };
+        self.update_watermark_metrics(watermark, wall_clock_us);
+        self.close_until(watermark).await
+    }
+
+    /// End of input: every window that holds data closes.
+    pub async fn finish(&mut self) -> anyhow::Result<Vec<Alert>> {
+        let Some(max) = self.window.max_event() else {
+            return Ok(Vec::new());
+        };
+        let end = max + self.window.longest_window_us();
+        self.watermarks.force(end);
+        self.close_until(end).await
+    }
+
+    /// The largest event time a partition has delivered.
+    pub fn partition_max_event(&self, partition: PartitionId) -> Option<i64> {
+        self.watermarks
+            .partition_maxima()
+            .find(|(p, _)| *p == partition)
+            .and_then(|(_, max)| max)
+    }
+
+    pub fn all_idle(&self, now: Instant) -> bool {
+        self.watermarks.all_idle(now)
+    }
+
+    pub fn watermark(&self) -> Option<i64> {
+        self.watermarks.current()
+    }
+
+    /// Offsets that may be committed once the alerts returned so far are acknowledged.
+    pub fn committable(&self) -> BTreeMap<PartitionId, i64> {
+        self.window.committable()
+    }
+
+    fn update_watermark_metrics(&self, watermark: i64, wall_clock_us: i64) {
+        self.metrics.watermark.set(watermark as f64 / 1e6);
+        self.metrics
+            .watermark_lag
+            .set((wall_clock_us - watermark) as f64 / 1e6);
+        for ((stream, partition), max) in self.watermarks.partition_maxima() {
+            if let Some(max) = max {
+                self.metrics
+                    .partition_max_event
+                    .with_label_values(&[stream.topic(), &partition.to_string()])
+                    .set(max as f64 / 1e6);
+            }
+        }
+    }
+
+    async fn close_until(&mut self, watermark: i64) -> anyhow::Result<Vec<Alert>> {
+        let mut alerts = Vec::new();
+        while let Some(window) = self.window.close_next(watermark)? {
+            let started = Instant::now();
+            let label = window.series.spec.to_string();
+            if !window.is_empty() {
+                alerts.extend(self.close(&window).await?);
+            }
+            self.metrics
+                .windows_closed
+                .with_label_values(&[&label])
+                .inc();
+            self.metrics
+                .window_close_seconds
+                .with_label_values(&[&label])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        self.window.evict(watermark, self.watermarks.lateness_us());
+        self.metrics
+            .buffered_rows
+            .set(self.window.buffered_rows() as i64);
+        Ok(alerts)
+    }
+
+    async fn close(&mut self, window: &ClosedWindow) -> anyhow::Result<Vec<Alert>> {
+        self.runner.register(&window.tables)?;
+        if window.series.spec == WindowSpec::LocalDay {
+            self.build_rollups().await?;
+        }
+        let mut alerts = Vec::new();
+        let detected_at = Utc::now();
+        for rule in self.rules.iter().filter(|r| r.window == window.series.spec) {
+            let started = Instant::now();
+            let outcome = match self.runner.query(&rule.sql).await {
+                Ok(batches) => rows_of(&batches).and_then(|rows| {
+                    Ok(make_alerts(
+                        rule,
+                        window.start,
+                        window.end,
+                        rows,
+                        detected_at,
+                    )?)
+                }),
+                Err(e) => Err(e.into()),
+            };
+            self.metrics
+                .rule_seconds
+                .with_label_values(&[&rule.id])
+                .observe(started.elapsed().as_secs_f64());
+            match outcome {
+                Ok(found) => {
+                    for a in &found {
+                        self.metrics
+                            .alerts
+                            .with_label_values(&[
+                                &a.rule_id,
+                                &a.category,
+                                a.severity.as_str(),
+                                &a.regency_code,
+                            ])
+                            .inc();
+                    }
+                    alerts.extend(found);
+                }
+                Err(e) => {
+                    // One failing rule must not stop the others or the pipeline.
+                    self.metrics
+                        .rule_failures
+                        .with_label_values(&[&rule.id])
+                        .inc();
+                    tracing::error!(rule = %rule.id, window_start = window.start, error = %format!("{e:#}"), "rule failed; skipped for this window");
+                }
+            }
+        }
+        // Deterministic order whatever the rule or batch order was.
+        alerts.sort_by(|a, b| a.alert_id.cmp(&b.alert_id));
+        Ok(alerts)
+    }
+
+    async fn build_rollups(&mut self) -> anyhow::Result<()> {
+        for (table, sql) in ROLLUPS {
+            let batches = self.runner.query(sql).await?;
+            let batches: Vec<_> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+            let Some(date) = batches.first().and_then(|b| first_date(b, "local_date")) else {
+                continue;
+            };
+            // A local day's rows share one date; keep them as that day's rollup.
+            self.window.store_rollup(table, date, batches);
+        }
+        Ok(())
+    }
+
+    pub fn buffered_rows(&self) -> usize {
+        self.window.buffered_rows()
+    }
+}

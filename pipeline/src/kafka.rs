@@ -1,0 +1,54 @@
+//! What the Kafka source and sinks share: client settings and topic creation.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::types::RDKafkaErrorCode;
+
+/// Settings of every client pantau makes against one cluster.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KafkaConfig {
+    /// Kafka bootstrap servers, `HOST:PORT[,HOST:PORT...]`.
+    #[arg(long, env = "PANTAU_BROKERS")]
+    pub brokers: String,
+    /// Partitions for topics pantau creates when they do not exist yet.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+}
+
+impl KafkaConfig {
+    pub fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            // Quiet by default: librdkafka's own log lines go through its logger.
+            .set("log_level", "3");
+        c
+    }
+
+    /// Creates the topics if they are missing; an existing topic is left as it is.
+    pub async fn ensure_topics(&self, topics: &[&str]) -> anyhow::Result<()> {
+        let admin: AdminClient<DefaultClientContext> = self
+            .client()
+            .create()
+            .context("cannot create a Kafka admin client")?;
+        let new: Vec<NewTopic> = topics
+            .iter()
+            .map(|t| NewTopic::new(t, self.partitions, TopicReplication::Fixed(1)))
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = admin
+            .create_topics(new.iter(), &opts)
+            .await
+            .with_context(|| format!("cannot create topics on {}", self.brokers))?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => anyhow::bail!("cannot create topic {topic}: {code}"),
+            }
+        }
+        Ok(())
+    }
+}

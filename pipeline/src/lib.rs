@@ -1,0 +1,39 @@
+//! pantau watches the bank transaction streams of Indonesia's non-cash food assistance
+//! (BPNT / Program Sembako) and raises alerts on e-Warong outlets that misbehave.
+//!
+//! ```text
+//!  Kafka topics / history folder
+//!        │  source::{kafka, files}   (offsets committed only after alerts are acked)
+//!        ▼
+//!  decode    JSON → validated rows → Arrow batches; bad record → dead letter
+//!        ▼
+//!  window    watermark (min over partitions − lateness), buffers, windows close
+//!        ▼
+//!  engine    daily rollups + rules/*.sql in DataFusion (udf: statrs tails)
+//!        ▼
+//!  alert     rows → alerts with deterministic ids, Bahasa Indonesia text
+//!        ▼
+//!  sink::{kafka, files}  pantau.alerts / pantau.dlq, alerts.jsonl / dlq.jsonl
+//! ```
+//! `pipeline` wires a source, the engine and a sink together; `metrics` serves
+//! `/metrics`; `sim` makes simulated districts; `demo` runs it all in-process.
+
+pub mod alert;
+pub mod bench;
+pub mod decode;
+pub mod demo;
+pub mod engine;
+pub mod feed;
+pub mod kafka;
+pub mod metrics;
+pub mod model;
+pub mod pipeline;
+pub mod regions;
+pub mod rules;
+pub mod sim;
+pub mod sink;
+pub mod source;
+pub mod tables;
+pub mod udf;
+pub mod watermark;
+pub mod window;

@@ -1,0 +1,169 @@
+//! The `pantau` command line. Each subcommand fills the documented config structs of the
+//! modules it runs and hands over; nothing here decides how records are processed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use pantau::engine::EngineConfig;
+use pantau::kafka::KafkaConfig;
+use pantau::metrics::{self, Metrics};
+use pantau::model::Stream;
+use pantau::pipeline::{self, ReplayConfig, RunConfig};
+use pantau::sim::{self, SimConfig};
+use pantau::sink::kafka::KafkaSink;
+use pantau::source::kafka::SourceConfig;
+use pantau::{alert, bench, demo, feed};
+
+#[derive(Parser)]
+#[command(
+    name = "pantau",
+    version,
+    about = "Watches BPNT / Program Sembako transaction streams and raises alerts on misbehaving e-Warong outlets"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole path in-process: an embedded Kafka-protocol broker, a simulated
+    /// district fed into it, the pipeline, alerts printed as they fire, /metrics served.
+    Demo(demo::DemoConfig),
+    /// Write a simulated history (a replayable folder plus truth.jsonl), or produce it
+    /// to Kafka with --brokers.
+    Simulate {
+        #[command(flatten)]
+        sim: SimConfig,
+        /// Folder to write the history into.
+        #[arg(long, required_unless_present = "brokers")]
+        out: Option<PathBuf>,
+        /// Produce to these Kafka brokers instead of (or as well as) writing files.
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Partitions of the topics created on the broker.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+    },
+    /// Run the pipeline over a history folder as fast as it can.
+    Replay {
+        #[command(flatten)]
+        replay: ReplayConfig,
+        #[command(flatten)]
+        engine: EngineConfig,
+        /// Print each alert as one line on stdout.
+        #[arg(long)]
+        print: bool,
+    },
+    /// Run as a member of a Kafka consumer group on the four input topics.
+    Run {
+        #[command(flatten)]
+        kafka: KafkaConfig,
+        #[command(flatten)]
+        source: SourceConfig,
+        #[command(flatten)]
+        run: RunConfig,
+        #[command(flatten)]
+        engine: EngineConfig,
+        /// Address of the /metrics and /health endpoint.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        metrics_addr: SocketAddr,
+    },
+    /// Measure throughput and memory: replay, a bare Kafka consumer, and `run`.
+    Bench(bench::BenchConfig),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Demo(config) => demo::run(&config).await,
+        Command::Simulate {
+            sim,
+            out,
+            brokers,
+            partitions,
+        } => {
+            sim.validate()?;
+            let history = sim::simulate(&sim)?;
+            if let Some(dir) = &out {
+                sim::write_folder(&history, dir)?;
+                println!(
+                    "wrote {} transactions, {} disbursements, {} transfers, {} outlets, {} truth lines to {}",
+                    history.transactions.len(),
+                    history.disbursements.len(),
+                    history.transfers.len(),
+                    history.outlets.len(),
+                    history.truth.len(),
+                    dir.display()
+                );
+            }
+            if let Some(brokers) = brokers {
+                let kafka = KafkaConfig {
+                    brokers,
+                    partitions,
+                };
+                let topics: Vec<&str> = Stream::ALL.iter().map(|s| s.topic()).collect();
+                kafka.ensure_topics(&topics).await?;
+                let records = feed::interleave(
+                    Stream::ALL
+                        .iter()
+                        .map(|s| (*s, history.records(*s)))
+                        .collect(),
+                );
+                let sink = KafkaSink::new(&kafka)?;
+                feed::produce(&sink, &records, 50_000, |_| async {}).await?;
+                println!("produced {} records to {}", records.len(), kafka.brokers);
+            }
+            Ok(())
+        }
+        Command::Replay {
+            replay,
+            engine,
+            print,
+        } => {
+            let metrics = Metrics::new();
+            let summary = pipeline::replay(&replay, &engine, metrics, |a| {
+                if print {
+                    println!("{}", alert::one_line(a));
+                }
+            })
+            .await?;
+            summary.print();
+            println!(
+                "alerts in {}, dead letters in {}",
+                replay.out.display(),
+                pipeline::dlq_path_for(&replay.out).display()
+            );
+            Ok(())
+        }
+        Command::Run {
+            kafka,
+            source,
+            run,
+            engine,
+            metrics_addr,
+        } => {
+            let metrics = Metrics::new();
+            let (addr, _server) = metrics::serve(metrics.clone(), metrics_addr)
+                .await
+                .context("starting the metrics endpoint")?;
+            tracing::info!(%addr, "serving /metrics");
+            let summary = pipeline::run(&kafka, &source, &run, &engine, metrics, |a| {
+                tracing::info!(alert_id = %a.alert_id, rule = %a.rule_id, regency = %a.regency_code, "alert");
+            })
+            .await?;
+            summary.print();
+            Ok(())
+        }
+        Command::Bench(config) => bench::run(&config).await,
+    }
+}

@@ -1,0 +1,220 @@
+//! pantau's own metrics and the `/metrics` endpoint (Prometheus text format).
+//!
+//! Metrics are updated per batch or per window, never per row, and their labels go no
+//! finer than the regency (about 514 values nationally): never an outlet or a card.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use prometheus::{
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub records_consumed: IntCounterVec,
+    pub dead_letters: IntCounterVec,
+    pub late_records: IntCounterVec,
+    pub duplicates: IntCounterVec,
+    pub alerts: IntCounterVec,
+    pub alert_produce_errors: IntCounter,
+    pub windows_closed: IntCounterVec,
+    pub rule_failures: IntCounterVec,
+    pub rule_seconds: HistogramVec,
+    pub window_close_seconds: HistogramVec,
+    pub decode_seconds: HistogramVec,
+    pub watermark: Gauge,
+    pub watermark_lag: Gauge,
+    pub partition_max_event: GaugeVec,
+    pub buffered_rows: IntGauge,
+    pub consumer_lag: IntGaugeVec,
+    pub offset_gaps: IntCounterVec,
+    pub commits: IntCounter,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let buckets = vec![
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    ];
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let r = Registry::new();
+        let alert_produce_errors = IntCounter::new(
+            "pantau_alert_produce_errors_total",
+            "Alerts or dead letters the broker refused",
+        )
+        .expect("valid metric");
+        r.register(Box::new(alert_produce_errors.clone()))
+            .expect("unique metric");
+        let commits = IntCounter::new(
+            "pantau_offset_commits_total",
+            "Offset commits made after acknowledgement",
+        )
+        .expect("valid metric");
+        r.register(Box::new(commits.clone()))
+            .expect("unique metric");
+        let watermark = Gauge::new(
+            "pantau_watermark_seconds",
+            "Current watermark, seconds since the epoch",
+        )
+        .expect("valid metric");
+        r.register(Box::new(watermark.clone()))
+            .expect("unique metric");
+        let watermark_lag = Gauge::new(
+            "pantau_watermark_lag_seconds",
+            "Wall-clock time minus the watermark",
+        )
+        .expect("valid metric");
+        r.register(Box::new(watermark_lag.clone()))
+            .expect("unique metric");
+        let partition_max_event = GaugeVec::new(
+            Opts::new(
+                "pantau_partition_event_time_seconds",
+                "Largest event time seen per input topic and partition",
+            ),
+            &["topic", "partition"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(partition_max_event.clone()))
+            .expect("unique metric");
+        let buffered_rows = IntGauge::new("pantau_buffered_rows", "Raw rows held for open windows")
+            .expect("valid metric");
+        r.register(Box::new(buffered_rows.clone()))
+            .expect("unique metric");
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                "pantau_consumer_lag_records",
+                "High watermark minus position per partition",
+            ),
+            &["topic", "partition"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(consumer_lag.clone()))
+            .expect("unique metric");
+        Arc::new(Metrics {
+            records_consumed: counter(
+                &r,
+                "pantau_records_consumed_total",
+                "Input records read",
+                &["topic"],
+            ),
+            dead_letters: counter(
+                &r,
+                "pantau_dlq_records_total",
+                "Records sent to the dead-letter queue",
+                &["topic", "reason"],
+            ),
+            late_records: counter(
+                &r,
+                "pantau_late_records_total",
+                "Records older than the watermark",
+                &["topic"],
+            ),
+            duplicates: counter(
+                &r,
+                "pantau_duplicate_records_total",
+                "Redelivered records counted once",
+                &["topic"],
+            ),
+            alerts: counter(
+                &r,
+                "pantau_alerts_total",
+                "Alerts raised",
+                &["rule", "category", "severity", "regency"],
+            ),
+            alert_produce_errors,
+            windows_closed: counter(
+                &r,
+                "pantau_windows_closed_total",
+                "Windows closed",
+                &["window"],
+            ),
+            rule_failures: counter(
+                &r,
+                "pantau_rule_failures_total",
+                "Rule evaluations that failed and were skipped",
+                &["rule"],
+            ),
+            rule_seconds: histogram(
+                &r,
+                "pantau_rule_eval_seconds",
+                "Time to evaluate one rule on one window",
+                &["rule"],
+            ),
+            window_close_seconds: histogram(
+                &r,
+                "pantau_window_close_seconds",
+                "Time to close one window, rollups and rules included",
+                &["window"],
+            ),
+            decode_seconds: histogram(
+                &r,
+                "pantau_batch_decode_seconds",
+                "Time to decode one batch",
+                &["topic"],
+            ),
+            watermark,
+            watermark_lag,
+            partition_max_event,
+            buffered_rows,
+            consumer_lag,
+            offset_gaps: counter(
+                &r,
+                "pantau_offset_gaps_total",
+                "Jumps in a partition's offsets (records the broker no longer had)",
+                &["topic"],
+            ),
+            commits,
+            registry: r,
+        })
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let families = self.registry.gather();
+        // Encoding into a Vec cannot fail for well-formed families.
+        let _ = TextEncoder::new().encode(&families, &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Serves `/metrics` until the returned task is aborted.
+pub async fn serve(
+    metrics: Arc<Metrics>,
+    addr: SocketAddr,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    use axum::{routing::get, Router};
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move { ([("content-type", "text/plain; version=0.0.4")], m.render()) }
+            }),
+        )
+        .route("/health", get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for /metrics on {addr}"))?;
+    let bound = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    });
+    Ok((bound, task))
+}

@@ -1,0 +1,213 @@
+//! The Arrow tables rules are written against: their names, columns and types.
+//!
+//! `decode` fills the raw-event tables, `window` adds the window bounds and the daily
+//! rollups, `rules` registers them in DataFusion under these names. `pantau rules schema`
+//! prints them; changing a column here is changing the contract with every rule file.
+//!
+//! All times are UTC instants (`Timestamp(µs, UTC)`); `local_date` and `local_hour` are
+//! the same instant on the regency's own calendar (WIB, WITA or WIT), because the
+//! program's days — and an agent's "night" — are local.
+
+use std::sync::{Arc, LazyLock};
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+pub const TRANSACTIONS: &str = "transactions";
+pub const TRANSACTION_ITEMS: &str = "transaction_items";
+pub const DISBURSEMENTS: &str = "disbursements";
+pub const TRANSFERS: &str = "transfers";
+pub const OUTLETS: &str = "outlets";
+pub const OUTLET_DAILY: &str = "outlet_daily";
+pub const DISBURSEMENT_DAILY: &str = "disbursement_daily";
+
+/// Columns every windowed table carries on top of its own.
+pub const WINDOW_START: &str = "window_start";
+pub const WINDOW_END: &str = "window_end";
+/// Provenance kept so the source knows which offsets a window still needs.
+pub const SRC_PARTITION: &str = "src_partition";
+pub const SRC_OFFSET: &str = "src_offset";
+
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+fn utf8(name: &str) -> Field {
+    Field::new(name, DataType::Utf8, false)
+}
+
+fn provenance() -> [Field; 2] {
+    [
+        Field::new(SRC_PARTITION, DataType::Int32, false),
+        Field::new(SRC_OFFSET, DataType::Int64, false),
+    ]
+}
+
+fn schema(fields: Vec<Field>) -> SchemaRef {
+    Arc::new(Schema::new(fields))
+}
+
+/// One row per payment (purchase or reversal), KKS or ordinary.
+pub static TRANSACTIONS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut f = vec![
+        utf8("txn_id"),
+        utf8("bank"),
+        Field::new("occurred_at", timestamp_type(), false),
+        Field::new("local_date", DataType::Date32, false),
+        Field::new("local_hour", DataType::Int32, false),
+        Field::new("utc_offset_minutes", DataType::Int32, false),
+        utf8("outlet_id"),
+        utf8("terminal_id"),
+        utf8("regency_code"),
+        utf8("card_id"),
+        utf8("payment"),
+        utf8("type"),
+        Field::new("reverses_txn_id", DataType::Utf8, true),
+        Field::new("amount", DataType::Int64, false),
+        Field::new("balance_after", DataType::Int64, true),
+        Field::new("item_count", DataType::Int32, false),
+        // Σ qty × unit_price, rounded to the rupiah; null when the record has no items.
+        Field::new("items_total", DataType::Int64, true),
+    ];
+    f.extend(provenance());
+    schema(f)
+});
+
+/// One row per item line of a purchase that lists items (all KKS purchases).
+pub static TRANSACTION_ITEMS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut f = vec![
+        utf8("txn_id"),
+        utf8("bank"),
+        Field::new("occurred_at", timestamp_type(), false),
+        Field::new("local_date", DataType::Date32, false),
+        Field::new("utc_offset_minutes", DataType::Int32, false),
+        utf8("outlet_id"),
+        utf8("terminal_id"),
+        utf8("regency_code"),
+        utf8("card_id"),
+        utf8("payment"),
+        utf8("commodity"),
+        Field::new("qty", DataType::Float64, false),
+        utf8("unit"),
+        Field::new("unit_price", DataType::Int64, false),
+    ];
+    f.extend(provenance());
+    schema(f)
+});
+
+pub static DISBURSEMENTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut f = vec![
+        utf8("disbursement_id"),
+        utf8("bank"),
+        utf8("card_id"),
+        utf8("regency_code"),
+        utf8("period"),
+        Field::new("months", DataType::Int32, false),
+        Field::new("amount", DataType::Int64, false),
+        Field::new("credited_at", timestamp_type(), false),
+        Field::new("local_date", DataType::Date32, false),
+        Field::new("utc_offset_minutes", DataType::Int32, false),
+    ];
+    f.extend(provenance());
+    schema(f)
+});
+
+pub static TRANSFERS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut f = vec![
+        utf8("transfer_id"),
+        utf8("bank"),
+        utf8("outlet_id"),
+        utf8("regency_code"),
+        Field::new("occurred_at", timestamp_type(), false),
+        Field::new("local_date", DataType::Date32, false),
+        Field::new("utc_offset_minutes", DataType::Int32, false),
+        utf8("counterparty_id"),
+        Field::new("amount", DataType::Int64, false),
+    ];
+    f.extend(provenance());
+    schema(f)
+});
+
+/// The registry: the latest record of every outlet seen so far (not windowed).
+pub static OUTLETS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    schema(vec![
+        utf8("outlet_id"),
+        utf8("name"),
+        utf8("regency_code"),
+        utf8("district_code"),
+        utf8("bank"),
+        Field::new("registered_at", timestamp_type(), false),
+        utf8("status"),
+        Field::new("kpm_assigned", DataType::Int64, false),
+    ])
+});
+
+/// Rollup kept per outlet and local day once that day's window has closed; long-horizon
+/// rules read this instead of months of raw events. Columns are nullable because they
+/// are aggregates computed by SQL.
+pub static OUTLET_DAILY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    schema(vec![
+        utf8("outlet_id"),
+        utf8("regency_code"),
+        Field::new("local_date", DataType::Date32, true),
+        Field::new("kks_payments", DataType::Int64, true),
+        Field::new("kks_cards", DataType::Int64, true),
+        Field::new("kks_amount", DataType::Int64, true),
+        Field::new("ordinary_payments", DataType::Int64, true),
+        Field::new("ordinary_amount", DataType::Int64, true),
+        Field::new("first_at", timestamp_type(), true),
+        Field::new("last_at", timestamp_type(), true),
+    ])
+});
+
+/// Rollup of credits per regency, bank and local day: the disbursement calendar.
+pub static DISBURSEMENT_DAILY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    schema(vec![
+        utf8("regency_code"),
+        utf8("bank"),
+        Field::new("local_date", DataType::Date32, true),
+        Field::new("cards_credited", DataType::Int64, true),
+        Field::new("amount", DataType::Int64, true),
+    ])
+});
+
+/// Every table a rule may read, with its schema as the rule sees it (windowed tables
+/// gain `window_start` and `window_end`).
+pub fn catalogue() -> Vec<(&'static str, SchemaRef, &'static str)> {
+    vec![
+        (
+            TRANSACTIONS,
+            TRANSACTIONS_SCHEMA.clone(),
+            "raw payments in the window (KKS and ordinary customers)",
+        ),
+        (
+            TRANSACTION_ITEMS,
+            TRANSACTION_ITEMS_SCHEMA.clone(),
+            "item lines of the window's purchases",
+        ),
+        (
+            DISBURSEMENTS,
+            DISBURSEMENTS_SCHEMA.clone(),
+            "benefit credits in the window",
+        ),
+        (
+            TRANSFERS,
+            TRANSFERS_SCHEMA.clone(),
+            "money leaving outlets in the window",
+        ),
+        (
+            OUTLETS,
+            OUTLETS_SCHEMA.clone(),
+            "outlet registry, latest record per outlet (not windowed)",
+        ),
+        (
+            OUTLET_DAILY,
+            OUTLET_DAILY_SCHEMA.clone(),
+            "per outlet and local day, for the days inside a long window",
+        ),
+        (
+            DISBURSEMENT_DAILY,
+            DISBURSEMENT_DAILY_SCHEMA.clone(),
+            "credits per regency, bank and local day, for the days inside a long window",
+        ),
+    ]
+}

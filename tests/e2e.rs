@@ -1,0 +1,14 @@
+//! End-to-end tests of pantau: the wire contract, replay, the Kafka path against a real
+//! Kafka-protocol broker (tansu, started per test), the demo and the bench.
+//!
+//! One test binary on purpose: compile time is the scarce resource.
+
+#[path = "e2e/support.rs"]
+mod support;
+
+#[path = "e2e/contract.rs"]
+mod contract;
+#[path = "e2e/kafka.rs"]
+mod kafka;
+#[path = "e2e/replay.rs"]
+mod replay;
