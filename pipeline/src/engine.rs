@@ -122,6 +122,19 @@ impl Engine {
         }
     }
 
+    /// Partitions silent for the idle timeout.
+    pub fn silent_partitions(&self, now: Instant) -> Vec<PartitionId> {
+        self.watermarks.idle(now)
+    }
+
+    /// A partition that delivered nothing but still has records waiting (a stalled
+    /// fetch): it must not count as idle.
+    pub fn keep_alive(&mut self, partition: PartitionId, now: Instant) {
+        if partition.0.carries_event_time() {
+            self.watermarks.observe(partition, None, now);
+        }
+    }
+
     /// A partition was revoked, or a replay file is exhausted.
     pub fn release(&mut self, partition: PartitionId) {
         self.watermarks.release(partition);
@@ -318,7 +331,7 @@ impl Engine {
     }
 
     async fn close(&mut self, window: &ClosedWindow) -> anyhow::Result<Vec<Alert>> {
-        self.runner.register(&window.tables)?;
+        self.runner.register(&window.tables).await?;
         if window.series.spec == WindowSpec::LocalDay {
             self.build_rollups().await?;
         }

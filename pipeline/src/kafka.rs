@@ -6,6 +6,7 @@ use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 
 /// Settings of every client pantau makes against one cluster.
@@ -28,13 +29,40 @@ impl KafkaConfig {
         c
     }
 
+    /// The topics the cluster does not know yet.
+    fn missing_topics<'a>(&self, topics: &[&'a str]) -> anyhow::Result<Vec<&'a str>> {
+        let consumer: BaseConsumer = self
+            .client()
+            .set("allow.auto.create.topics", "false")
+            .create()
+            .context("cannot create a Kafka client")?;
+        let metadata = consumer
+            .fetch_metadata(None, Duration::from_secs(30))
+            .with_context(|| format!("cannot reach the brokers at {}", self.brokers))?;
+        let known: Vec<&str> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.name())
+            .collect();
+        Ok(topics
+            .iter()
+            .copied()
+            .filter(|t| !known.contains(t))
+            .collect())
+    }
+
     /// Creates the topics if they are missing; an existing topic is left as it is.
     pub async fn ensure_topics(&self, topics: &[&str]) -> anyhow::Result<()> {
+        let missing = self.missing_topics(topics)?;
+        if missing.is_empty() {
+            return Ok(());
+        }
         let admin: AdminClient<DefaultClientContext> = self
             .client()
             .create()
             .context("cannot create a Kafka admin client")?;
-        let new: Vec<NewTopic> = topics
+        let new: Vec<NewTopic> = missing
             .iter()
             .map(|t| NewTopic::new(t, self.partitions, TopicReplication::Fixed(1)))
             .collect();

@@ -193,6 +193,9 @@ pub async fn run(
     let sink = KafkaSink::new(kafka)?;
     let mut summary = Summary::default();
     let mut shutdown = Box::pin(shutdown_signal());
+    // Partitions that look idle but still have records waiting, checked once a second.
+    let mut behind = Vec::new();
+    let mut last_backlog_check: Option<Instant> = None;
     loop {
         let batches = tokio::select! {
             biased;
@@ -230,6 +233,19 @@ pub async fn run(
             }
         }
         let turn = Instant::now();
+        if last_backlog_check.is_none_or(|t| turn.duration_since(t) >= Duration::from_secs(1)) {
+            behind = source.backlog(&engine.silent_partitions(turn));
+            last_backlog_check = Some(turn);
+            for ((stream, partition), lag) in &behind {
+                metrics
+                    .consumer_lag
+                    .with_label_values(&[stream.topic(), &partition.to_string()])
+                    .set(*lag);
+            }
+        }
+        for (partition, _) in &behind {
+            engine.keep_alive(*partition, turn);
+        }
         let alerts = engine.advance(turn, wall_clock_us()).await?;
         alerts.iter().for_each(&mut on_alert);
         summary.add_alerts(&alerts);

@@ -25,7 +25,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use sha2::{Digest, Sha256};
 
@@ -232,8 +234,14 @@ pub fn windowed_schema(base: &SchemaRef) -> SchemaRef {
 }
 
 /// Runs SQL over a window's tables in one DataFusion session.
+///
+/// Tables are registered once and their contents swapped per window, so a rule's
+/// optimized logical plan is made once per rule version and reused for every window;
+/// only the physical plan is made per window.
 pub struct SqlRunner {
     ctx: SessionContext,
+    tables: BTreeMap<&'static str, Arc<MemTable>>,
+    plans: std::sync::Mutex<std::collections::HashMap<String, LogicalPlan>>,
 }
 
 impl Default for SqlRunner {
@@ -253,28 +261,62 @@ impl SqlRunner {
         for udf in crate::udf::all() {
             ctx.register_udf(udf);
         }
-        SqlRunner { ctx }
+        let mut tables = BTreeMap::new();
+        for (name, base, _) in tables::catalogue() {
+            let table = Arc::new(
+                MemTable::try_new(windowed_schema(&base), vec![Vec::new()])
+                    .expect("an empty table matches its schema"),
+            );
+            ctx.register_table(name, table.clone())
+                .expect("table names are unique");
+            tables.insert(name, table);
+        }
+        SqlRunner {
+            ctx,
+            tables,
+            plans: Default::default(),
+        }
     }
 
-    /// Registers a window's tables under their names; every table of the catalogue is
-    /// present, empty when the window has no rows for it.
-    pub fn register(
+    /// Makes a window's tables the contents of the registered tables; a table the window
+    /// has no rows for is empty.
+    pub async fn register(
         &self,
         window_tables: &BTreeMap<&'static str, Vec<RecordBatch>>,
     ) -> anyhow::Result<()> {
-        for (name, base, _) in tables::catalogue() {
-            let schema = windowed_schema(&base);
+        for (name, table) in &self.tables {
             let batches: Vec<RecordBatch> = window_tables.get(name).cloned().unwrap_or_default();
-            let table = MemTable::try_new(schema, vec![batches])
-                .with_context(|| format!("table {name} does not match its schema"))?;
-            self.ctx.deregister_table(name)?;
-            self.ctx.register_table(name, Arc::new(table))?;
+            let schema = table.schema();
+            if let Some(bad) = batches.iter().find(|b| !schema.contains(&b.schema())) {
+                bail!(
+                    "table {name}: a batch does not match the table's schema ({:?})",
+                    bad.schema()
+                );
+            }
+            *table.batches[0].write().await = batches;
         }
         Ok(())
     }
 
     pub async fn query(&self, sql: &str) -> datafusion::error::Result<Vec<RecordBatch>> {
-        self.ctx.sql(sql).await?.collect().await
+        let cached = self.plans.lock().ok().and_then(|p| p.get(sql).cloned());
+        let plan = match cached {
+            Some(plan) => plan,
+            None => {
+                let plan = self.ctx.sql(sql).await?.into_optimized_plan()?;
+                if let Ok(mut plans) = self.plans.lock() {
+                    plans.insert(sql.to_string(), plan.clone());
+                }
+                plan
+            }
+        };
+        let state = self.ctx.state();
+        // The plan is already optimized: go straight to physical planning.
+        let physical = state
+            .query_planner()
+            .create_physical_plan(&plan, &state)
+            .await?;
+        datafusion::physical_plan::collect(physical, self.ctx.task_ctx()).await
     }
 
     pub fn context(&self) -> &SessionContext {

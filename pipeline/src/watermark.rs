@@ -110,6 +110,15 @@ impl Watermarks {
         self.lateness_us
     }
 
+    /// Partitions silent for the idle timeout.
+    pub fn idle(&self, now: Instant) -> Vec<PartitionId> {
+        self.partitions
+            .iter()
+            .filter(|(_, c)| now.duration_since(c.last_activity) >= self.idle_timeout)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// True when every known partition has been idle for the idle timeout.
     pub fn all_idle(&self, now: Instant) -> bool {
         self.partitions

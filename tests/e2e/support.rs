@@ -142,61 +142,52 @@ fn consumer(brokers: &str, group: &str) -> BaseConsumer {
         .expect("a Kafka consumer")
 }
 
-/// Every record of a topic, read from the beginning of each partition to its end.
-pub fn read_topic(brokers: &str, topic: &str) -> Vec<Vec<u8>> {
+/// Every record of a topic, from the beginning of each partition until nothing new has
+/// come for three seconds, and per partition the offset after the last record.
+///
+/// tansu 0.6 reports high watermarks below the real end of a partition (ListOffsets
+/// answers with the last batch, not the last record), so the end is what was read.
+pub fn read_topic_with_ends(brokers: &str, topic: &str) -> (Vec<Vec<u8>>, BTreeMap<i32, i64>) {
     let c = consumer(brokers, "pantau-test-reader");
-    let meta = c
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("topic metadata");
-    let partitions: Vec<i32> = meta.topics()[0]
-        .partitions()
-        .iter()
-        .map(|p| p.id())
-        .collect();
-    let mut ends = BTreeMap::new();
-    let mut list = TopicPartitionList::new();
-    for p in &partitions {
-        let (_, high) = c
-            .fetch_watermarks(topic, *p, Duration::from_secs(10))
-            .expect("watermarks");
-        if high > 0 {
-            ends.insert(*p, high);
-            list.add_partition_offset(topic, *p, Offset::Beginning)
-                .expect("partition");
-        }
-    }
-    let mut out = Vec::new();
-    if ends.is_empty() {
-        return out;
-    }
-    c.assign(&list).expect("assign");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut done = BTreeMap::new();
-    while done.len() < ends.len() {
-        assert!(Instant::now() < deadline, "reading {topic} timed out");
-        let Some(msg) = c.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let msg = msg.expect("a record");
-        if let Some(p) = msg.payload() {
-            out.push(p.to_vec());
-        }
-        if msg.offset() + 1 >= ends[&msg.partition()] {
-            done.insert(msg.partition(), ());
-        }
-    }
-    out
-}
-
-/// Per partition of `topic`: (offset committed by `group`, end of the partition).
-pub fn committed_and_end(brokers: &str, group: &str, topic: &str) -> Vec<(i32, i64, i64)> {
-    let c = consumer(brokers, group);
     let meta = c
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .expect("topic metadata");
     let mut list = TopicPartitionList::new();
     for p in meta.topics()[0].partitions() {
-        list.add_partition(topic, p.id());
+        list.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .expect("partition");
+    }
+    c.assign(&list).expect("assign");
+    let mut out = Vec::new();
+    let mut ends = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last_record = Instant::now();
+    while last_record.elapsed() < Duration::from_secs(3) {
+        assert!(Instant::now() < deadline, "reading {topic} timed out");
+        let Some(msg) = c.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let msg = msg.expect("a record");
+        last_record = Instant::now();
+        if let Some(p) = msg.payload() {
+            out.push(p.to_vec());
+        }
+        ends.insert(msg.partition(), msg.offset() + 1);
+    }
+    (out, ends)
+}
+
+pub fn read_topic(brokers: &str, topic: &str) -> Vec<Vec<u8>> {
+    read_topic_with_ends(brokers, topic).0
+}
+
+/// Per partition of `topic` that holds records: (offset committed by `group`, end).
+pub fn committed_and_end(brokers: &str, group: &str, topic: &str) -> Vec<(i32, i64, i64)> {
+    let (_, ends) = read_topic_with_ends(brokers, topic);
+    let c = consumer(brokers, group);
+    let mut list = TopicPartitionList::new();
+    for p in ends.keys() {
+        list.add_partition(topic, *p);
     }
     let committed = c
         .committed_offsets(list, Duration::from_secs(10))
@@ -205,14 +196,11 @@ pub fn committed_and_end(brokers: &str, group: &str, topic: &str) -> Vec<(i32, i
         .elements()
         .iter()
         .map(|e| {
-            let (_, high) = c
-                .fetch_watermarks(topic, e.partition(), Duration::from_secs(10))
-                .expect("watermarks");
             let committed = match e.offset() {
                 Offset::Offset(o) => o,
                 _ => -1,
             };
-            (e.partition(), committed, high)
+            (e.partition(), committed, ends[&e.partition()])
         })
         .collect()
 }

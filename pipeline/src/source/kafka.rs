@@ -226,6 +226,34 @@ impl KafkaSource {
         Ok(true)
     }
 
+    /// Of the given partitions, those with records still to read, and how many: the
+    /// consumer's position is behind the partition's high watermark. A partition that is
+    /// behind is stalled, not idle, and must keep holding the watermark however long it
+    /// stays silent. Asks the broker, so call it only for partitions that look idle.
+    pub fn backlog(&self, silent: &[PartitionId]) -> Vec<(PartitionId, i64)> {
+        let Ok(positions) = self.consumer.position() else {
+            return Vec::new();
+        };
+        silent
+            .iter()
+            .filter_map(|pid| {
+                let position = positions
+                    .find_partition(pid.0.topic(), pid.1)
+                    .map(|e| e.offset());
+                let (_, high) = tokio::task::block_in_place(|| {
+                    self.consumer
+                        .fetch_watermarks(pid.0.topic(), pid.1, Duration::from_secs(2))
+                })
+                .ok()?;
+                let lag = match position {
+                    Some(Offset::Offset(p)) => high - p,
+                    _ => high,
+                };
+                (lag > 0).then_some((*pid, lag))
+            })
+            .collect()
+    }
+
     pub fn consumer(&self) -> &StreamConsumer<RecordingContext> {
         &self.consumer
     }
