@@ -51,7 +51,7 @@ struct Keys {
 }
 
 /// Reads a history folder as (key, bytes) per stream, keyed as the contract says.
-fn read_folder(dir: &std::path::Path) -> anyhow::Result<Vec<(Stream, Vec<(String, Vec<u8>)>)>> {
+fn read_folder(dir: &std::path::Path) -> anyhow::Result<Vec<(Stream, feed::KeyedRecords)>> {
     let mut source = FolderSource::open(dir)?;
     let mut out = Vec::new();
     for stream in source.streams() {

@@ -129,6 +129,7 @@ pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
     );
     let (fed, summary) = tokio::join!(feeder, pipeline);
     fed?;
+    drop(sink);
     let summary = summary?;
     println!();
     summary.print();

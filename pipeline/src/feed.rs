@@ -28,7 +28,10 @@ fn event_time(payload: &[u8]) -> Option<i64> {
 /// Orders records of several streams by event time: the registry first, then a merge of
 /// the event streams. A record without a readable time (a malformed one) keeps its place
 /// behind the record before it in its own stream.
-pub fn interleave(streams: Vec<(Stream, Vec<(String, Vec<u8>)>)>) -> Vec<Outgoing> {
+/// One stream's records as (Kafka key, payload), in order.
+pub type KeyedRecords = Vec<(String, Vec<u8>)>;
+
+pub fn interleave(streams: Vec<(Stream, KeyedRecords)>) -> Vec<Outgoing> {
     let mut out = Vec::new();
     let mut queues = Vec::new();
     for (stream, records) in streams {

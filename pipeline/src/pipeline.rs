@@ -257,7 +257,7 @@ pub async fn run(
             // Nothing is committed: on restart these records are read again.
             return Err(e.context("producing alerts and dead letters"));
         }
-        if source.commit(&engine.committable())? {
+        if source.commit(&engine.committable(), false)? {
             metrics.commits.inc();
         }
         metrics
@@ -270,6 +270,8 @@ pub async fn run(
             break;
         }
     }
+    // Everything produced so far is acknowledged: make the last commit durable.
+    source.commit(&engine.committable(), true)?;
     summary.elapsed = started.elapsed();
     Ok(summary)
 }

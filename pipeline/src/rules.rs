@@ -347,9 +347,7 @@ mod tests {
     fn names_the_file_and_line_of_a_bad_header() {
         let err = Rule::parse(
             Path::new("x.sql"),
-            &RULE
-                .replace("-- owner", "-- owner")
-                .replace("-- entity: outlet", "-- entiti: outlet"),
+            &RULE.replace("-- entity: outlet", "-- entiti: outlet"),
         )
         .unwrap_err()
         .to_string();

@@ -553,19 +553,8 @@ impl WindowState {
     ) -> anyhow::Result<ClosedWindow> {
         let mut out: BTreeMap<&'static str, Vec<RecordBatch>> = BTreeMap::new();
         if series.reads_rollups() {
-            let first = local_date_of(start) as i64;
-            let last = local_date_of(end) as i64;
-            for table in [tables::OUTLET_DAILY, tables::DISBURSEMENT_DAILY] {
-                let batches = self
-                    .rollups
-                    .get(table)
-                    .into_iter()
-                    .flatten()
-                    .filter(|r| (first..last).contains(&(r.date as i64)))
-                    .map(|r| with_window(&r.batch, start, end))
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                out.insert(table, batches);
-            }
+            let days = local_date_of(start)..local_date_of(end);
+            self.rollups_into(&mut out, days, start, end)?;
         } else {
             for table in [
                 tables::TRANSACTIONS,
@@ -589,18 +578,12 @@ impl WindowState {
             // Closed days before this window: the entity's recent history, always the
             // same span so the result does not depend on when rollups were evicted.
             let first = local_date_of(start);
-            let oldest = first - self.rollup_retention_days;
-            for table in [tables::OUTLET_DAILY, tables::DISBURSEMENT_DAILY] {
-                let batches = self
-                    .rollups
-                    .get(table)
-                    .into_iter()
-                    .flatten()
-                    .filter(|r| r.date >= oldest && r.date < first)
-                    .map(|r| with_window(&r.batch, start, end))
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                out.insert(table, batches);
-            }
+            self.rollups_into(
+                &mut out,
+                first - self.rollup_retention_days..first,
+                start,
+                end,
+            )?;
         }
         out.insert(
             tables::OUTLETS,
@@ -613,6 +596,28 @@ impl WindowState {
             end,
             tables: out,
         })
+    }
+
+    /// Adds the rollups of the local dates in `days` to a window's tables.
+    fn rollups_into(
+        &self,
+        out: &mut BTreeMap<&'static str, Vec<RecordBatch>>,
+        days: std::ops::Range<i32>,
+        start: i64,
+        end: i64,
+    ) -> anyhow::Result<()> {
+        for table in [tables::OUTLET_DAILY, tables::DISBURSEMENT_DAILY] {
+            let batches = self
+                .rollups
+                .get(table)
+                .into_iter()
+                .flatten()
+                .filter(|r| days.contains(&r.date))
+                .map(|r| with_window(&r.batch, start, end))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            out.insert(table, batches);
+        }
+        Ok(())
     }
 
     /// Forgets raw rows no open window can need, rollups older than any day-range window
@@ -735,7 +740,7 @@ fn local_date_of(t: i64) -> i32 {
 /// Reads a Date32 column's first value; rollup batches are one day each.
 pub fn first_date(batch: &RecordBatch, column: &str) -> Option<i32> {
     let col = batch.column_by_name(column)?;
-    (col.len() > 0).then(|| col.as_primitive::<Date32Type>().value(0))
+    (!col.is_empty()).then(|| col.as_primitive::<Date32Type>().value(0))
 }
 
 #[cfg(test)]

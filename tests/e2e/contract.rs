@@ -39,6 +39,24 @@ fn assert_lines_valid(file: &Path, schema: &str, skip: &dyn Fn(&str) -> bool) ->
     n
 }
 
+/// The records the simulator broke on purpose: raw line and expected reason.
+fn injected_malformed(history: &Path) -> Vec<(String, String)> {
+    truth(history)
+        .into_iter()
+        .filter(|t| t.category == category::MALFORMED)
+        .map(|t| {
+            let text = |key: &str| {
+                t.params
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            (text("raw"), text("reason"))
+        })
+        .collect()
+}
+
 #[test]
 fn simulated_records_alerts_and_dead_letters_match_the_schemas() {
     let tmp = tempfile::tempdir().unwrap();
@@ -56,15 +74,9 @@ fn simulated_records_alerts_and_dead_letters_match_the_schemas() {
             "7",
         ],
     );
-    let malformed: Vec<String> = truth(&history)
+    let malformed: Vec<String> = injected_malformed(&history)
         .into_iter()
-        .filter(|t| t.category == category::MALFORMED)
-        .filter_map(|t| {
-            t.params
-                .get("raw")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
+        .map(|(raw, _)| raw)
         .collect();
     assert_eq!(malformed.len(), 16);
     let is_malformed = |line: &str| line.trim().is_empty() || malformed.iter().any(|m| m == line);
@@ -105,16 +117,7 @@ fn every_kind_of_bad_input_reaches_the_dlq_with_its_reason() {
             "11",
         ],
     );
-    let injected: Vec<(String, String)> = truth(&history)
-        .into_iter()
-        .filter(|t| t.category == category::MALFORMED)
-        .map(|t| {
-            (
-                t.params["raw"].as_str().unwrap_or_default().to_string(),
-                t.params["reason"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
+    let injected = injected_malformed(&history);
     let reasons: std::collections::BTreeSet<&str> =
         injected.iter().map(|(_, r)| r.as_str()).collect();
     for expected in [

@@ -191,7 +191,14 @@ impl KafkaSource {
 
     /// Commits the given next-offsets (only those that moved). Call only once everything
     /// derived from the records before them has been acknowledged.
-    pub fn commit(&mut self, offsets: &BTreeMap<PartitionId, i64>) -> anyhow::Result<bool> {
+    ///
+    /// `sync` waits for the coordinator's answer (at shutdown); otherwise the commit is
+    /// sent in order behind earlier ones and the loop goes on.
+    pub fn commit(
+        &mut self,
+        offsets: &BTreeMap<PartitionId, i64>,
+        sync: bool,
+    ) -> anyhow::Result<bool> {
         let assigned: std::collections::BTreeSet<(String, i32)> = self
             .consumer
             .assignment()
@@ -204,10 +211,11 @@ impl KafkaSource {
             .unwrap_or_default();
         let mut list = TopicPartitionList::new();
         for (pid, offset) in offsets {
-            // A revoked partition is no longer ours to commit.
-            if self.committed.get(pid) == Some(offset)
-                || !assigned.contains(&(pid.0.topic().to_string(), pid.1))
-            {
+            // A revoked partition is no longer ours to commit. At shutdown everything is
+            // committed again, synchronously, so an async commit still in flight cannot
+            // be the last word.
+            let unchanged = !sync && self.committed.get(pid) == Some(offset);
+            if unchanged || !assigned.contains(&(pid.0.topic().to_string(), pid.1)) {
                 continue;
             }
             list.add_partition_offset(pid.0.topic(), pid.1, Offset::Offset(*offset))?;
@@ -215,8 +223,13 @@ impl KafkaSource {
         if list.count() == 0 {
             return Ok(false);
         }
+        let mode = if sync {
+            CommitMode::Sync
+        } else {
+            CommitMode::Async
+        };
         self.consumer
-            .commit(&list, CommitMode::Sync)
+            .commit(&list, mode)
             .context("offset commit failed")?;
         for e in list.elements() {
             if let (Some(stream), Offset::Offset(o)) = (Stream::from_topic(e.topic()), e.offset()) {
