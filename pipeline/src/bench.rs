@@ -116,11 +116,12 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "replay:        {:>9} records in {:>7.1} s = {:>9.0} records/s, {} alerts; peak memory {:.0} MiB",
+        "replay:        {:>9} records in {:>7.1} s = {:>9.0} records/s, {} alerts, {} dead letters; peak memory {:.0} MiB",
         summary.records,
         summary.elapsed.as_secs_f64(),
         replay_rate,
         summary.alerts,
+        summary.dead_letters,
         peak_memory_mib().unwrap_or(f64::NAN)
     );
     let Some(brokers) = &config.brokers else {
@@ -148,11 +149,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<()> {
         bare.as_secs_f64(),
         total as f64 / bare.as_secs_f64()
     );
-    let idle = Duration::from_secs(2);
-    let engine = EngineConfig {
-        idle_timeout: idle,
-        ..config.engine.clone()
-    };
+    let idle = config.engine.idle_timeout;
     let source = SourceConfig {
         group: format!("pantau-bench-run-{}", std::process::id()),
         batch_size: 5000,
@@ -164,7 +161,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<()> {
         &RunConfig {
             exit_when_idle: true,
         },
-        &engine,
+        &config.engine,
         Metrics::new(),
         |_| {},
     )
@@ -172,12 +169,13 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<()> {
     // The run ends by waiting one idle timeout for more input; that wait is not work.
     let busy = run.elapsed.saturating_sub(idle).as_secs_f64();
     println!(
-        "pantau run:    {:>9} records in {:>7.1} s = {:>9.0} records/s ({:.2}x the bare consumer's time), {} alerts; peak memory {:.0} MiB",
+        "pantau run:    {:>9} records in {:>7.1} s = {:>9.0} records/s ({:.2}x the bare consumer's time), {} alerts, {} dead letters; peak memory {:.0} MiB",
         run.records,
         busy,
         run.records as f64 / busy,
         busy / bare.as_secs_f64(),
         run.alerts,
+        run.dead_letters,
         peak_memory_mib().unwrap_or(f64::NAN)
     );
     Ok(())

@@ -402,3 +402,83 @@ impl Engine {
         self.window.buffered_rows()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn txn(id: usize, at: &str) -> String {
+        format!(
+            r#"{{"txn_id":"T{id}","bank":"BNI","occurred_at":"{at}","outlet_id":"O1","terminal_id":"T1","regency_code":"3604","card_id":"C{id}","payment":"QRIS","type":"purchase","amount":5000}}"#
+        )
+    }
+
+    fn engine() -> Engine {
+        let config = EngineConfig {
+            lateness: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(3600),
+            rules: std::path::PathBuf::new(),
+        };
+        Engine::new(&config, Vec::new(), Metrics::new())
+    }
+
+    fn ingest(engine: &mut Engine, payload: &str, offset: i64) -> Vec<DeadLetter> {
+        let record = RawRecord {
+            key: Some(b"O1"),
+            payload: Some(payload.as_bytes()),
+            offset,
+        };
+        engine
+            .ingest(Stream::Transactions, 2, &[record], Instant::now())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_record_older_than_the_watermark_is_dead_lettered_as_late_with_its_provenance() {
+        let mut e = engine();
+        assert!(ingest(&mut e, &txn(1, "2023-01-05T12:00:00+07:00"), 0).is_empty());
+        e.advance(Instant::now(), 0).await.unwrap();
+        // The watermark is 11:50; 11:55 is within the lateness, 11:00 is not.
+        assert!(ingest(&mut e, &txn(2, "2023-01-05T11:55:00+07:00"), 1).is_empty());
+        let late_payload = txn(3, "2023-01-05T11:00:00+07:00");
+        let dead = ingest(&mut e, &late_payload, 2);
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].reason, "late");
+        assert_eq!(dead[0].original, late_payload);
+        assert_eq!(
+            (dead[0].topic.as_str(), dead[0].partition, dead[0].offset),
+            ("bpnt.transactions", 2, 2)
+        );
+        assert_eq!(dead[0].key.as_deref(), Some("O1"));
+        assert_eq!(
+            e.metrics
+                .late_records
+                .with_label_values(&["bpnt.transactions"])
+                .get(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_redelivery_counts_once_and_is_not_dead_lettered() {
+        let mut e = engine();
+        let payload = txn(1, "2023-01-05T12:00:00+07:00");
+        assert!(ingest(&mut e, &payload, 0).is_empty());
+        assert!(ingest(&mut e, &payload, 1).is_empty());
+        assert_eq!(e.buffered_rows(), 1);
+        assert_eq!(
+            e.metrics
+                .duplicates
+                .with_label_values(&["bpnt.transactions"])
+                .get(),
+            1
+        );
+    }
+
+    #[test]
+    fn parses_durations_with_units() {
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("200ms"), Ok(Duration::from_millis(200)));
+        assert!(parse_duration("10 minutes").is_err());
+    }
+}

@@ -71,9 +71,9 @@ impl Watermarks {
     pub fn advance(&mut self, now: Instant, wall_clock_us: i64) -> Option<i64> {
         let mut active_min: Option<i64> = None;
         let mut any_active = false;
-        for clock in self.partitions.values() {
-            let idle = now.duration_since(clock.last_activity) >= self.idle_timeout;
-            if idle {
+        let idle = self.idle(now);
+        for (id, clock) in &self.partitions {
+            if idle.contains(id) {
                 continue;
             }
             any_active = true;
@@ -110,20 +110,35 @@ impl Watermarks {
         self.lateness_us
     }
 
-    /// Partitions silent for the idle timeout.
+    /// Partitions that no longer hold the watermark back: silent for the idle timeout
+    /// and either never heard from, or of a stream that has gone quiet as a whole. A
+    /// silent partition among busy siblings is far more often starved by the broker's
+    /// fetch order than empty (outlets are spread over every partition), and letting it
+    /// go would make its backlog late when it arrives; a sparse stream (credits come once
+    /// a month) goes quiet as a whole and must not stop the windows from closing.
     pub fn idle(&self, now: Instant) -> Vec<PartitionId> {
+        let silent = |c: &PartitionClock| now.duration_since(c.last_activity) >= self.idle_timeout;
+        let quiet_streams: Vec<Stream> = Stream::ALL
+            .into_iter()
+            .filter(|s| {
+                self.partitions
+                    .iter()
+                    .filter(|((stream, _), _)| stream == s)
+                    .all(|(_, c)| silent(c))
+            })
+            .collect();
         self.partitions
             .iter()
-            .filter(|(_, c)| now.duration_since(c.last_activity) >= self.idle_timeout)
+            .filter(|((stream, _), c)| {
+                silent(c) && (c.max_event.is_none() || quiet_streams.contains(stream))
+            })
             .map(|(id, _)| *id)
             .collect()
     }
 
     /// True when every known partition has been idle for the idle timeout.
     pub fn all_idle(&self, now: Instant) -> bool {
-        self.partitions
-            .values()
-            .all(|c| now.duration_since(c.last_activity) >= self.idle_timeout)
+        self.idle(now).len() == self.partitions.len()
     }
 
     /// The largest event time seen on each partition, for the watermark metrics.
@@ -173,6 +188,20 @@ mod tests {
         let later = t0 + Duration::from_secs(31);
         w.observe(p(0), Some(120 * MIN), later);
         assert_eq!(w.advance(later, 0), Some(120 * MIN));
+    }
+
+    #[test]
+    fn a_silent_partition_among_busy_siblings_keeps_holding_it() {
+        let t0 = Instant::now();
+        let mut w = Watermarks::new(Duration::ZERO, Duration::from_secs(5));
+        w.observe(p(0), Some(100 * MIN), t0);
+        w.observe(p(1), Some(10 * MIN), t0);
+        w.observe((Stream::Disbursements, 0), Some(5 * MIN), t0);
+        let later = t0 + Duration::from_secs(6);
+        w.observe(p(0), Some(200 * MIN), later);
+        // Partition 1 is starved, not empty; the disbursements have gone quiet as a whole.
+        assert_eq!(w.advance(later, 0), Some(10 * MIN));
+        assert_eq!(w.idle(later), vec![(Stream::Disbursements, 0)]);
     }
 
     #[test]

@@ -115,6 +115,11 @@ impl KafkaSource {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .set("session.timeout.ms", "10000")
+            // librdkafka prefetches up to 64 MB per partition by default; records of one
+            // partition can then wait behind other partitions' for many seconds, which
+            // looks like an idle partition. A short local queue keeps delivery fair and
+            // memory bounded.
+            .set("queued.max.messages.kbytes", "4096")
             .create_with_context(RecordingContext { log: log.clone() })
             .context("cannot create the Kafka consumer")?;
         let topics: Vec<&str> = Stream::ALL.iter().map(|s| s.topic()).collect();
