@@ -41,12 +41,13 @@ impl Summary {
     pub fn print(&self) {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         println!(
-            "{} records in {:.1} s ({:.0} records/s), {} dead letters, {} alerts",
+            "{} records in {:.1} s ({:.0} records/s), {} dead letters, {} alerts, peak memory {:.0} MiB",
             self.records,
             secs,
             self.records as f64 / secs,
             self.dead_letters,
-            self.alerts
+            self.alerts,
+            crate::bench::peak_memory_mib().unwrap_or(f64::NAN)
         );
         for (category, n) in &self.by_category {
             println!("  {category:<20} {n}");

@@ -110,12 +110,12 @@ impl Watermarks {
         self.lateness_us
     }
 
-    /// Partitions that no longer hold the watermark back: silent for the idle timeout
-    /// and either never heard from, or of a stream that has gone quiet as a whole. A
-    /// silent partition among busy siblings is far more often starved by the broker's
-    /// fetch order than empty (outlets are spread over every partition), and letting it
-    /// go would make its backlog late when it arrives; a sparse stream (credits come once
-    /// a month) goes quiet as a whole and must not stop the windows from closing.
+    /// Partitions that no longer hold the watermark back: those of a stream that has been
+    /// silent as a whole for the idle timeout. A silent partition among busy siblings,
+    /// even one not heard from yet, is far more often starved by the broker's fetch order
+    /// than empty (outlets are spread over every partition), and letting it go would make
+    /// its backlog late when it arrives; a sparse stream (credits come once a month) goes
+    /// quiet as a whole and must not stop the windows from closing.
     pub fn idle(&self, now: Instant) -> Vec<PartitionId> {
         let silent = |c: &PartitionClock| now.duration_since(c.last_activity) >= self.idle_timeout;
         let quiet_streams: Vec<Stream> = Stream::ALL
@@ -129,9 +129,7 @@ impl Watermarks {
             .collect();
         self.partitions
             .iter()
-            .filter(|((stream, _), c)| {
-                silent(c) && (c.max_event.is_none() || quiet_streams.contains(stream))
-            })
+            .filter(|((stream, _), c)| silent(c) && quiet_streams.contains(stream))
             .map(|(id, _)| *id)
             .collect()
     }
@@ -179,7 +177,7 @@ mod tests {
     }
 
     #[test]
-    fn a_silent_assigned_partition_holds_it_until_idle() {
+    fn a_silent_assigned_partition_holds_it_while_its_stream_is_busy() {
         let t0 = Instant::now();
         let mut w = Watermarks::new(Duration::ZERO, Duration::from_secs(30));
         w.assign(p(1), t0);
@@ -187,7 +185,9 @@ mod tests {
         assert_eq!(w.advance(t0, 0), None);
         let later = t0 + Duration::from_secs(31);
         w.observe(p(0), Some(120 * MIN), later);
-        assert_eq!(w.advance(later, 0), Some(120 * MIN));
+        assert_eq!(w.advance(later, 0), None);
+        let quiet = later + Duration::from_secs(31);
+        assert_eq!(w.advance(quiet, 1_000 * MIN), Some(1_000 * MIN));
     }
 
     #[test]
