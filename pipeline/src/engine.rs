@@ -70,7 +70,11 @@ pub struct Engine {
     watermarks: Watermarks,
     runner: SqlRunner,
     metrics: Arc<Metrics>,
+    /// Watermark of the last eviction.
+    evicted_at: Option<i64>,
 }
+
+const EVICT_EVERY_US: i64 = 3_600_000_000;
 
 fn dead_letter(
     stream: Stream,
@@ -108,6 +112,7 @@ impl Engine {
             watermarks: Watermarks::new(config.lateness, config.idle_timeout),
             runner: SqlRunner::new(),
             metrics,
+            evicted_at: None,
         }
     }
 
@@ -323,10 +328,18 @@ impl Engine {
                 .with_label_values(&[&label])
                 .observe(started.elapsed().as_secs_f64());
         }
-        self.window.evict(watermark, self.watermarks.lateness_us());
-        self.metrics
-            .buffered_rows
-            .set(self.window.buffered_rows() as i64);
+        // Eviction walks every buffer and the dedup keys: once per hour of event time is
+        // enough, and keeps that walk off the per-batch path.
+        if self
+            .evicted_at
+            .is_none_or(|at| watermark - at >= EVICT_EVERY_US)
+        {
+            self.window.evict(watermark, self.watermarks.lateness_us());
+            self.evicted_at = Some(watermark);
+            self.metrics
+                .buffered_rows
+                .set(self.window.buffered_rows() as i64);
+        }
         Ok(alerts)
     }
 
