@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::engine::EngineConfig;
 use crate::feed;
 use crate::kafka::KafkaConfig;
-use crate::metrics::Metrics;
+use crate::metrics::{peak_memory_mib, Metrics};
 use crate::model::Stream;
 use crate::pipeline::{self, ReplayConfig};
 use crate::sink::kafka::KafkaSink;
@@ -33,14 +33,6 @@ pub struct BenchConfig {
     pub partitions: i32,
     #[command(flatten)]
     pub engine: EngineConfig,
-}
-
-/// Peak resident memory of this process so far (VmHWM), in MiB.
-pub fn peak_memory_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
 }
 
 #[derive(Deserialize)]

@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::model::{Alert, DeadLetter, Stream};
 use crate::rules::{Rule, SqlRunner, ROLLUPS};
 use crate::watermark::{PartitionId, Watermarks};
-use crate::window::{first_date, ClosedWindow, WindowSpec, WindowState};
+use crate::window::{first_date, ClosedWindow, Purpose, WindowSpec, WindowState};
 
 /// Engine settings shared by `replay`, `run` and `demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -127,8 +127,8 @@ impl Engine {
         }
     }
 
-    /// Partitions silent for the idle timeout.
-    pub fn silent_partitions(&self, now: Instant) -> Vec<PartitionId> {
+    /// Partitions that no longer hold the watermark back (their stream went quiet).
+    pub fn idle_partitions(&self, now: Instant) -> Vec<PartitionId> {
         self.watermarks.idle(now)
     }
 
@@ -345,7 +345,7 @@ impl Engine {
 
     async fn close(&mut self, window: &ClosedWindow) -> anyhow::Result<Vec<Alert>> {
         self.runner.register(&window.tables).await?;
-        if window.series.spec == WindowSpec::LocalDay {
+        if window.purpose == Purpose::Rollup {
             self.build_rollups().await?;
         }
         let mut alerts = Vec::new();

@@ -192,6 +192,14 @@ impl Metrics {
     }
 }
 
+/// Peak resident memory of this process so far (VmHWM), in MiB.
+pub fn peak_memory_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
 /// Serves `/metrics` until the returned task is aborted.
 pub async fn serve(
     metrics: Arc<Metrics>,

@@ -47,7 +47,7 @@ impl Summary {
             self.records as f64 / secs,
             self.dead_letters,
             self.alerts,
-            crate::bench::peak_memory_mib().unwrap_or(f64::NAN)
+            crate::metrics::peak_memory_mib().unwrap_or(f64::NAN)
         );
         for (category, n) in &self.by_category {
             println!("  {category:<20} {n}");
@@ -194,7 +194,7 @@ pub async fn run(
     let sink = KafkaSink::new(kafka)?;
     let mut summary = Summary::default();
     let mut shutdown = Box::pin(shutdown_signal());
-    // Partitions that look idle but still have records waiting, checked once a second.
+    // Idle-looking partitions that the broker says still have records, checked once a second.
     let mut behind = Vec::new();
     let mut last_backlog_check: Option<Instant> = None;
     loop {
@@ -235,7 +235,7 @@ pub async fn run(
         }
         let turn = Instant::now();
         if last_backlog_check.is_none_or(|t| turn.duration_since(t) >= Duration::from_secs(1)) {
-            behind = source.backlog(&engine.silent_partitions(turn));
+            behind = source.backlog(&engine.idle_partitions(turn));
             last_backlog_check = Some(turn);
             for ((stream, partition), lag) in &behind {
                 metrics

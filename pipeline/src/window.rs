@@ -197,11 +197,23 @@ pub struct ClosedWindow {
 }
 
 impl ClosedWindow {
+    /// True when the window has none of its own rows: raw events for a window over
+    /// events, daily rollups for a run of days. The registry and the recent history that
+    /// ride along do not count, so rules are not run over windows without data.
     pub fn is_empty(&self) -> bool {
-        self.tables
-            .iter()
-            .filter(|(name, _)| **name != tables::OUTLETS)
-            .all(|(_, batches)| batches.iter().all(|b| b.num_rows() == 0))
+        let own: &[&str] = if self.series.reads_rollups() {
+            &[tables::OUTLET_DAILY, tables::DISBURSEMENT_DAILY]
+        } else {
+            &[
+                tables::TRANSACTIONS,
+                tables::TRANSACTION_ITEMS,
+                tables::DISBURSEMENTS,
+                tables::TRANSFERS,
+            ]
+        };
+        own.iter()
+            .filter_map(|name| self.tables.get(name))
+            .all(|batches| batches.iter().all(|b| b.num_rows() == 0))
     }
 }
 

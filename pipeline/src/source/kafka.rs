@@ -248,12 +248,11 @@ impl KafkaSource {
     /// consumer's position is behind the partition's high watermark. A partition that is
     /// behind is stalled, not idle, and must keep holding the watermark however long it
     /// stays silent. Asks the broker, so call it only for partitions that look idle.
-    pub fn backlog(&self, silent: &[PartitionId]) -> Vec<(PartitionId, i64)> {
+    pub fn backlog(&self, idle: &[PartitionId]) -> Vec<(PartitionId, i64)> {
         let Ok(positions) = self.consumer.position() else {
             return Vec::new();
         };
-        silent
-            .iter()
+        idle.iter()
             .filter_map(|pid| {
                 let position = positions
                     .find_partition(pid.0.topic(), pid.1)
