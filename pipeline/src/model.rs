@@ -316,7 +316,7 @@ pub struct DeadLetter {
 pub struct Truth {
     /// Same vocabulary as alert categories, plus `malformed` for injected bad records.
     pub category: String,
-    /// `outlet`, `terminal`, `ring`, `card` or `record`.
+    /// `outlet`, `terminal`, `ring`, `card`, `regency` or `record`.
     pub entity_type: String,
     pub entity_id: String,
     pub regency_code: String,
@@ -338,6 +338,10 @@ pub mod category {
     pub const SHORT_QUANTITY: &str = "short_quantity";
     pub const PAPERWORK_MISMATCH: &str = "paperwork_mismatch";
     pub const NON_TRANSACTING: &str = "non_transacting";
+    /// One KKS card (cloned, or held by an agent) swiped at several outlets within hours.
+    pub const CARD_MANY_PLACES: &str = "card_many_places";
+    /// A whole regency's KPM spend their benefit later than its peers' in one period.
+    pub const REALIZATION_LAG: &str = "realization_lag";
     /// Truth only: a record deliberately broken so it must reach the DLQ.
     pub const MALFORMED: &str = "malformed";
 }

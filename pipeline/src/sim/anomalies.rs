@@ -4,7 +4,10 @@
 //! known once records exist (burst times, affected receipts, non-spending cards).
 //!
 //! An outlet carries at most one anomaly in any month, so each truth line explains
-//! its records unambiguously, and anomalies only go to otherwise normal outlets.
+//! its records unambiguously, and anomalies only go to otherwise normal outlets. A
+//! lagging regency-period hosts no other period-level anomaly (non-transacting outlet,
+//! card-collection burst), and a card used in many places belongs to an outlet free of
+//! anomalies in that period.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,10 +20,14 @@ use serde_json::{json, Map, Value};
 use super::basket::{self, Basket, BERAS, DAGING_AYAM, N_COMMODITIES, TELUR};
 use super::config::SimConfig;
 use super::world::{mix64, pseudo_id, round50, sub_rng, Role, World, DAY};
-use crate::model::{category, Truth};
+use crate::model::{category, Bank, Truth};
 
 const TAG_PLAN: u64 = 10;
 const TAG_BUNDLE: u64 = 11;
+// Generators of their own, so that these patterns' draws do not shift the plan of the
+// patterns drawn before them.
+const TAG_LAG: u64 = 12;
+const TAG_MANY_PLACES: u64 = 13;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum MonthAnomaly {
@@ -35,6 +42,22 @@ pub(crate) struct Burst {
     pub cards: u32,
     pub spacing: f64,
     pub night: bool,
+    pub truth: usize,
+}
+
+/// A card whose whole balance is spent at `outlets`, in that order, within hours.
+#[derive(Debug, Clone)]
+pub(crate) struct ManyPlaces {
+    pub card: u32,
+    pub outlets: Vec<usize>,
+    pub truth: usize,
+}
+
+/// A regency-period whose KPM are partly delayed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lag {
+    /// Chance that a would-be spender is delayed.
+    pub share: f64,
     pub truth: usize,
 }
 
@@ -62,6 +85,10 @@ pub(crate) struct Plan {
     pub bursts: BTreeMap<(usize, usize), Burst>,
     /// (outlet, period index) -> (share of KPM not spending, truth line).
     pub non_transacting: BTreeMap<(usize, usize), (f64, usize)>,
+    /// (regency, period index) -> realization lag.
+    pub lag: BTreeMap<(usize, usize), Lag>,
+    /// (home outlet of the card, period index) -> cards used in many places.
+    pub many_places: BTreeMap<(usize, usize), Vec<ManyPlaces>>,
     pub rings: Vec<Ring>,
     pub truth: Vec<Truth>,
 }
@@ -163,6 +190,7 @@ pub(crate) fn plan(cfg: &SimConfig, world: &mut World) -> Plan {
             outlets: Vec::new(),
             params: params(json!({
                 "window_days": cfg.seasonal_window_days,
+                "leak": cfg.seasonal_leak,
                 "ordinary_customers": false,
                 "name": out.name,
             })),
@@ -309,11 +337,16 @@ pub(crate) fn plan(cfg: &SimConfig, world: &mut World) -> Plan {
                         1 => {
                             let factor =
                                 range(&mut rng, cfg.short_factor_min, cfg.short_factor_max);
+                            let weighed: Vec<&str> = (0..N_COMMODITIES)
+                                .filter(|&c| basket::is_weighed(c))
+                                .map(|c| basket::NAMES[c])
+                                .collect();
                             (
                                 category::SHORT_QUANTITY,
                                 MonthAnomaly::Short { factor },
                                 json!({
-                                    "commodity": "BERAS",
+                                    "commodity": "all weighed commodities",
+                                    "commodities": weighed,
                                     "factor": (factor * 1000.0).round() / 1000.0,
                                     "month": reg.month_labels[m],
                                 }),
@@ -383,6 +416,83 @@ pub(crate) fn plan(cfg: &SimConfig, world: &mut World) -> Plan {
         let p = rng.random_range(0..world.regencies[r].periods.len());
         nontx_cells.push((r, p));
     }
+    // Realization lag: whole regency-periods, decided before the other period-level
+    // anomalies so that those can keep out of them.
+    let mut lrng = sub_rng(cfg.seed, TAG_LAG, 0);
+    let mut lag_cells: Vec<(usize, usize)> = Vec::new();
+    // With fewer than three regencies a lagging one has too few peers to lag behind.
+    if n_reg >= 3 && cfg.realization_lag_rate > 0.0 {
+        for r in 0..n_reg {
+            for p in 0..world.regencies[r].periods.len() {
+                if lrng.random_bool(cfg.realization_lag_rate) {
+                    lag_cells.push((r, p));
+                }
+            }
+        }
+        if lag_cells.is_empty() {
+            let r = lrng.random_range(0..n_reg);
+            let p = lrng.random_range(0..world.regencies[r].periods.len());
+            lag_cells.push((r, p));
+        }
+    }
+    let lagging: BTreeSet<(usize, usize)> = lag_cells.iter().copied().collect();
+    // A burst or non-transacting outlet drawn into a lagging cell moves to another period
+    // of its regency if one is free of lag, else anywhere free of lag, else is dropped.
+    let open: Vec<(usize, usize)> = (0..n_reg)
+        .flat_map(|r| (0..world.regencies[r].periods.len()).map(move |p| (r, p)))
+        .filter(|c| !lagging.contains(c))
+        .collect();
+    for cells in [&mut burst_cells, &mut nontx_cells] {
+        for cell in cells.iter_mut() {
+            if !lagging.contains(cell) {
+                continue;
+            }
+            let same: Vec<(usize, usize)> =
+                open.iter().copied().filter(|c| c.0 == cell.0).collect();
+            let pool = if same.is_empty() { &open } else { &same };
+            if let Some(&c) = pool.choose(&mut lrng) {
+                *cell = c;
+            }
+        }
+        cells.retain(|c| !lagging.contains(c));
+    }
+    for &(r, p) in &lag_cells {
+        let share = range(
+            &mut lrng,
+            cfg.realization_lag_share_min,
+            cfg.realization_lag_share_max,
+        );
+        let reg = &world.regencies[r];
+        let period = &reg.periods[p];
+        // The banks' runs begin here; behaviour moves it to the first card credited.
+        let first_credit = period
+            .credits
+            .iter()
+            .map(|c| c.1)
+            .min()
+            .unwrap_or(period.start);
+        let truth = plan.truth.len();
+        plan.truth.push(Truth {
+            category: category::REALIZATION_LAG.to_string(),
+            entity_type: "regency".to_string(),
+            entity_id: reg.code.clone(),
+            regency_code: reg.code.clone(),
+            start: dt(first_credit, reg.offset),
+            end: dt(period.end - 1, reg.offset),
+            outlets: Vec::new(),
+            params: params(json!({
+                "period": period.label,
+                "months": period.months,
+                "share": (share * 1000.0).round() / 1000.0,
+                // Filled in once the KPM's fates are drawn.
+                "would_be_spenders": 0,
+                "delayed_kpm": 0,
+                "delayed_never_spent": 0,
+            })),
+        });
+        plan.lag.insert((r, p), Lag { share, truth });
+    }
+
     let take_free = |world: &World,
                      busy: &mut BTreeSet<(usize, usize)>,
                      rng: &mut StdRng,
@@ -484,5 +594,148 @@ pub(crate) fn plan(cfg: &SimConfig, world: &mut World) -> Plan {
         });
         plan.non_transacting.insert((o, p), (share, truth));
     }
+
+    plan_many_places(cfg, world, &busy, &mut plan);
     plan
+}
+
+/// Cards spent at several outlets within hours: per regency and month a count, each
+/// case a card of an outlet free of anomalies in that period whose bank has enough
+/// ordinary outlets in the regency.
+fn plan_many_places(
+    cfg: &SimConfig,
+    world: &World,
+    busy: &BTreeSet<(usize, usize)>,
+    plan: &mut Plan,
+) {
+    let mut rng = sub_rng(cfg.seed, TAG_MANY_PLACES, 0);
+    let n_months = cfg.months as usize;
+    let n_reg = world.regencies.len();
+    let mut cases: Vec<(usize, usize)> = Vec::new();
+    for r in 0..n_reg {
+        for m in 0..n_months {
+            for _ in 0..stochastic_round(&mut rng, cfg.many_places_rate) {
+                cases.push((r, m));
+            }
+        }
+    }
+    let mut used: BTreeSet<u32> = BTreeSet::new();
+    let mut placed = false;
+    for (r, m) in cases {
+        placed |= place_many_places(cfg, world, busy, plan, &mut rng, &mut used, r, m);
+    }
+    if cfg.many_places_rate > 0.0 && !placed {
+        // Any regency-month that can host one will do; try them in random order.
+        let mut all: Vec<(usize, usize)> = (0..n_reg)
+            .flat_map(|r| (0..n_months).map(move |m| (r, m)))
+            .collect();
+        all.shuffle(&mut rng);
+        for (r, m) in all {
+            if place_many_places(cfg, world, busy, plan, &mut rng, &mut used, r, m) {
+                break;
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn place_many_places(
+    cfg: &SimConfig,
+    world: &World,
+    busy: &BTreeSet<(usize, usize)>,
+    plan: &mut Plan,
+    rng: &mut StdRng,
+    used: &mut BTreeSet<u32>,
+    r: usize,
+    m: usize,
+) -> bool {
+    let reg = &world.regencies[r];
+    let Some(p) = reg
+        .periods
+        .iter()
+        .position(|pd| (pd.first_month..pd.first_month + pd.months).contains(&m))
+    else {
+        return false;
+    };
+    let period = &reg.periods[p];
+    let months = period.first_month..period.first_month + period.months;
+    let free = |o: usize| months.clone().all(|mm| !busy.contains(&(o, mm)));
+    // Where a card of each bank can be swiped: the bank's ordinary outlets.
+    let swipe_outlets = |bank: Bank| -> Vec<usize> {
+        reg.outlets
+            .clone()
+            .filter(|&o| world.outlets[o].role == Role::Normal && world.outlets[o].bank == bank)
+            .collect()
+    };
+    let min = cfg.many_places_outlets_min as usize;
+    let homes: Vec<usize> = reg
+        .outlets
+        .clone()
+        .filter(|&o| world.outlets[o].role == Role::Normal && free(o))
+        .filter(|&o| swipe_outlets(world.outlets[o].bank).len() >= min)
+        .collect();
+    let Some(&home) = homes.choose(rng) else {
+        return false;
+    };
+    let out = &world.outlets[home];
+    let cards: Vec<u32> = out.kpm.clone().filter(|c| !used.contains(c)).collect();
+    let Some(&card) = cards.choose(rng) else {
+        return false;
+    };
+    used.insert(card);
+    let mut pool = swipe_outlets(out.bank);
+    pool.shuffle(rng);
+    let k = rng
+        .random_range(min..=(cfg.many_places_outlets_max as usize).max(min))
+        .min(pool.len());
+    // Prefer outlets without an anomaly of their own that period, in kecamatan not yet
+    // visited: a cloned card travels, and its receipts stay free of other patterns.
+    let mut chosen: Vec<usize> = Vec::with_capacity(k);
+    for pass in 0..4 {
+        let (want_free, want_new_district) = (pass < 2, pass % 2 == 0);
+        for &o in &pool {
+            if chosen.len() == k {
+                break;
+            }
+            if chosen.contains(&o) || (want_free && !free(o)) {
+                continue;
+            }
+            let district = &world.outlets[o].district;
+            if want_new_district
+                && chosen
+                    .iter()
+                    .any(|&c| &world.outlets[c].district == district)
+            {
+                continue;
+            }
+            chosen.push(o);
+        }
+    }
+    let truth = plan.truth.len();
+    plan.truth.push(Truth {
+        category: category::CARD_MANY_PLACES.to_string(),
+        entity_type: "card".to_string(),
+        entity_id: world.cards[card as usize].clone(),
+        regency_code: reg.code.clone(),
+        // Replaced by the first and last swipe once they are generated.
+        start: dt(period.start, reg.offset),
+        end: dt(period.start, reg.offset),
+        outlets: Vec::new(),
+        params: params(json!({
+            "outlet_id": out.id,
+            "period": period.label,
+            "outlets": chosen.iter().map(|&o| world.outlets[o].id.as_str()).collect::<Vec<_>>(),
+            "swipes": 0,
+            "hours": cfg.many_places_hours,
+        })),
+    });
+    plan.many_places
+        .entry((home, p))
+        .or_default()
+        .push(ManyPlaces {
+            card,
+            outlets: chosen,
+            truth,
+        });
+    true
 }

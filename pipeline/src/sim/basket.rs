@@ -33,6 +33,12 @@ pub(crate) const NAMES: [&str; N_COMMODITIES] = [
     "BUAH",
 ];
 const UNITS: [&str; N_COMMODITIES] = ["kg", "kg", "kg", "kg", "kg", "kg", "kg", "ikat", "kg"];
+
+/// Whether a commodity goes on the scale (sold per kg), so a rigged scale shorts it.
+pub(crate) fn is_weighed(commodity: usize) -> bool {
+    UNITS[commodity] == "kg"
+}
+
 /// Typical 2022-23 retail prices in rupiah per unit (rice is priced by zone and year).
 const BASE: [f64; N_COMMODITIES] = [
     0.0, 28_000.0, 35_000.0, 30_000.0, 12_000.0, 14_000.0, 20_000.0, 5_000.0, 15_000.0,

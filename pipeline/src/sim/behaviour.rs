@@ -1,8 +1,9 @@
 //! What people do, period by period: benefit credits, KPM shopping trips (with
 //! reversals, late spenders, visits to another outlet), the anomalies of the plan acted
-//! out (seasonal trading, ring bundles, card-collection bursts, marked-up or short or
-//! mis-documented receipts, unspent benefits), ordinary customers, and the transfers
-//! that take money out of each outlet's account.
+//! out (seasonal trading and its leaks, ring bundles, card-collection bursts, marked-up
+//! or short-weighed or mis-documented receipts, unspent benefits, cards swiped in many
+//! places, regencies whose KPM spend late), ordinary customers, and the transfers that
+//! take money out of each outlet's account.
 //!
 //! Output is drafts: UTC seconds and indices, no ids and no strings, so the output
 //! stage can sort cheaply and number records in event-time order.
@@ -13,8 +14,8 @@ use rand::Rng;
 use rand_distr::{Distribution, Exp, LogNormal, Poisson};
 use serde_json::json;
 
-use super::anomalies::{dt, params, MonthAnomaly, Plan};
-use super::basket::{self, Basket, BasketOpts, BERAS, N_COMMODITIES};
+use super::anomalies::{dt, params, ManyPlaces, MonthAnomaly, Plan};
+use super::basket::{self, Basket, BasketOpts, N_COMMODITIES};
 use super::config::SimConfig;
 use super::world::{
     at_local, local_day, round50, shop_secs, sub_rng, weekday, Role, World, DAY, HOUR,
@@ -24,6 +25,14 @@ use crate::model::{category, Bank, Item, Payment, Truth, TxnType};
 const TAG_KKS: u64 = 20;
 const TAG_ORDINARY: u64 = 21;
 const TAG_TRANSFER: u64 = 22;
+const TAG_LAG: u64 = 23;
+const TAG_MANY_PLACES: u64 = 24;
+
+/// A delayed KPM of a lagging regency first spends in this last share of the time from
+/// the credit to the period's end ...
+const LAG_LAST_SHARE: f64 = 0.2;
+/// ... or, with this probability, not at all that period.
+const LAG_NEVER: f64 = 0.3;
 
 /// No reversed purchase.
 pub(crate) const NONE: u32 = u32::MAX;
@@ -141,10 +150,15 @@ impl Ctx<'_> {
                 opts.force = Some(commodity);
             }
             Some(MonthAnomaly::Short { factor }) => {
-                // Fewer kilograms for the rupiah: the receipt shows the real weight, so
-                // its unit price comes out higher than the peers'.
-                prices[BERAS] = round50(prices[BERAS] as f64 / factor);
-                opts.force = Some(BERAS);
+                // A rigged scale: every weighed commodity comes out `factor` light and
+                // the receipt shows the real weight, so each of their unit prices is
+                // 1/factor above the peers' by the same ratio. Bunches (SAYUR) are
+                // counted, not weighed, and stay at the shelf price.
+                for (c, price) in prices.iter_mut().enumerate() {
+                    if basket::is_weighed(c) {
+                        *price = round50(*price as f64 / factor);
+                    }
+                }
             }
             Some(MonthAnomaly::Paperwork { share, truth }) => {
                 let cfg = self.cfg;
@@ -229,9 +243,22 @@ fn period_monthly(world: &World, r: usize, month: usize) -> i64 {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Fate {
-    Spend { late: bool },
-    Idle { outlet_level: bool },
+    /// `delayed`: held back by a lagging regency, spends only near the period's end.
+    Spend {
+        late: bool,
+        delayed: bool,
+    },
+    Idle(IdleCause),
     Collected,
+    /// Index into the plan's list of many-places cards of this outlet and period.
+    ManyPlaces(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum IdleCause {
+    Outlet,
+    Baseline,
+    Lag,
 }
 
 pub(crate) fn generate(cfg: &SimConfig, world: &World, plan: &mut Plan) -> Drafts {
@@ -289,11 +316,21 @@ fn kks_regency(ctx: &mut Ctx, r: usize) {
     let exp_gap = Exp::new(1.0 / 4.0).ok();
 
     for (p, period) in reg.periods.iter().enumerate() {
+        let lag = ctx.plan.lag.get(&(r, p)).copied();
+        let mut lag_rng = sub_rng(cfg.seed, TAG_LAG, ((r as u64) << 32) | p as u64);
+        let (mut would_spend, mut delayed, mut delayed_idle) = (0u64, 0u64, 0u64);
+        let mut first_credit = i64::MAX;
         for o in reg.outlets.clone() {
             let out = &world.outlets[o];
             let (credit0, spread) = period.credit_of(out.bank);
             let n_kpm = out.kpm.len();
-            let mut fates = vec![Fate::Spend { late: false }; n_kpm];
+            let mut fates = vec![
+                Fate::Spend {
+                    late: false,
+                    delayed: false
+                };
+                n_kpm
+            ];
             let burst = ctx.plan.bursts.get(&(o, p)).cloned();
             let mut victims: Vec<u32> = Vec::new();
             if let Some(b) = &burst {
@@ -310,22 +347,57 @@ fn kks_regency(ctx: &mut Ctx, r: usize) {
                     continue;
                 }
                 *f = if nontx.is_some_and(|(s, _)| rng.random_bool(s)) {
-                    Fate::Idle { outlet_level: true }
+                    Fate::Idle(IdleCause::Outlet)
                 } else if rng.random_bool(cfg.non_transacting_baseline) {
-                    Fate::Idle {
-                        outlet_level: false,
-                    }
+                    Fate::Idle(IdleCause::Baseline)
                 } else {
                     Fate::Spend {
                         late: out.role != Role::Seasonal && rng.random_bool(cfg.late_spender_rate),
+                        delayed: false,
                     }
                 };
+            }
+            // Overridden after the ordinary draws, so the cards around keep their fates.
+            let many: Vec<ManyPlaces> = ctx
+                .plan
+                .many_places
+                .get(&(o, p))
+                .cloned()
+                .unwrap_or_default();
+            for (j, mp) in many.iter().enumerate() {
+                if let Some(f) = fates.get_mut((mp.card - out.kpm.start) as usize) {
+                    *f = Fate::ManyPlaces(j);
+                }
+            }
+            // A seasonal outlet sells only in its windows, late cards or not, so its KPM
+            // are left out of the lag rather than turned into sales outside the windows.
+            if let Some(l) = lag.filter(|_| out.role != Role::Seasonal) {
+                for f in fates.iter_mut() {
+                    let Fate::Spend { late, .. } = *f else {
+                        continue;
+                    };
+                    would_spend += 1;
+                    if !lag_rng.random_bool(l.share) {
+                        continue;
+                    }
+                    delayed += 1;
+                    *f = if lag_rng.random_bool(LAG_NEVER) {
+                        delayed_idle += 1;
+                        Fate::Idle(IdleCause::Lag)
+                    } else {
+                        Fate::Spend {
+                            late,
+                            delayed: true,
+                        }
+                    };
+                }
             }
             // Credits, in card order within the bank's run.
             let mut credited = vec![0i64; n_kpm];
             for (i, card) in out.kpm.clone().enumerate() {
                 let t = credit0 + rng.random_range(0..spread.max(1));
                 credited[i] = t;
+                first_credit = first_credit.min(t);
                 ctx.drafts.disbs.push(DisbDraft {
                     t,
                     card,
@@ -339,8 +411,9 @@ fn kks_regency(ctx: &mut Ctx, r: usize) {
             for (i, card) in out.kpm.clone().enumerate() {
                 let spent = match fates[i] {
                     Fate::Collected => true,
-                    Fate::Idle { .. } => false,
-                    Fate::Spend { late } => {
+                    Fate::Idle(_) => false,
+                    Fate::ManyPlaces(j) => spend_many_places(ctx, r, p, credited[i], &many[j]),
+                    Fate::Spend { late, delayed } => {
                         let bank_outlets = by_bank
                             .iter()
                             .find(|(b, _)| *b == out.bank)
@@ -356,6 +429,11 @@ fn kks_regency(ctx: &mut Ctx, r: usize) {
                                 card,
                                 credited: credited[i],
                                 late,
+                                // The last fifth of the time from the credit to the end.
+                                delay_from: delayed.then(|| {
+                                    let left = (period.end - credited[i]) as f64;
+                                    credited[i] + ((1.0 - LAG_LAST_SHARE) * left) as i64
+                                }),
                                 bank_outlets,
                                 exp_delay: exp_delay.as_ref(),
                                 exp_gap: exp_gap.as_ref(),
@@ -365,13 +443,12 @@ fn kks_regency(ctx: &mut Ctx, r: usize) {
                 };
                 if !spent {
                     let cause = match fates[i] {
-                        Fate::Idle { outlet_level: true } => {
+                        Fate::Idle(IdleCause::Outlet) => {
                             idle_count += 1;
                             "outlet"
                         }
-                        Fate::Idle {
-                            outlet_level: false,
-                        } => "baseline",
+                        Fate::Idle(IdleCause::Baseline) => "baseline",
+                        Fate::Idle(IdleCause::Lag) => "realization_lag",
                         _ => "no_trip",
                     };
                     ctx.plan.truth.push(Truth {
@@ -400,6 +477,16 @@ fn kks_regency(ctx: &mut Ctx, r: usize) {
                 collect_cards(ctx, &mut rng, r, p, o, &b, &victims, credit0 + spread);
             }
         }
+        if let Some(l) = lag {
+            let truth = &mut ctx.plan.truth[l.truth];
+            if first_credit < i64::MAX {
+                truth.start = dt(first_credit, reg.offset);
+            }
+            let tp = &mut truth.params;
+            tp.insert("would_be_spenders".to_string(), json!(would_spend));
+            tp.insert("delayed_kpm".to_string(), json!(delayed));
+            tp.insert("delayed_never_spent".to_string(), json!(delayed_idle));
+        }
     }
 }
 
@@ -410,6 +497,8 @@ struct SpendArgs<'a> {
     card: u32,
     credited: i64,
     late: bool,
+    /// A delayed KPM of a lagging regency: no purchase before this instant.
+    delay_from: Option<i64>,
     bank_outlets: &'a [usize],
     exp_delay: Option<&'a Exp<f64>>,
     exp_gap: Option<&'a Exp<f64>>,
@@ -442,10 +531,23 @@ fn spend(ctx: &mut Ctx, rng: &mut StdRng, a: SpendArgs) -> bool {
         return false;
     }
 
+    let period_last = (local_day(period.end - 1, off) - 1).max(credit_day);
+    let window_last = credit_day + window - 1;
+    // Leaked sales fall after the window, while the card still holds a balance.
+    let leaks = seasonal && cfg.seasonal_leak > 0.0;
+    let delay_day = a
+        .delay_from
+        .map(|t| local_day(t, off).clamp(credit_day, period_last));
     let mut days: Vec<i64> = Vec::with_capacity(n_trips);
     for j in 0..n_trips {
-        let d = if seasonal {
-            rng.random_range(0..window)
+        let d = if let Some(first) = delay_day {
+            rng.random_range(first..=period_last) - credit_day
+        } else if seasonal {
+            if leaks && window_last < period_last && rng.random_bool(cfg.seasonal_leak) {
+                rng.random_range(window_last + 1..=period_last) - credit_day
+            } else {
+                rng.random_range(0..window)
+            }
         } else if period.months >= 2 && j > 0 {
             let gap = a.exp_delay.map_or(2.0, |e| e.sample(rng));
             (j as f64 * 30.0 + gap) as i64
@@ -461,18 +563,18 @@ fn spend(ctx: &mut Ctx, rng: &mut StdRng, a: SpendArgs) -> bool {
         };
         days.push(credit_day + d);
     }
-    // Last day a trip may fall on: a day before the window ends, or the seasonal window.
-    let last_day = if seasonal {
-        credit_day + window - 1
+    // Last day a trip may fall on: a day before the period ends, or the seasonal window.
+    let last_day = if seasonal && !leaks {
+        window_last
     } else {
-        (local_day(period.end - 1, off) - 1).max(credit_day)
+        period_last
     };
     let mut times: Vec<i64> = days
         .into_iter()
         .map(|d| {
             let day = d.clamp(credit_day, last_day);
             let mut t = at_local(day, shop_secs(rng, 7, 20), off);
-            if t < a.credited + 600 {
+            if t < a.credited + 600 || a.delay_from.is_some_and(|from| t < from) {
                 t = at_local(day + 1, shop_secs(rng, 7, 20), off);
             }
             t
@@ -560,6 +662,83 @@ fn spend(ctx: &mut Ctx, rng: &mut StdRng, a: SpendArgs) -> bool {
         }
     }
     spent
+}
+
+/// A card's whole balance spent at several outlets within `--many-places-hours` on one
+/// day soon after its credit, one ordinary basket per outlet, and the truth span.
+/// Returns whether any purchase was made.
+fn spend_many_places(ctx: &mut Ctx, r: usize, p: usize, credited: i64, mp: &ManyPlaces) -> bool {
+    let world = ctx.world;
+    let cfg = ctx.cfg;
+    let reg = &world.regencies[r];
+    let off = reg.off;
+    let period = &reg.periods[p];
+    let mut rng = sub_rng(
+        cfg.seed,
+        TAG_MANY_PLACES,
+        ((mp.card as u64) << 16) | p as u64,
+    );
+    let span = cfg.many_places_hours as i64 * HOUR;
+    let credit_day = local_day(credited, off);
+    // Credits come by the 12th and spans are at most 12 hours, so a few days' wait still
+    // leaves the whole run inside the period.
+    let period_last = (local_day(period.end - 1, off) - 1).max(credit_day);
+    let day = (credit_day + rng.random_range(0..=3)).min(period_last);
+    // Between 08:00 and 21:00 local, so the swipes look like shop-hour purchases.
+    let latest = (21 * HOUR - span).max(8 * HOUR);
+    let mut start = at_local(day, rng.random_range(8 * HOUR..=latest), off);
+    if start < credited + 1800 {
+        start = at_local(day + 1, rng.random_range(8 * HOUR..=latest), off);
+    }
+    let k = mp.outlets.len();
+    let seg = span / (k.max(2) as i64 - 1);
+    let mut swiped: Vec<&str> = Vec::with_capacity(k);
+    let (mut first, mut last) = (None, start);
+    for (j, &outlet) in mp.outlets.iter().enumerate() {
+        // Evenly spread over the span, each swipe a little early by up to a quarter of
+        // its share, so the order holds and the last one stays within the span.
+        let t = if j == 0 {
+            start
+        } else {
+            start + j as i64 * seg - rng.random_range(0..=seg / 4)
+        };
+        let balance = ctx.balance[mp.card as usize];
+        let remaining = (k - j) as i64;
+        let is_last = j + 1 == k;
+        let budget = if is_last {
+            balance
+        } else {
+            (balance / remaining / 1000) * 1000
+        };
+        if budget < 15_000 {
+            continue;
+        }
+        let Some((items, amount)) = ctx.kks_sale(&mut rng, outlet, t, budget, is_last) else {
+            continue;
+        };
+        let terminal = rng.random_range(0..world.outlets[outlet].terminals.len());
+        ctx.push_kks(
+            t,
+            outlet,
+            terminal,
+            mp.card,
+            TxnType::Purchase,
+            NONE,
+            amount,
+            Some(items),
+        );
+        first.get_or_insert(t);
+        last = t;
+        swiped.push(&world.outlets[outlet].id);
+    }
+    let truth = &mut ctx.plan.truth[mp.truth];
+    truth.start = dt(first.unwrap_or(start), reg.offset);
+    truth.end = dt(last, reg.offset);
+    truth
+        .params
+        .insert("swipes".to_string(), json!(swiped.len()));
+    truth.params.insert("outlets".to_string(), json!(swiped));
+    first.is_some()
 }
 
 /// A burst of collected cards swiped at one terminal at machine-like cadence, each

@@ -82,6 +82,11 @@ pub struct SimConfig {
     #[arg(long, default_value_t = 7)]
     pub seasonal_window_days: u32,
 
+    /// Share (0-1) of a seasonal outlet's KKS sales made outside its disbursement windows,
+    /// on random later days of the period; 0 keeps every sale inside the windows.
+    #[arg(long, default_value_t = 0.0)]
+    pub seasonal_leak: f64,
+
     // ---- supplier-dependent rings ---------------------------------------------------
     /// Number of supplier rings: outlets of one regency selling one identical pre-packed
     /// bundle and paying most of their KKS takings to a single supplier.
@@ -149,8 +154,9 @@ pub struct SimConfig {
     pub markup_factor_max: f64,
 
     // ---- short quantity ---------------------------------------------------------------
-    /// Expected outlets per regency per month handing out fewer kilograms of rice for the
-    /// same rupiah as their peers.
+    /// Expected outlets per regency per month with a rigged scale: every commodity sold by
+    /// weight is handed out short by the same ratio (a markup, by contrast, raises one
+    /// commodity's price).
     #[arg(long, default_value_t = 0.5)]
     pub short_quantity_rate: f64,
 
@@ -197,6 +203,40 @@ pub struct SimConfig {
     /// Largest share (0-1) of such an outlet's KPM who do not spend in that period.
     #[arg(long, default_value_t = 0.7)]
     pub non_transacting_share_max: f64,
+
+    // ---- one card, many places --------------------------------------------------------
+    /// Expected cards per regency per month (cloned, or held by an agent) whose balance is
+    /// spent at several outlets within hours (at least one in the run when above 0).
+    #[arg(long, default_value_t = 1.0)]
+    pub many_places_rate: f64,
+
+    /// Fewest distinct outlets such a card is swiped at (at least 2). Regencies where no
+    /// bank has this many ordinary outlets get no such card.
+    #[arg(long, default_value_t = 3)]
+    pub many_places_outlets_min: u32,
+
+    /// Most distinct outlets such a card is swiped at (fewer if its bank has fewer).
+    #[arg(long, default_value_t = 5)]
+    pub many_places_outlets_max: u32,
+
+    /// Hours (1-12) from the first swipe of such a card to its last, all in shop hours.
+    #[arg(long, default_value_t = 3)]
+    pub many_places_hours: u32,
+
+    // ---- realization lag --------------------------------------------------------------
+    /// Probability (0-1) that a regency falls behind its peers in a benefit period (cards
+    /// handed out late, a road closed). At least one in the run when above 0 and at least
+    /// three regencies are simulated; none with fewer, as there would be no peers.
+    #[arg(long, default_value_t = 0.1)]
+    pub realization_lag_rate: f64,
+
+    /// Smallest share (0-1) of a lagging regency's would-be spenders who are delayed.
+    #[arg(long, default_value_t = 0.3)]
+    pub realization_lag_share_min: f64,
+
+    /// Largest share (0-1) of a lagging regency's would-be spenders who are delayed.
+    #[arg(long, default_value_t = 0.5)]
+    pub realization_lag_share_max: f64,
 }
 
 /// Parses the flags of [`SimConfig`] alone, so that defaults have one source: clap.
@@ -328,6 +368,10 @@ impl SimConfig {
             ("non-transacting-share-max", self.non_transacting_share_max),
             ("short-factor-min", self.short_factor_min),
             ("short-factor-max", self.short_factor_max),
+            ("seasonal-leak", self.seasonal_leak),
+            ("realization-lag-rate", self.realization_lag_rate),
+            ("realization-lag-share-min", self.realization_lag_share_min),
+            ("realization-lag-share-max", self.realization_lag_share_max),
         ] {
             check_share(name, v)?;
         }
@@ -337,6 +381,7 @@ impl SimConfig {
             ("short-quantity-rate", self.short_quantity_rate),
             ("paperwork-rate", self.paperwork_rate),
             ("non-transacting-outlets", self.non_transacting_outlets),
+            ("many-places-rate", self.many_places_rate),
             ("markup-factor-min", self.markup_factor_min),
             ("markup-factor-max", self.markup_factor_max),
         ] {
@@ -375,6 +420,16 @@ impl SimConfig {
             self.non_transacting_share_min,
             self.non_transacting_share_max,
         )?;
+        check_range(
+            "many-places-outlets",
+            self.many_places_outlets_min,
+            self.many_places_outlets_max,
+        )?;
+        check_range(
+            "realization-lag-share",
+            self.realization_lag_share_min,
+            self.realization_lag_share_max,
+        )?;
         if self.ring_size_min < 2 {
             bail!(
                 "--ring-size-min must be at least 2 (a ring is several outlets), got {}",
@@ -412,6 +467,27 @@ impl SimConfig {
             bail!(
                 "--short-factor-min must be above 0, got {}",
                 self.short_factor_min
+            );
+        }
+        if self.many_places_outlets_min < 2 || self.many_places_outlets_max > 50 {
+            bail!(
+                "--many-places-outlets-min/max must lie between 2 (one outlet is no \
+                 \"many places\") and 50, got {}..{}",
+                self.many_places_outlets_min,
+                self.many_places_outlets_max
+            );
+        }
+        if self.many_places_hours == 0 || self.many_places_hours > 12 {
+            bail!(
+                "--many-places-hours must be between 1 and 12 (the swipes stay within one \
+                 day's shop hours), got {}",
+                self.many_places_hours
+            );
+        }
+        if self.realization_lag_share_min <= 0.0 {
+            bail!(
+                "--realization-lag-share-min must be above 0 (no delayed KPM is no lag), got {}",
+                self.realization_lag_share_min
             );
         }
         if self.seasonal_window_days == 0 || self.seasonal_window_days > 28 {

@@ -44,6 +44,56 @@ fn unique_txns(h: &History) -> Vec<&Transaction> {
         .collect()
 }
 
+const WEIGHED: [&str; 8] = [
+    "BERAS",
+    "TELUR",
+    "DAGING_AYAM",
+    "IKAN",
+    "TAHU",
+    "TEMPE",
+    "KACANG_HIJAU",
+    "BUAH",
+];
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Unit prices of one commodity on the receipts (that add up) of a regency in a month,
+/// at one outlet or at every outlet but `not`.
+fn unit_prices(
+    txns: &[&Transaction],
+    outlet: Option<&str>,
+    not: &str,
+    regency: &str,
+    month: &str,
+    c: &str,
+) -> Vec<f64> {
+    txns.iter()
+        .filter(|x| x.regency_code == regency && month_label(&x.occurred_at) == month)
+        .filter(|x| outlet.is_none_or(|o| x.outlet_id == o) && x.outlet_id != not)
+        .filter(|x| x.kind == TxnType::Purchase && items_sum(x) as i64 == x.amount)
+        .flat_map(|x| x.items.iter().flatten())
+        .filter(|i| i.commodity == c)
+        .map(|i| i.unit_price as f64)
+        .collect()
+}
+
+/// Median unit price of a commodity at the truth line's outlet over the median at its
+/// regency's other outlets that month; `None` with fewer than `min_own` sales of it.
+fn price_ratio(
+    txns: &[&Transaction],
+    t: &Truth,
+    month: &str,
+    c: &str,
+    min_own: usize,
+) -> Option<f64> {
+    let own = unit_prices(txns, Some(&t.entity_id), "", &t.regency_code, month, c);
+    let peers = unit_prices(txns, None, &t.entity_id, &t.regency_code, month, c);
+    (own.len() >= min_own && !peers.is_empty()).then(|| median(own) / median(peers))
+}
+
 fn items_sum(t: &Transaction) -> f64 {
     t.items
         .as_ref()
@@ -53,9 +103,15 @@ fn items_sum(t: &Transaction) -> f64 {
 
 #[test]
 fn same_seed_gives_identical_output_and_another_seed_does_not() {
-    let cfg = small_config();
+    let cfg = SimConfig {
+        seasonal_leak: 0.3,
+        ..small_config()
+    };
     let a = simulate(&cfg).expect("first run");
     let b = simulate(&cfg).expect("second run");
+    for cat in [category::CARD_MANY_PLACES, category::REALIZATION_LAG] {
+        assert!(!truth_of(&a, cat).is_empty(), "no {cat} in the small run");
+    }
     for s in Stream::ALL {
         assert_eq!(
             a.records(s),
@@ -215,6 +271,8 @@ fn every_pattern_is_injected_by_default() {
         category::SHORT_QUANTITY,
         category::PAPERWORK_MISMATCH,
         category::NON_TRANSACTING,
+        category::CARD_MANY_PLACES,
+        category::REALIZATION_LAG,
         category::MALFORMED,
     ] {
         assert!(!truth_of(h, cat).is_empty(), "no truth for {cat}");
@@ -345,43 +403,27 @@ fn every_pattern_is_injected_by_default() {
         assert_eq!(others, cards, "collected cards also shopped that month");
     }
 
-    // Markup and short quantity show in unit prices against the regency's other outlets.
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let unit_prices = |outlet: Option<&str>, not: &str, regency: &str, month: &str, c: &str| {
-        txns.iter()
-            .filter(|x| x.regency_code == regency && month_label(&x.occurred_at) == month)
-            .filter(|x| outlet.is_none_or(|o| x.outlet_id == o) && x.outlet_id != not)
-            .filter(|x| x.kind == TxnType::Purchase && items_sum(x) as i64 == x.amount)
-            .flat_map(|x| x.items.iter().flatten())
-            .filter(|i| i.commodity == c)
-            .map(|i| i.unit_price as f64)
-            .collect::<Vec<f64>>()
-    };
-    for t in truth_of(h, category::PRICE_MARKUP)
-        .into_iter()
-        .chain(truth_of(h, category::SHORT_QUANTITY))
-    {
+    // A markup shows in one commodity's unit price against the regency's other outlets,
+    // and in no other weighed commodity's (that is what tells it from a rigged scale).
+    for t in truth_of(h, category::PRICE_MARKUP) {
         let c = t.params["commodity"].as_str().expect("commodity");
         let factor = t.params["factor"].as_f64().expect("factor");
         let month = month_label(&t.start);
-        let own = unit_prices(Some(&t.entity_id), "", &t.regency_code, &month, c);
-        let peers = unit_prices(None, &t.entity_id, &t.regency_code, &month, c);
-        assert!(!own.is_empty() && !peers.is_empty(), "{} {c}", t.entity_id);
-        let ratio = median(own) / median(peers);
-        let expected = if t.category == category::PRICE_MARKUP {
-            factor
-        } else {
-            1.0 / factor
-        };
+        let ratio = price_ratio(&txns, t, &month, c, 1).expect("markup commodity sold");
         assert!(
-            (ratio / expected - 1.0).abs() < 0.12,
-            "{} {}: price ratio {ratio:.3} vs {expected:.3}",
-            t.category,
+            (ratio / factor - 1.0).abs() < 0.12,
+            "markup {}: {c} price ratio {ratio:.3} vs {factor:.3}",
             t.entity_id
         );
+        for other in WEIGHED.iter().filter(|&&o| o != c) {
+            if let Some(ratio) = price_ratio(&txns, t, &month, other, 8) {
+                assert!(
+                    (ratio - 1.0).abs() < 0.1,
+                    "markup {} on {c} moved {other} by {ratio:.3}",
+                    t.entity_id
+                );
+            }
+        }
     }
 
     // Non-transacting cards really did not spend in their period.
@@ -410,6 +452,360 @@ fn every_pattern_is_injected_by_default() {
             t.entity_id
         );
     }
+}
+
+#[test]
+fn rigged_scale_shorts_every_weighed_commodity_by_the_same_ratio() {
+    let h = default_history();
+    let txns = unique_txns(h);
+    let short = truth_of(h, category::SHORT_QUANTITY);
+    assert!(!short.is_empty());
+    for t in short {
+        assert_eq!(t.entity_type, "outlet");
+        assert_eq!(t.params["commodity"], "all weighed commodities");
+        let listed: Vec<&str> = t.params["commodities"]
+            .as_array()
+            .expect("commodities")
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert_eq!(listed, WEIGHED);
+        let factor = t.params["factor"].as_f64().expect("factor");
+        let month = month_label(&t.start);
+        let mut checked = Vec::new();
+        for c in WEIGHED {
+            // Rarely bought commodities give too few receipts for a stable median.
+            let Some(ratio) = price_ratio(&txns, t, &month, c, 8) else {
+                continue;
+            };
+            assert!(
+                (ratio * factor - 1.0).abs() < 0.1,
+                "rigged scale {}: {c} price ratio {ratio:.3} vs {:.3}",
+                t.entity_id,
+                1.0 / factor
+            );
+            checked.push(c);
+        }
+        assert!(
+            checked.contains(&"BERAS") && checked.contains(&"TELUR") && checked.len() >= 4,
+            "{}: only {checked:?} checked",
+            t.entity_id
+        );
+        // Bunches of vegetables are counted, not weighed.
+        let sayur = price_ratio(&txns, t, &month, "SAYUR", 8).expect("SAYUR sold");
+        assert!(
+            (sayur - 1.0).abs() < 0.1,
+            "rigged scale {} moved SAYUR by {sayur:.3}",
+            t.entity_id
+        );
+    }
+}
+
+/// Cards with KKS purchases at `min_outlets` or more distinct outlets within `within`
+/// seconds, with the first and last instant of the first such run.
+fn cards_in_many_places(
+    h: &History,
+    min_outlets: usize,
+    within: i64,
+) -> BTreeMap<String, (i64, i64)> {
+    let mut by_card: BTreeMap<&str, Vec<(i64, &str)>> = BTreeMap::new();
+    for x in unique_txns(h) {
+        if x.payment == Payment::Kks && x.kind == TxnType::Purchase {
+            by_card
+                .entry(&x.card_id)
+                .or_default()
+                .push((x.occurred_at.timestamp(), &x.outlet_id));
+        }
+    }
+    let mut found = BTreeMap::new();
+    for (card, mut v) in by_card {
+        v.sort_unstable();
+        for i in 0..v.len() {
+            let run: Vec<&(i64, &str)> = v[i..]
+                .iter()
+                .take_while(|(t, _)| *t - v[i].0 <= within)
+                .collect();
+            let outlets: BTreeSet<&str> = run.iter().map(|(_, o)| *o).collect();
+            if outlets.len() >= min_outlets {
+                let last = run.last().map_or(v[i].0, |(t, _)| *t);
+                found.insert(card.to_string(), (v[i].0, last));
+                break;
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn many_places_cards_are_swiped_at_several_outlets_within_hours() {
+    let h = default_history();
+    let cfg = SimConfig::default_for_tests();
+    let txns = unique_txns(h);
+    let truth = truth_of(h, category::CARD_MANY_PLACES);
+    assert!(!truth.is_empty());
+    let bank_of: BTreeMap<&str, crate::model::Bank> = h
+        .outlets
+        .iter()
+        .map(|o| (o.outlet_id.as_str(), o.bank))
+        .collect();
+    let district_of: BTreeMap<&str, &str> = h
+        .outlets
+        .iter()
+        .map(|o| (o.outlet_id.as_str(), o.district_code.as_str()))
+        .collect();
+    let mut spread_over_districts = 0;
+    for t in &truth {
+        assert_eq!(t.entity_type, "card");
+        assert!(
+            t.entity_id.starts_with('K'),
+            "{} is no KPM card",
+            t.entity_id
+        );
+        let outlets: Vec<&str> = t.params["outlets"]
+            .as_array()
+            .expect("outlets")
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        let swipes = t.params["swipes"].as_u64().expect("swipes") as usize;
+        let hours = t.params["hours"].as_i64().expect("hours");
+        assert_eq!(hours, cfg.many_places_hours as i64);
+        assert_eq!(outlets.len(), swipes);
+        let min = cfg.many_places_outlets_min as usize;
+        let max = cfg.many_places_outlets_max as usize;
+        assert!((min..=max).contains(&swipes), "{} swipes", swipes);
+        assert!(t.end - t.start <= chrono::TimeDelta::hours(hours));
+        let mut run: Vec<&&Transaction> = txns
+            .iter()
+            .filter(|x| x.card_id == t.entity_id && x.kind == TxnType::Purchase)
+            .filter(|x| x.occurred_at >= t.start && x.occurred_at <= t.end)
+            .collect();
+        run.sort_by_key(|x| x.occurred_at);
+        assert_eq!(run.len(), swipes, "card {}", t.entity_id);
+        assert_eq!(run[0].occurred_at, t.start);
+        assert_eq!(run[swipes - 1].occurred_at, t.end);
+        let visited: Vec<&str> = run.iter().map(|x| x.outlet_id.as_str()).collect();
+        assert_eq!(visited, outlets, "card {}", t.entity_id);
+        let distinct: BTreeSet<&str> = visited.iter().copied().collect();
+        assert_eq!(distinct.len(), swipes, "outlets repeat for {}", t.entity_id);
+        let bank = bank_of[outlets[0]];
+        assert!(outlets.iter().all(|o| bank_of[o] == bank));
+        assert!(run.iter().all(|x| x.regency_code == t.regency_code));
+        // The balance is gone: the last swipe drains it and the card does not shop
+        // otherwise until its next credit.
+        assert_eq!(run[swipes - 1].balance_after, Some(0));
+        let credit = h
+            .disbursements
+            .iter()
+            .filter(|d| d.card_id == t.entity_id && d.credited_at <= t.start)
+            .map(|d| d.credited_at)
+            .max()
+            .expect("credited before the swipes");
+        let next_credit = h
+            .disbursements
+            .iter()
+            .filter(|d| d.card_id == t.entity_id && d.credited_at > t.start)
+            .map(|d| d.credited_at)
+            .min();
+        let others = txns
+            .iter()
+            .filter(|x| x.card_id == t.entity_id && x.occurred_at > credit)
+            .filter(|x| next_credit.is_none_or(|n| x.occurred_at < n))
+            .count();
+        assert_eq!(others, swipes, "card {} also shopped normally", t.entity_id);
+        let districts: BTreeSet<&str> = outlets.iter().map(|o| district_of[o]).collect();
+        if districts.len() > 1 {
+            spread_over_districts += 1;
+        }
+    }
+    assert!(
+        spread_over_districts > 0,
+        "no card travelled between kecamatan"
+    );
+}
+
+#[test]
+fn normal_behaviour_never_looks_like_one_card_in_many_places() {
+    let h = default_history();
+    let injected: BTreeSet<&str> = truth_of(h, category::CARD_MANY_PLACES)
+        .iter()
+        .map(|t| t.entity_id.as_str())
+        .collect();
+    let found = cards_in_many_places(h, 3, 6 * 3_600);
+    let false_ones: Vec<&String> = found
+        .keys()
+        .filter(|c| !injected.contains(c.as_str()))
+        .collect();
+    assert!(
+        false_ones.is_empty(),
+        "{} cards at >= 3 outlets within 6 hours without truth: {false_ones:?}",
+        false_ones.len()
+    );
+    // The same scan sees every injected card, so its silence above means something.
+    for card in &injected {
+        assert!(found.contains_key(*card), "injected card {card} not seen");
+    }
+}
+
+/// The instant a benefit period ends: local midnight after its last month.
+fn period_end(d: &Disbursement) -> i64 {
+    use chrono::{Months, NaiveDate, TimeZone};
+    let first =
+        NaiveDate::parse_from_str(&format!("{}-01", d.period), "%Y-%m-%d").expect("period label");
+    let end = first + Months::new(u32::from(d.months));
+    d.credited_at
+        .offset()
+        .from_local_datetime(&end.and_hms_opt(0, 0, 0).expect("midnight"))
+        .single()
+        .expect("fixed offset")
+        .timestamp()
+}
+
+#[test]
+fn a_lagging_regency_spends_later_than_its_peers() {
+    let h = default_history();
+    let lag = truth_of(h, category::REALIZATION_LAG);
+    assert!(!lag.is_empty());
+    let mut purchases: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    for x in unique_txns(h) {
+        if x.payment == Payment::Kks && x.kind == TxnType::Purchase {
+            purchases
+                .entry(&x.card_id)
+                .or_default()
+                .push(x.occurred_at.timestamp());
+        }
+    }
+    // Share of each regency-period's credited cards that spent early: within 21 days of
+    // the credit, or before the last fifth of the time to the period's end when that
+    // comes sooner (after a late credit in a one-month period, 21 days reach into the
+    // time when the delayed KPM do spend).
+    let mut early: BTreeMap<(&str, &str), (usize, usize)> = BTreeMap::new();
+    for d in &h.disbursements {
+        let c = d.credited_at.timestamp();
+        let horizon = (21 * 86_400).min((0.8 * (period_end(d) - c) as f64) as i64);
+        let spent = purchases
+            .get(d.card_id.as_str())
+            .is_some_and(|v| v.iter().any(|&t| t >= c && t < c + horizon));
+        let e = early.entry((&d.regency_code, &d.period)).or_default();
+        e.0 += usize::from(spent);
+        e.1 += 1;
+    }
+    let lagging: BTreeSet<(&str, &str)> = lag
+        .iter()
+        .map(|t| {
+            (
+                t.entity_id.as_str(),
+                t.params["period"].as_str().expect("period"),
+            )
+        })
+        .collect();
+    for t in &lag {
+        assert_eq!(t.entity_type, "regency");
+        assert_eq!(t.entity_id, t.regency_code);
+        let period = t.params["period"].as_str().expect("period");
+        let share = t.params["share"].as_f64().expect("share");
+        let delayed = t.params["delayed_kpm"].as_f64().expect("delayed_kpm");
+        let would = t.params["would_be_spenders"].as_f64().expect("spenders");
+        assert!((delayed / would - share).abs() < 0.05, "{delayed}/{would}");
+        // The span starts at the period's first credit in the regency.
+        let first_credit = h
+            .disbursements
+            .iter()
+            .filter(|d| d.regency_code == t.regency_code && d.period == period)
+            .map(|d| d.credited_at)
+            .min()
+            .expect("credits");
+        assert_eq!(t.start, first_credit);
+        let (e, n) = early[&(t.entity_id.as_str(), period)];
+        let own = e as f64 / n as f64;
+        let peers = early
+            .iter()
+            .filter(|((r, _), _)| *r != t.entity_id)
+            .filter(|(k, _)| !lagging.contains(*k))
+            .map(|(_, &(e, n))| e as f64 / n as f64)
+            .fold(f64::INFINITY, f64::min);
+        assert!(
+            own < peers - 0.15,
+            "lagging {} {period}: {own:.2} spent early vs peers' lowest {peers:.2}",
+            t.entity_id
+        );
+        // No other period-level pattern shares the regency-period.
+        let crowded = h
+            .truth
+            .iter()
+            .filter(|x| {
+                x.regency_code == t.regency_code && x.params.get("period") == t.params.get("period")
+            })
+            .filter(|x| {
+                x.category == category::CARD_COLLECTION
+                    || (x.category == category::NON_TRANSACTING && x.entity_type == "outlet")
+            })
+            .count();
+        assert_eq!(
+            crowded, 0,
+            "lagging {} {period} hosts other anomalies",
+            t.entity_id
+        );
+    }
+}
+
+#[test]
+fn no_realization_lag_without_three_regencies() {
+    let cfg = SimConfig {
+        regencies: vec!["3604".into(), "7371".into()],
+        scale: 0.3,
+        months: 1,
+        realization_lag_rate: 1.0,
+        ..SimConfig::default()
+    };
+    let h = simulate(&cfg).expect("two regencies");
+    assert!(truth_of(&h, category::REALIZATION_LAG).is_empty());
+}
+
+#[test]
+fn seasonal_leak_moves_its_share_of_sales_outside_the_windows() {
+    let leak = 0.4;
+    let cfg = SimConfig {
+        seasonal_rate: 0.2,
+        seasonal_leak: leak,
+        ..small_config()
+    };
+    let h = simulate(&cfg).expect("leaky run");
+    let seasonal = truth_of(&h, category::SEASONAL_OUTLET);
+    assert!(!seasonal.is_empty());
+    let mut credits: BTreeMap<&str, Vec<DateTime<FixedOffset>>> = BTreeMap::new();
+    for d in &h.disbursements {
+        credits.entry(&d.card_id).or_default().push(d.credited_at);
+    }
+    let (mut outside, mut total) = (0usize, 0usize);
+    for t in &seasonal {
+        assert_eq!(t.params["leak"].as_f64(), Some(leak));
+        let window = t.params["window_days"].as_i64().expect("window_days");
+        for x in unique_txns(&h)
+            .into_iter()
+            .filter(|x| x.outlet_id == t.entity_id && x.kind == TxnType::Purchase)
+        {
+            assert_eq!(
+                x.payment,
+                Payment::Kks,
+                "ordinary customer at seasonal outlet"
+            );
+            let credit = credits[x.card_id.as_str()]
+                .iter()
+                .filter(|&&c| c <= x.occurred_at)
+                .max()
+                .copied()
+                .expect("credited before buying");
+            let days = (x.occurred_at.date_naive() - credit.date_naive()).num_days();
+            total += 1;
+            outside += usize::from(days >= window);
+        }
+    }
+    let measured = outside as f64 / total as f64;
+    assert!(
+        (measured - leak).abs() < 0.12,
+        "{outside} of {total} sales outside the windows ({measured:.2}), leak {leak}"
+    );
 }
 
 #[test]
@@ -700,6 +1096,71 @@ fn validate_rejects_bad_options() {
             },
             "--collection-jitter-secs",
         ),
+        (
+            SimConfig {
+                many_places_rate: -1.0,
+                ..ok.clone()
+            },
+            "--many-places-rate",
+        ),
+        (
+            SimConfig {
+                many_places_outlets_min: 6,
+                many_places_outlets_max: 4,
+                ..ok.clone()
+            },
+            "--many-places-outlets-min",
+        ),
+        (
+            SimConfig {
+                many_places_outlets_min: 1,
+                ..ok.clone()
+            },
+            "--many-places-outlets-min",
+        ),
+        (
+            SimConfig {
+                many_places_hours: 0,
+                ..ok.clone()
+            },
+            "--many-places-hours",
+        ),
+        (
+            SimConfig {
+                many_places_hours: 13,
+                ..ok.clone()
+            },
+            "--many-places-hours",
+        ),
+        (
+            SimConfig {
+                realization_lag_rate: 1.2,
+                ..ok.clone()
+            },
+            "--realization-lag-rate",
+        ),
+        (
+            SimConfig {
+                realization_lag_share_min: 0.6,
+                realization_lag_share_max: 0.5,
+                ..ok.clone()
+            },
+            "--realization-lag-share-min",
+        ),
+        (
+            SimConfig {
+                realization_lag_share_min: 0.0,
+                ..ok.clone()
+            },
+            "--realization-lag-share-min",
+        ),
+        (
+            SimConfig {
+                seasonal_leak: -0.1,
+                ..ok.clone()
+            },
+            "--seasonal-leak",
+        ),
     ];
     for (cfg, needle) in cases {
         let err = format!("{:#}", cfg.validate().expect_err(needle));
@@ -725,6 +1186,24 @@ fn cli_flags_parse_with_their_defaults() {
         (d.seed, d.months, d.start.as_str(), d.scale),
         (42, 3, "2023-01", 1.0)
     );
+    assert_eq!(
+        (
+            d.many_places_rate,
+            d.many_places_outlets_min,
+            d.many_places_outlets_max,
+            d.many_places_hours
+        ),
+        (1.0, 3, 5, 3)
+    );
+    assert_eq!(
+        (
+            d.realization_lag_rate,
+            d.realization_lag_share_min,
+            d.realization_lag_share_max,
+            d.seasonal_leak
+        ),
+        (0.1, 0.3, 0.5, 0.0)
+    );
     let c = Cli::try_parse_from([
         "pantau",
         "--regencies",
@@ -733,11 +1212,25 @@ fn cli_flags_parse_with_their_defaults() {
         "0.1",
         "--malformed",
         "5",
+        "--many-places-hours",
+        "4",
+        "--realization-lag-share-max",
+        "0.6",
+        "--seasonal-leak",
+        "0.25",
     ])
     .expect("flags")
     .sim;
     assert_eq!(c.regencies, vec!["1101", "3201"]);
     assert_eq!((c.seasonal_rate, c.malformed), (0.1, 5));
+    assert_eq!(
+        (
+            c.many_places_hours,
+            c.realization_lag_share_max,
+            c.seasonal_leak
+        ),
+        (4, 0.6, 0.25)
+    );
 }
 
 #[test]
