@@ -9,20 +9,23 @@
 //!        ▼
 //!  window    watermark (min over partitions − lateness), buffers, windows close
 //!        ▼
-//!  engine    daily rollups + rules/*.sql in DataFusion (udf: statrs tails)
+//!  engine    daily rollups + rules/*.sql in DataFusion (udf: statrs tails;
+//!            slot_table: window tables swapped under plans made once per rule)
 //!        ▼
 //!  alert     rows → alerts with deterministic ids, Bahasa Indonesia text
 //!        ▼
 //!  sink::{kafka, files}  pantau.alerts / pantau.dlq, alerts.jsonl / dlq.jsonl
 //! ```
 //! `pipeline` wires a source, the engine and a sink together; `metrics` serves
-//! `/metrics`; `sim` makes simulated districts; `demo` runs it all in-process.
+//! `/metrics`; `sim` makes simulated districts; `demo` runs it all in-process; `eval`
+//! scores alerts against the anomalies a simulation injected.
 
 pub mod alert;
 pub mod bench;
 pub mod decode;
 pub mod demo;
 pub mod engine;
+pub mod eval;
 pub mod feed;
 pub mod kafka;
 pub mod metrics;
@@ -32,6 +35,7 @@ pub mod regions;
 pub mod rules;
 pub mod sim;
 pub mod sink;
+pub mod slot_table;
 pub mod source;
 pub mod tables;
 pub mod udf;

@@ -15,7 +15,7 @@ use pantau::pipeline::{self, ReplayConfig, RunConfig};
 use pantau::sim::{self, SimConfig};
 use pantau::sink::kafka::KafkaSink;
 use pantau::source::kafka::SourceConfig;
-use pantau::{alert, bench, demo, feed};
+use pantau::{alert, bench, demo, eval, feed};
 
 #[derive(Parser)]
 #[command(
@@ -74,6 +74,9 @@ enum Command {
     },
     /// Measure throughput and memory: replay, a bare Kafka consumer, and `run`.
     Bench(bench::BenchConfig),
+    /// Score alerts against the truth.jsonl of a simulated history: recall, precision
+    /// and detection delay per category; exits non-zero below --min-recall/--min-precision.
+    Eval(eval::EvalConfig),
 }
 
 #[tokio::main]
@@ -165,5 +168,6 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(config) => bench::run(&config).await,
+        Command::Eval(config) => eval::run(&config),
     }
 }
