@@ -135,6 +135,7 @@ pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
     summary.print();
     print_dead_letters(&metrics);
     let rule_categories: HashSet<String> = crate::rules::load_dir(&config.engine.rules)?
+        .rules
         .into_iter()
         .map(|r| r.category)
         .collect();

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use base64::Engine as _;
 use chrono::Utc;
 
@@ -18,7 +19,7 @@ use crate::alert::{make_alerts, rows_of};
 use crate::decode::{self, Input, Provenance, Reason, Rejection};
 use crate::metrics::Metrics;
 use crate::model::{Alert, DeadLetter, Stream};
-use crate::rules::{Rule, SqlRunner, ROLLUPS};
+use crate::rules::{Rule, RuleSet, SqlRunner, View, ROLLUPS};
 use crate::watermark::{PartitionId, Watermarks};
 use crate::window::{first_date, ClosedWindow, Purpose, WindowSpec, WindowState};
 
@@ -66,6 +67,9 @@ pub struct RawRecord<'a> {
 
 pub struct Engine {
     rules: Vec<Rule>,
+    /// Views not yet registered: creating one needs the async SQL context, so it waits
+    /// for the first window to close.
+    views_pending: Vec<View>,
     window: WindowState,
     watermarks: Watermarks,
     runner: SqlRunner,
@@ -104,10 +108,12 @@ fn dead_letter(
 }
 
 impl Engine {
-    pub fn new(config: &EngineConfig, rules: Vec<Rule>, metrics: Arc<Metrics>) -> Engine {
+    pub fn new(config: &EngineConfig, set: RuleSet, metrics: Arc<Metrics>) -> Engine {
+        let RuleSet { rules, views } = set;
         let specs: Vec<WindowSpec> = rules.iter().map(|r| r.window).collect();
         Engine {
             rules,
+            views_pending: views,
             window: WindowState::new(&specs),
             watermarks: Watermarks::new(config.lateness, config.idle_timeout),
             runner: SqlRunner::new(),
@@ -343,7 +349,40 @@ impl Engine {
         Ok(alerts)
     }
 
+    /// Registers the views in passes, so a view may read another whatever their file
+    /// names; what still fails when a pass makes no progress is reported and skipped.
+    async fn register_views(&mut self) {
+        let mut pending = std::mem::take(&mut self.views_pending);
+        loop {
+            let attempted = pending.len();
+            let mut failed = Vec::new();
+            for view in pending {
+                if let Err(e) = self.runner.create_view(&view).await {
+                    failed.push((view, e));
+                }
+            }
+            if failed.is_empty() {
+                return;
+            }
+            if failed.len() == attempted {
+                for (view, e) in failed {
+                    // The rules reading it fail on their own and are counted there.
+                    self.metrics
+                        .rule_failures
+                        .with_label_values(&[&format!("view:{}", view.name)])
+                        .inc();
+                    tracing::error!(view = %view.name, error = %format!("{e:#}"), "view failed to register; rules reading it will fail");
+                }
+                return;
+            }
+            pending = failed.into_iter().map(|(view, _)| view).collect();
+        }
+    }
+
     async fn close(&mut self, window: &ClosedWindow) -> anyhow::Result<Vec<Alert>> {
+        if !self.views_pending.is_empty() {
+            self.register_views().await;
+        }
         self.runner.register(&window.tables).await?;
         if window.purpose == Purpose::Rollup {
             self.build_rollups().await?;
@@ -400,8 +439,22 @@ impl Engine {
 
     async fn build_rollups(&mut self) -> anyhow::Result<()> {
         for (table, sql) in ROLLUPS {
-            let batches = self.runner.query(sql).await?;
-            let batches: Vec<_> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+            let schema = crate::tables::catalogue()
+                .into_iter()
+                .find(|(name, _, _)| *name == table)
+                .map(|(_, schema, _)| schema)
+                .with_context(|| format!("rollup {table} has no declared schema"))?;
+            let batches = self
+                .runner
+                .query(sql)
+                .await
+                .with_context(|| format!("building rollup {table}"))?;
+            let batches = batches
+                .iter()
+                .filter(|b| b.num_rows() > 0)
+                .map(|b| crate::rules::conform(b, &schema))
+                .collect::<anyhow::Result<Vec<_>>>()
+                .with_context(|| format!("rollup {table}"))?;
             let Some(date) = batches.first().and_then(|b| first_date(b, "local_date")) else {
                 continue;
             };
@@ -432,7 +485,7 @@ mod tests {
             idle_timeout: Duration::from_secs(3600),
             rules: std::path::PathBuf::new(),
         };
-        Engine::new(&config, Vec::new(), Metrics::new())
+        Engine::new(&config, RuleSet::default(), Metrics::new())
     }
 
     fn ingest(engine: &mut Engine, payload: &str, offset: i64) -> Vec<DeadLetter> {

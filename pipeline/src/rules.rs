@@ -26,12 +26,13 @@ use anyhow::{bail, Context};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
-use datafusion::datasource::MemTable;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use sha2::{Digest, Sha256};
 
 use crate::model::Severity;
+use crate::slot_table::SlotTable;
 use crate::tables;
 use crate::window::WindowSpec;
 
@@ -68,51 +69,96 @@ const KEYS: [&str; 9] = [
     "owner",
 ];
 
+/// A shared query in the rules folder's `views/` subfolder, registered under its name so
+/// several rules can read one definition (e.g. the robust price comparison that both
+/// price markup and short quantity start from).
+///
+/// ```sql
+/// -- view: commodity_prices
+/// -- description: per outlet and commodity, its median price against the district's
+/// SELECT ...
+/// ```
+#[derive(Debug, Clone)]
+pub struct View {
+    pub name: String,
+    pub description: String,
+    pub sql: String,
+    pub path: PathBuf,
+}
+
+/// What a rules folder holds: its rules and the views they share.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    pub rules: Vec<Rule>,
+    pub views: Vec<View>,
+}
+
+/// Splits a `.sql` file into its leading `-- key: value` lines and the SQL after them.
+/// Errors name the file and line of an unknown or repeated key.
+fn split_header<'k>(
+    path: &Path,
+    text: &str,
+    keys: &[&'k str],
+) -> anyhow::Result<(BTreeMap<&'k str, String>, String)> {
+    let name = path.display();
+    let mut meta: BTreeMap<&'k str, String> = BTreeMap::new();
+    let mut sql_lines = Vec::new();
+    let mut in_header = true;
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        if in_header && trimmed.starts_with("--") {
+            let body = trimmed.trim_start_matches('-').trim();
+            let Some((key, value)) = body.split_once(':') else {
+                continue;
+            };
+            let key = key.trim();
+            let Some(key) = keys.iter().find(|k| **k == key) else {
+                bail!(
+                    "{name}:{}: unknown metadata key {key:?} (expected one of {})",
+                    n + 1,
+                    keys.join(", ")
+                );
+            };
+            if meta.insert(key, value.trim().to_string()).is_some() {
+                bail!("{name}:{}: metadata key {key:?} given twice", n + 1);
+            }
+            continue;
+        }
+        if !trimmed.is_empty() {
+            in_header = false;
+        }
+        sql_lines.push(line);
+    }
+    let sql = sql_lines.join("\n").trim().to_string();
+    if sql.is_empty() {
+        bail!("{name}: no SQL after the metadata header");
+    }
+    Ok((meta, sql))
+}
+
+fn check_snake_case(path: &Path, what: &str, id: &str) -> anyhow::Result<()> {
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        bail!("{}: {what} {id:?} must be lower_snake_case", path.display());
+    }
+    Ok(())
+}
+
 impl Rule {
     /// Parses a rule file's text; errors name the file, the line and what was expected.
     pub fn parse(path: &Path, text: &str) -> anyhow::Result<Rule> {
         let name = path.display();
-        let mut meta: BTreeMap<&str, String> = BTreeMap::new();
-        let mut sql_lines = Vec::new();
-        let mut in_header = true;
-        for (n, line) in text.lines().enumerate() {
-            let trimmed = line.trim();
-            if in_header && trimmed.starts_with("--") {
-                let body = trimmed.trim_start_matches('-').trim();
-                let Some((key, value)) = body.split_once(':') else {
-                    continue;
-                };
-                let key = key.trim();
-                if !KEYS.contains(&key) {
-                    bail!(
-                        "{name}:{}: unknown metadata key {key:?} (expected one of {})",
-                        n + 1,
-                        KEYS.join(", ")
-                    );
-                }
-                let key = KEYS.iter().find(|k| **k == key).expect("checked above");
-                if meta.insert(key, value.trim().to_string()).is_some() {
-                    bail!("{name}:{}: metadata key {key:?} given twice", n + 1);
-                }
-                continue;
-            }
-            if !trimmed.is_empty() {
-                in_header = false;
-            }
-            sql_lines.push(line);
-        }
+        let (mut meta, sql) = split_header(path, text, &KEYS)?;
         let mut take = |key: &str| -> anyhow::Result<String> {
             meta.remove(key)
                 .filter(|v| !v.is_empty())
                 .with_context(|| format!("{name}: missing metadata line `-- {key}: ...`"))
         };
         let id = take("id")?;
-        if !id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        {
-            bail!("{name}: id {id:?} must be lower_snake_case");
-        }
+        check_snake_case(path, "id", &id)?;
         let severity_text = take("severity")?;
         let severity = Severity::parse(&severity_text).with_context(|| {
             format!("{name}: severity {severity_text:?} is not low, medium, high or critical")
@@ -121,10 +167,6 @@ impl Rule {
         let window: WindowSpec = window_text
             .parse()
             .with_context(|| format!("{name}: bad window"))?;
-        let sql = sql_lines.join("\n").trim().to_string();
-        if sql.is_empty() {
-            bail!("{name}: no SQL after the metadata header");
-        }
         let version = hex_prefix(&Sha256::digest(text.as_bytes()), 12);
         Ok(Rule {
             id,
@@ -143,6 +185,23 @@ impl Rule {
     }
 }
 
+impl View {
+    pub fn parse(path: &Path, text: &str) -> anyhow::Result<View> {
+        let (mut meta, sql) = split_header(path, text, &["view", "description"])?;
+        let name = meta.remove("view").unwrap_or_default();
+        if name.is_empty() {
+            bail!("{}: missing metadata line `-- view: name`", path.display());
+        }
+        check_snake_case(path, "view name", &name)?;
+        Ok(View {
+            name,
+            description: meta.remove("description").unwrap_or_default(),
+            sql,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
 pub fn hex_prefix(bytes: &[u8], n: usize) -> String {
     bytes
         .iter()
@@ -153,18 +212,29 @@ pub fn hex_prefix(bytes: &[u8], n: usize) -> String {
         .collect()
 }
 
-/// Loads every `*.sql` file of a folder, in file-name order. Duplicate ids are an error.
-pub fn load_dir(dir: &Path) -> anyhow::Result<Vec<Rule>> {
+fn sql_files(dir: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read rules folder {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "sql"))
         .collect();
     paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            Ok((path, text))
+        })
+        .collect()
+}
+
+/// Loads every `*.sql` file of a folder as a rule, in file-name order, and every
+/// `views/*.sql` as a view. Duplicate ids or view names, or a view named like a table,
+/// are errors.
+pub fn load_dir(dir: &Path) -> anyhow::Result<RuleSet> {
     let mut rules: Vec<Rule> = Vec::new();
-    for path in paths {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+    for (path, text) in sql_files(dir)? {
         let rule = Rule::parse(&path, &text)?;
         if let Some(other) = rules.iter().find(|r| r.id == rule.id) {
             bail!(
@@ -176,7 +246,30 @@ pub fn load_dir(dir: &Path) -> anyhow::Result<Vec<Rule>> {
         }
         rules.push(rule);
     }
-    Ok(rules)
+    let mut views: Vec<View> = Vec::new();
+    let views_dir = dir.join("views");
+    if views_dir.is_dir() {
+        for (path, text) in sql_files(&views_dir)? {
+            let view = View::parse(&path, &text)?;
+            if tables::catalogue().iter().any(|(t, _, _)| *t == view.name) {
+                bail!(
+                    "{}: view name {:?} is already a table",
+                    path.display(),
+                    view.name
+                );
+            }
+            if let Some(other) = views.iter().find(|v| v.name == view.name) {
+                bail!(
+                    "view {:?} is defined by both {} and {}",
+                    view.name,
+                    other.path.display(),
+                    path.display()
+                );
+            }
+            views.push(view);
+        }
+    }
+    Ok(RuleSet { rules, views })
 }
 
 /// The rules folder shipped with pantau, for when none is given.
@@ -189,9 +282,10 @@ pub fn default_dir() -> PathBuf {
     }
 }
 
-/// Built-in queries run when a local day closes; their rows become `outlet_daily` and
-/// `disbursement_daily`. Reversed purchases still count as activity: the shop was open.
-pub const ROLLUPS: [(&str, &str); 2] = [
+/// Built-in queries run when a local day closes; their rows become the daily rollups
+/// of `tables::ROLLUP_TABLES`. Reversed purchases still count as activity (the shop was
+/// open) and as baskets; a card's `spent` nets them out.
+pub const ROLLUPS: [(&str, &str); 5] = [
     (
         tables::OUTLET_DAILY,
         "SELECT outlet_id, regency_code, local_date,
@@ -215,6 +309,68 @@ pub const ROLLUPS: [(&str, &str); 2] = [
          GROUP BY regency_code, bank, local_date
          ORDER BY regency_code, bank, local_date",
     ),
+    (
+        tables::CARD_DAILY,
+        "WITH spend AS (
+             SELECT card_id, regency_code, bank, local_date,
+                    first_value(outlet_id ORDER BY amount DESC, outlet_id) AS outlet_id,
+                    count(DISTINCT outlet_id) AS outlets,
+                    sum(CASE WHEN type = 'purchase' THEN 1 ELSE 0 END) AS purchases,
+                    sum(CASE WHEN type = 'purchase' THEN amount ELSE -amount END) AS spent
+             FROM transactions
+             WHERE payment = 'KKS'
+             GROUP BY card_id, regency_code, bank, local_date
+         ),
+         credit AS (
+             SELECT card_id, regency_code, bank, local_date,
+                    sum(amount) AS credited, max(period) AS period, max(months) AS months
+             FROM disbursements
+             GROUP BY card_id, regency_code, bank, local_date
+         )
+         SELECT coalesce(s.card_id, c.card_id) AS card_id,
+                coalesce(s.regency_code, c.regency_code) AS regency_code,
+                coalesce(s.bank, c.bank) AS bank,
+                coalesce(s.local_date, c.local_date) AS local_date,
+                s.outlet_id,
+                coalesce(s.outlets, 0) AS outlets,
+                coalesce(s.purchases, 0) AS purchases,
+                coalesce(s.spent, 0) AS spent,
+                coalesce(c.credited, 0) AS credited,
+                c.period,
+                CAST(c.months AS BIGINT) AS months
+         FROM spend s
+         FULL OUTER JOIN credit c
+           ON c.card_id = s.card_id AND c.local_date = s.local_date
+          AND c.regency_code = s.regency_code AND c.bank = s.bank
+         ORDER BY card_id, local_date",
+    ),
+    (
+        tables::OUTLET_BUNDLE_DAILY,
+        "WITH baskets AS (
+             SELECT outlet_id, regency_code, local_date,
+                    string_agg(commodity || ' ' || CAST(qty AS VARCHAR), ', '
+                               ORDER BY commodity, qty) AS basket,
+                    sum(qty * unit_price) AS amount
+             FROM transaction_items
+             WHERE payment = 'KKS'
+             GROUP BY outlet_id, regency_code, local_date, bank, txn_id
+         )
+         SELECT outlet_id, regency_code, local_date, basket,
+                count(*) AS purchases,
+                CAST(round(sum(amount)) AS BIGINT) AS amount
+         FROM baskets
+         GROUP BY outlet_id, regency_code, local_date, basket
+         ORDER BY outlet_id, basket",
+    ),
+    (
+        tables::OUTLET_TRANSFER_DAILY,
+        "SELECT outlet_id, regency_code, counterparty_id, local_date,
+                count(*) AS transfers,
+                sum(amount) AS amount
+         FROM transfers
+         GROUP BY outlet_id, regency_code, counterparty_id, local_date
+         ORDER BY outlet_id, counterparty_id",
+    ),
 ];
 
 /// The schema a table has inside a window: its own columns plus the window bounds.
@@ -233,15 +389,31 @@ pub fn windowed_schema(base: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// Casts a query's result to a declared table schema, column by column and by name, so a
+/// DataFusion change in an aggregate's output type cannot break the table contract.
+pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> anyhow::Result<RecordBatch> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            let column = batch.column_by_name(field.name()).with_context(|| {
+                format!("result has no column {:?} for the table", field.name())
+            })?;
+            Ok(datafusion::arrow::compute::cast(column, field.data_type())?)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
 /// Runs SQL over a window's tables in one DataFusion session.
 ///
-/// Tables are registered once and their contents swapped per window, so a rule's
-/// optimized logical plan is made once per rule version and reused for every window;
-/// only the physical plan is made per window.
+/// Tables are registered once as slots whose rows are swapped per window, so a rule is
+/// planned (logically and physically) once per rule version; each window only resets
+/// the plan's execution state and runs it.
 pub struct SqlRunner {
     ctx: SessionContext,
-    tables: BTreeMap<&'static str, Arc<MemTable>>,
-    plans: std::sync::Mutex<std::collections::HashMap<String, LogicalPlan>>,
+    tables: BTreeMap<&'static str, Arc<SlotTable>>,
+    plans: std::sync::Mutex<std::collections::HashMap<String, Arc<dyn ExecutionPlan>>>,
 }
 
 impl Default for SqlRunner {
@@ -253,20 +425,34 @@ impl Default for SqlRunner {
 impl SqlRunner {
     pub fn new() -> Self {
         // One partition: window tables are small, and a single thread per query keeps
-        // the other core free for decoding.
-        let config = SessionConfig::new()
+        // the other core free for decoding. Dynamic filters are off because they tie a
+        // physical plan to one execution, and plans here are re-run on every window.
+        let mut config = SessionConfig::new()
             .with_target_partitions(1)
             .with_information_schema(false);
+        config
+            .options_mut()
+            .optimizer
+            .enable_dynamic_filter_pushdown = false;
+        config
+            .options_mut()
+            .optimizer
+            .enable_join_dynamic_filter_pushdown = false;
+        config
+            .options_mut()
+            .optimizer
+            .enable_topk_dynamic_filter_pushdown = false;
+        config
+            .options_mut()
+            .optimizer
+            .enable_aggregate_dynamic_filter_pushdown = false;
         let ctx = SessionContext::new_with_config(config);
         for udf in crate::udf::all() {
             ctx.register_udf(udf);
         }
         let mut tables = BTreeMap::new();
         for (name, base, _) in tables::catalogue() {
-            let table = Arc::new(
-                MemTable::try_new(windowed_schema(&base), vec![Vec::new()])
-                    .expect("an empty table matches its schema"),
-            );
+            let table = Arc::new(SlotTable::new(windowed_schema(&base)));
             ctx.register_table(name, table.clone())
                 .expect("table names are unique");
             tables.insert(name, table);
@@ -293,8 +479,18 @@ impl SqlRunner {
                     bad.schema()
                 );
             }
-            *table.batches[0].write().await = batches;
+            table.set(batches);
         }
+        Ok(())
+    }
+
+    /// Registers a view; its plan reads the registered tables, so it sees each window's
+    /// contents.
+    pub async fn create_view(&self, view: &View) -> anyhow::Result<()> {
+        self.ctx
+            .sql(&format!("CREATE VIEW {} AS {}", view.name, view.sql))
+            .await
+            .with_context(|| format!("view {} ({})", view.name, view.path.display()))?;
         Ok(())
     }
 
@@ -303,20 +499,16 @@ impl SqlRunner {
         let plan = match cached {
             Some(plan) => plan,
             None => {
-                let plan = self.ctx.sql(sql).await?.into_optimized_plan()?;
+                let plan = self.ctx.sql(sql).await?.create_physical_plan().await?;
                 if let Ok(mut plans) = self.plans.lock() {
                     plans.insert(sql.to_string(), plan.clone());
                 }
                 plan
             }
         };
-        let state = self.ctx.state();
-        // The plan is already optimized: go straight to physical planning.
-        let physical = state
-            .query_planner()
-            .create_physical_plan(&plan, &state)
-            .await?;
-        datafusion::physical_plan::collect(physical, self.ctx.task_ctx()).await
+        // Joins and sorts keep what they built in the plan: start each run afresh.
+        let plan = reset_plan_states(plan)?;
+        datafusion::physical_plan::collect(plan, self.ctx.task_ctx()).await
     }
 
     pub fn context(&self) -> &SessionContext {
@@ -359,7 +551,7 @@ mod tests {
 
     #[test]
     fn shipped_rules_parse() {
-        let rules = load_dir(&default_dir()).unwrap();
+        let rules = load_dir(&default_dir()).unwrap().rules;
         assert!(rules.len() >= 3, "{} rules", rules.len());
     }
 }

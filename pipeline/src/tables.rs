@@ -19,6 +19,18 @@ pub const TRANSFERS: &str = "transfers";
 pub const OUTLETS: &str = "outlets";
 pub const OUTLET_DAILY: &str = "outlet_daily";
 pub const DISBURSEMENT_DAILY: &str = "disbursement_daily";
+pub const CARD_DAILY: &str = "card_daily";
+pub const OUTLET_BUNDLE_DAILY: &str = "outlet_bundle_daily";
+pub const OUTLET_TRANSFER_DAILY: &str = "outlet_transfer_daily";
+
+/// The rollups kept per closed local day, in the order they are built.
+pub const ROLLUP_TABLES: [&str; 5] = [
+    OUTLET_DAILY,
+    DISBURSEMENT_DAILY,
+    CARD_DAILY,
+    OUTLET_BUNDLE_DAILY,
+    OUTLET_TRANSFER_DAILY,
+];
 
 /// Columns every windowed table carries on top of its own.
 pub const WINDOW_START: &str = "window_start";
@@ -170,6 +182,53 @@ pub static DISBURSEMENT_DAILY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     ])
 });
 
+/// Rollup per KKS card and local day: what it was credited and what it spent, so
+/// period-long questions (who never spent, how fast a district spends) need no raw events.
+pub static CARD_DAILY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    schema(vec![
+        utf8("card_id"),
+        utf8("regency_code"),
+        utf8("bank"),
+        Field::new("local_date", DataType::Date32, true),
+        // The outlet the card spent most at that day; null on a day with credits only.
+        Field::new("outlet_id", DataType::Utf8, true),
+        Field::new("outlets", DataType::Int64, true),
+        Field::new("purchases", DataType::Int64, true),
+        // Purchases minus reversals, in rupiah.
+        Field::new("spent", DataType::Int64, true),
+        Field::new("credited", DataType::Int64, true),
+        // `YYYY-MM` and month count of the credit received that day, if any.
+        Field::new("period", DataType::Utf8, true),
+        Field::new("months", DataType::Int64, true),
+    ])
+});
+
+/// Rollup per outlet, local day and basket: how many KKS purchases bought exactly the
+/// same items (commodity and quantity), the signature of pre-packed bundles.
+pub static OUTLET_BUNDLE_DAILY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    schema(vec![
+        utf8("outlet_id"),
+        utf8("regency_code"),
+        Field::new("local_date", DataType::Date32, true),
+        // Items sorted by commodity, `COMMODITY qty` joined by `, `.
+        Field::new("basket", DataType::Utf8, true),
+        Field::new("purchases", DataType::Int64, true),
+        Field::new("amount", DataType::Int64, true),
+    ])
+});
+
+/// Rollup per outlet, counterparty and local day of money leaving the outlet's account.
+pub static OUTLET_TRANSFER_DAILY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    schema(vec![
+        utf8("outlet_id"),
+        utf8("regency_code"),
+        utf8("counterparty_id"),
+        Field::new("local_date", DataType::Date32, true),
+        Field::new("transfers", DataType::Int64, true),
+        Field::new("amount", DataType::Int64, true),
+    ])
+});
+
 /// Every table a rule may read, with its schema as the rule sees it (windowed tables
 /// gain `window_start` and `window_end`).
 pub fn catalogue() -> Vec<(&'static str, SchemaRef, &'static str)> {
@@ -208,6 +267,21 @@ pub fn catalogue() -> Vec<(&'static str, SchemaRef, &'static str)> {
             DISBURSEMENT_DAILY,
             DISBURSEMENT_DAILY_SCHEMA.clone(),
             "credits per regency, bank and local day, for the days inside a long window",
+        ),
+        (
+            CARD_DAILY,
+            CARD_DAILY_SCHEMA.clone(),
+            "per KKS card and local day: credited, spent, main outlet",
+        ),
+        (
+            OUTLET_BUNDLE_DAILY,
+            OUTLET_BUNDLE_DAILY_SCHEMA.clone(),
+            "per outlet, local day and identical basket: KKS purchases",
+        ),
+        (
+            OUTLET_TRANSFER_DAILY,
+            OUTLET_TRANSFER_DAILY_SCHEMA.clone(),
+            "per outlet, counterparty and local day: transfers out",
         ),
     ]
 }

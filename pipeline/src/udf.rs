@@ -5,6 +5,8 @@
 //!   this many swipes if the terminal behaved like its peers?"
 //! - `binomial_sf(k, n, p)`: P(X ≥ k) for X ~ Binomial(n, p). "How unlikely is it that
 //!   k of n active days fall inside the benefit windows by chance?"
+//! - `binomial_cdf(k, n, p)`: P(X ≤ k) for X ~ Binomial(n, p). "How unlikely is it that
+//!   only k of n credited KPM have spent, if this district spent like its peers?"
 //! - `robust_z(x, median, mad)`: (x − median) / (1.4826 · MAD), a z-score that one odd
 //!   sale cannot move; 1.4826 makes it comparable to a normal z-score.
 //!
@@ -43,6 +45,20 @@ pub fn binomial_sf(k: f64, n: f64, p: f64) -> Option<f64> {
     }
     let dist = Binomial::new(p, n.round() as u64).ok()?;
     Some(dist.sf(k.ceil() as u64 - 1))
+}
+
+pub fn binomial_cdf(k: f64, n: f64, p: f64) -> Option<f64> {
+    if !((0.0..=1.0).contains(&p) && n >= 0.0 && n.is_finite() && k.is_finite()) {
+        return None;
+    }
+    if k < 0.0 {
+        return Some(0.0);
+    }
+    if k >= n {
+        return Some(1.0);
+    }
+    let dist = Binomial::new(p, n.round() as u64).ok()?;
+    Some(dist.cdf(k.floor() as u64))
 }
 
 pub fn robust_z(x: f64, median: f64, mad: f64) -> Option<f64> {
@@ -114,6 +130,7 @@ pub fn all() -> Vec<ScalarUDF> {
     vec![
         udf2("poisson_sf", poisson_sf),
         udf3("binomial_sf", binomial_sf),
+        udf3("binomial_cdf", binomial_cdf),
         udf3("robust_z", robust_z),
     ]
 }
@@ -156,6 +173,25 @@ mod tests {
         ));
         assert_eq!(binomial_sf(11.0, 10.0, 0.5), Some(0.0));
         assert_eq!(binomial_sf(3.0, 10.0, 1.5), None);
+    }
+
+    #[test]
+    fn binomial_lower_tail_matches_known_values() {
+        // P(X ≤ 4 | n=10, p=0.5) = 386/1024, the mirror of P(X ≥ 6)
+        assert!(close(
+            binomial_cdf(4.0, 10.0, 0.5).unwrap(),
+            386.0 / 1024.0,
+            1e-9
+        ));
+        // P(X ≤ 0 | n=20, p=0.9) = 0.1^20
+        assert!(close(
+            binomial_cdf(0.0, 20.0, 0.9).unwrap(),
+            0.1f64.powi(20),
+            1e-6
+        ));
+        assert_eq!(binomial_cdf(10.0, 10.0, 0.3), Some(1.0));
+        assert_eq!(binomial_cdf(-1.0, 10.0, 0.3), Some(0.0));
+        assert_eq!(binomial_cdf(3.0, 10.0, -0.1), None);
     }
 
     #[test]

@@ -29,7 +29,8 @@ pub const MICROS_PER_SEC: i64 = 1_000_000;
 pub const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SEC;
 /// Indonesia's three zones, in seconds east of UTC: WIB, WITA, WIT.
 pub const ZONES: [i32; 3] = [7 * 3600, 8 * 3600, 9 * 3600];
-/// Days of rollups kept at least, as recent history for every window's rules.
+/// Days of rollups a window over raw events sees as recent history; rollups are kept at
+/// least this long.
 const MIN_HISTORY_DAYS: i32 = 28;
 /// Day-range windows close when the westernmost zone's (WIB's) last day has ended.
 const LATEST_ZONE: i32 = 7 * 3600;
@@ -202,7 +203,7 @@ impl ClosedWindow {
     /// ride along do not count, so rules are not run over windows without data.
     pub fn is_empty(&self) -> bool {
         let own: &[&str] = if self.series.reads_rollups() {
-            &[tables::OUTLET_DAILY, tables::DISBURSEMENT_DAILY]
+            &tables::ROLLUP_TABLES
         } else {
             &[
                 tables::TRANSACTIONS,
@@ -588,14 +589,10 @@ impl WindowState {
                 out.insert(table, batches);
             }
             // Closed days before this window: the entity's recent history, always the
-            // same span so the result does not depend on when rollups were evicted.
+            // same span so the result does not depend on when rollups were evicted, and
+            // no longer than that: every raw window pays for copying it.
             let first = local_date_of(start);
-            self.rollups_into(
-                &mut out,
-                first - self.rollup_retention_days..first,
-                start,
-                end,
-            )?;
+            self.rollups_into(&mut out, first - MIN_HISTORY_DAYS..first, start, end)?;
         }
         out.insert(
             tables::OUTLETS,
@@ -618,7 +615,7 @@ impl WindowState {
         start: i64,
         end: i64,
     ) -> anyhow::Result<()> {
-        for table in [tables::OUTLET_DAILY, tables::DISBURSEMENT_DAILY] {
+        for table in tables::ROLLUP_TABLES {
             let batches = self
                 .rollups
                 .get(table)
