@@ -5,8 +5,8 @@
 -- window: local_day
 -- entity: terminal
 -- owner: tim-data
--- summary: {peak_cards} kartu KKS berbeda digesek di terminal {terminal_id} milik {outlet_name} dalam {burst_minutes} menit (mulai pukul {start_hour}.00 waktu setempat), jeda median {median_gap_seconds} detik, {drained_cards} kartu dikuras habis. Normal di {regency_name}: {expected_per_30min} kartu per 30 menit per terminal; peluang kebetulan p = {p_value}. Periksa apakah kartu dikumpulkan oleh pendamping atau agen.
--- description: Many distinct KKS cards at one terminal within 30 minutes, far above the district's normal rate (Poisson tail), at machine-like spacing (robust coefficient of variation of the gaps, 1.4826·MAD/median, below 0.5; people arriving on their own give about 1). The district rate is the day's KKS purchases per active terminal per half hour of a 14-hour shop day.
+-- summary: {peak_cards} kartu KKS berbeda digesek di terminal {terminal_id} milik {outlet_name} dalam {burst_minutes} menit (mulai pukul {start_hour}.00 waktu setempat), jeda median {median_gap_seconds} detik, {drained_cards} kartu dikuras habis. Normal: {district_per_30min} kartu per 30 menit per terminal di {regency_name}, {own_per_30min} di outlet ini sendiri; peluang kebetulan p = {p_value}. Periksa apakah kartu dikumpulkan oleh pendamping atau agen.
+-- description: Many distinct KKS cards at one terminal within 30 minutes, far above the district's normal rate (Poisson tail), at machine-like spacing (robust coefficient of variation of the gaps, 1.4826·MAD/median, below 0.35; people arriving on their own give about 1, a queue on credit day about 0.5). The expected rate is the higher of the district's (the day's KKS purchases per active terminal per half hour of a 14-hour shop day) and the outlet's own over its active days of the past 28 days.
 WITH swipes AS (
     SELECT terminal_id, outlet_id, regency_code, card_id, occurred_at, local_hour, balance_after,
            CAST(occurred_at AS BIGINT) / 1000000 AS at_s
@@ -61,14 +61,26 @@ burst AS (
 ),
 district AS (
     SELECT regency_code,
-           greatest(CAST(count(*) AS DOUBLE) / count(DISTINCT terminal_id) / 28.0, 0.5) AS expected_per_30min
+           greatest(CAST(count(*) AS DOUBLE) / count(DISTINCT terminal_id) / 28.0, 0.5) AS district_per_30min
     FROM swipes
     GROUP BY regency_code
 ),
+own_history AS (
+    -- The outlet's own normal: KKS payments per open half hour on its active days of
+    -- the past weeks (daily rollups), whatever its number of terminals.
+    SELECT outlet_id, CAST(sum(kks_payments) AS DOUBLE) / count(*) / 28.0 AS own_per_30min
+    FROM outlet_daily
+    WHERE kks_payments > 0
+    GROUP BY outlet_id
+),
 scored AS (
-    SELECT b.*, d.expected_per_30min,
-           poisson_sf(b.peak_cards, d.expected_per_30min) AS p_value
-    FROM burst b JOIN district d ON d.regency_code = b.regency_code
+    SELECT b.*, d.district_per_30min, h.own_per_30min,
+           greatest(d.district_per_30min, coalesce(h.own_per_30min, 0.0)) AS expected_per_30min,
+           poisson_sf(b.peak_cards,
+                      greatest(d.district_per_30min, coalesce(h.own_per_30min, 0.0))) AS p_value
+    FROM burst b
+    JOIN district d ON d.regency_code = b.regency_code
+    LEFT JOIN own_history h ON h.outlet_id = b.outlet_id
 )
 SELECT s.terminal_id AS entity_id,
        s.regency_code,
@@ -86,10 +98,12 @@ SELECT s.terminal_id AS entity_id,
        round(s.gap_irregularity, 2) AS gap_irregularity,
        s.drained_cards,
        round(s.expected_per_30min, 2) AS expected_per_30min,
+       round(s.district_per_30min, 2) AS district_per_30min,
+       round(s.own_per_30min, 2) AS own_per_30min,
        s.p_value,
        1e-6 AS p_threshold,
        10 AS min_cards,
-       0.5 AS max_gap_irregularity
+       0.35 AS max_gap_irregularity
 FROM scored s
 LEFT JOIN outlets o ON o.outlet_id = s.outlet_id
-WHERE s.peak_cards >= 10 AND s.p_value < 1e-6 AND s.gap_irregularity < 0.5
+WHERE s.peak_cards >= 10 AND s.p_value < 1e-6 AND s.gap_irregularity < 0.35

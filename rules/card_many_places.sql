@@ -5,8 +5,8 @@
 -- window: local_day
 -- entity: card
 -- owner: tim-data
--- summary: Satu kartu KKS ({bank}) dipakai {swipes} kali di {outlets} e-Warong berbeda di {districts} kecamatan {regency_name} dalam {span_hours} jam (pukul {first_hour}.00-{last_hour}.59 waktu setempat): {outlet_names}. Di {regency_name}, hanya {switch_rate_pct}% pembayaran KKS berikutnya pada hari yang sama terjadi di e-Warong lain; peluang kebetulan p = {p_value}. Kemungkinan kartu digandakan atau dikumpulkan; hubungi KPM pemilik kartu.
--- description: A card paying at several outlets within 6 hours. Under ordinary behaviour a card's next payment the same day is at another outlet with the regency's switch rate q (leave-one-card-out, floored at 1%); seeing at least k-1 switches among n-1 consecutive payments has probability binomial_sf(k-1, n-1, q). Fires at 3 or more distinct outlets and p < 1e-3.
+-- summary: Satu kartu KKS ({bank}) dipakai {swipes} kali di {outlets} e-Warong berbeda di {districts} kecamatan {regency_name} dalam {span_hours} jam (pukul {first_hour}.00-{last_hour}.59 waktu setempat): {outlet_names}. Di {regency_name}, hanya {switch_rate_pct}% pembayaran KKS disusul pembayaran di e-Warong lain pada hari yang sama; peluang kebetulan p = {p_value}. Kemungkinan kartu digandakan atau dikumpulkan; hubungi KPM pemilik kartu.
+-- description: A card paying at several outlets within 6 hours. Under ordinary behaviour a KKS payment is followed the same day by one at another outlet with the regency's switch rate q (switches per payment, leave-one-card-out, floored at 1%); seeing at least k-1 switches after n-1 payments has probability binomial_sf(k-1, n-1, q). Fires at 3 or more distinct outlets and p < 1e-3.
 WITH swipes AS (
     SELECT card_id, bank, outlet_id, regency_code, local_hour,
            CAST(occurred_at AS BIGINT) / 1000000 AS at_s
@@ -18,13 +18,13 @@ ordered AS (
 ),
 per_card AS (
     SELECT card_id, regency_code,
-           sum(CASE WHEN prev_outlet IS NOT NULL THEN 1 ELSE 0 END) AS pairs,
+           count(*) AS purchases,
            sum(CASE WHEN prev_outlet IS NOT NULL AND prev_outlet <> outlet_id THEN 1 ELSE 0 END) AS switches
     FROM ordered
     GROUP BY card_id, regency_code
 ),
 district AS (
-    SELECT regency_code, sum(pairs) AS pairs, sum(switches) AS switches
+    SELECT regency_code, sum(purchases) AS purchases, sum(switches) AS switches
     FROM per_card
     GROUP BY regency_code
 ),
@@ -47,7 +47,8 @@ best AS (
 ),
 rated AS (
     SELECT b.*,
-           greatest(CAST(d.switches - c.switches AS DOUBLE) / greatest(d.pairs - c.pairs, 1), 0.01) AS switch_rate
+           greatest(CAST(d.switches - c.switches AS DOUBLE)
+                    / greatest(d.purchases - c.purchases, 1), 0.01) AS switch_rate
     FROM best b
     JOIN per_card c ON c.card_id = b.card_id
     JOIN district d ON d.regency_code = b.regency_code

@@ -6,7 +6,7 @@
 -- entity: ring
 -- owner: tim-data
 -- summary: Dalam {observed_days} hari, {ring_size} e-Warong ({outlet_names}) menjual paket yang hampir selalu sama kepada KPM ({basket_share_pct}% transaksi KKS berisi paket identik; e-Warong lain di {regency_name}: {peer_basket_share_pct}%) dan menyetor {money_share_pct}% uang penjualan KKS ke rekening yang sama ({counterparty_id}), sebesar Rp {money_to_counterparty}. Paket yang sama di {distinct_baskets} variasi di seluruh jaringan. Periksa apakah e-Warong benar-benar berdagang atau hanya perantara pemasok.
--- description: Reads the daily rollups of 28 days. An outlet is supplier-dependent when the share of its KKS purchases buying its most common basket is at robust z >= 3.5 against the regency's outlets and above 50% (at least 20 purchases), and the counterparty receiving most of its outgoing money got at least half of its KKS takings. Outlets sharing that counterparty are reported together as one ring, named by the counterparty; a ring of one outlet is still reported.
+-- description: Reads the daily rollups of 28 days. An outlet is supplier-dependent when the share of its KKS purchases buying its most common basket is at robust z >= 3.5 against the regency's outlets and above 50% (at least 20 purchases, at least 14 days observed, so the first and last windows of a history are not judged on a few days), and the counterparty receiving most of its outgoing money got at least half of its KKS takings. Outlets sharing that counterparty are reported together as one ring, named by the counterparty; a ring of one outlet is still reported.
 WITH takings AS (
     SELECT outlet_id, regency_code,
            sum(kks_payments) AS kks_payments,
@@ -69,7 +69,7 @@ members AS (
 ),
 flagged AS (
     SELECT * FROM members
-    WHERE basket_z >= 3.5 AND top_share > 0.5 AND money_share >= 0.5
+    WHERE basket_z >= 3.5 AND top_share > 0.5 AND money_share >= 0.5 AND observed_days >= 14
 )
 SELECT f.counterparty_id AS entity_id,
        min(f.regency_code) AS regency_code,
@@ -77,7 +77,7 @@ SELECT f.counterparty_id AS entity_id,
        f.counterparty_id,
        count(*) AS ring_size,
        string_agg(coalesce(o.name, f.outlet_id), ', ' ORDER BY f.outlet_id) AS outlet_names,
-       string_agg(f.outlet_id, ',' ORDER BY f.outlet_id) AS outlet_ids,
+       array_agg(f.outlet_id ORDER BY f.outlet_id) AS outlets,
        max(f.observed_days) AS observed_days,
        round(100.0 * sum(f.top_share * f.all_purchases) / sum(f.all_purchases), 1) AS basket_share_pct,
        round(100.0 * max(f.peer_share), 1) AS peer_basket_share_pct,

@@ -75,7 +75,9 @@ pub fn format_id_number(v: &Value) -> String {
     }
 }
 
-/// Fills `{column}` placeholders from a result row (and `{regency_name}`).
+/// Fills `{column}` placeholders from a result row (and `{regency_name}`). A column that
+/// is null in the row (JSON rows leave nulls out) shows as `-`, never as the raw
+/// placeholder.
 pub fn fill(template: &str, row: &Map<String, Value>, regency_name: &str) -> String {
     let mut out = String::with_capacity(template.len() + 32);
     let mut rest = template;
@@ -89,7 +91,7 @@ pub fn fill(template: &str, row: &Map<String, Value>, regency_name: &str) -> Str
         match (key, row.get(key)) {
             ("regency_name", _) => out.push_str(regency_name),
             (_, Some(v)) => out.push_str(&format_id_number(v)),
-            _ => out.push_str(&rest[open..=open + close]),
+            _ => out.push('-'),
         }
         rest = &rest[open + close + 1..];
     }
@@ -230,7 +232,7 @@ mod tests {
                 row,
                 "Kota X"
             ),
-            "Toko A Rp 27.000 (1,46x, p=1,2e-5) di Kota X {missing}"
+            "Toko A Rp 27.000 (1,46x, p=1,2e-5) di Kota X -"
         );
     }
 }

@@ -6,7 +6,7 @@
 //! The mock cluster keeps only about 5 MB per partition and silently forgets older
 //! records, so the feed is paced against the consumer and the source counts any gap.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,7 @@ use rdkafka::mocking::MockCluster;
 use crate::engine::EngineConfig;
 use crate::kafka::KafkaConfig;
 use crate::metrics::{self, Metrics};
-use crate::model::{category, Alert, Stream, Truth, TOPIC_ALERTS, TOPIC_DLQ};
+use crate::model::{Alert, Stream, TOPIC_ALERTS, TOPIC_DLQ};
 use crate::pipeline::{self, RunConfig};
 use crate::sim::{self, SimConfig};
 use crate::sink::kafka::KafkaSink;
@@ -134,12 +134,8 @@ pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
     println!();
     summary.print();
     print_dead_letters(&metrics);
-    let rule_categories: HashSet<String> = crate::rules::load_dir(&config.engine.rules)?
-        .rules
-        .into_iter()
-        .map(|r| r.category)
-        .collect();
-    print_found(&history.truth, &alerts, &rule_categories);
+    println!("\nwhat the alerts found of the anomalies the simulation injected (pantau eval):");
+    print!("{}", crate::eval::evaluate(&history.truth, &alerts));
     drop(mock);
     Ok(())
 }
@@ -165,39 +161,5 @@ fn print_dead_letters(metrics: &Arc<Metrics>) {
         for (reason, n) in by_reason {
             println!("  {reason:<20} {n}");
         }
-    }
-}
-
-/// Injected anomalies of the categories pantau has rules for, and how many an alert of
-/// the same category named (same entity, or any outlet of a ring). Time spans are not
-/// compared here; `pantau eval` is the measurement.
-pub fn print_found(truth: &[Truth], alerts: &[Alert], rule_categories: &HashSet<String>) {
-    let alerted: HashSet<(&str, &str)> = alerts
-        .iter()
-        .map(|a| (a.category.as_str(), a.entity_id.as_str()))
-        .collect();
-    let mut found: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
-    for t in truth {
-        if t.category == category::MALFORMED || t.entity_type == "card" {
-            continue;
-        }
-        let hit = alerted.contains(&(t.category.as_str(), t.entity_id.as_str()))
-            || t.outlets
-                .iter()
-                .any(|o| alerted.contains(&(t.category.as_str(), o.as_str())));
-        let e = found.entry(t.category.as_str()).or_default();
-        e.1 += 1;
-        if hit {
-            e.0 += 1;
-        }
-    }
-    println!("injected anomalies named by an alert of the same category:");
-    for (cat, (hit, total)) in found {
-        let note = if rule_categories.contains(cat) {
-            ""
-        } else {
-            "  (no rule for this category yet)"
-        };
-        println!("  {cat:<20} {hit} of {total}{note}");
     }
 }

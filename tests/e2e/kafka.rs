@@ -163,6 +163,10 @@ fn demo_prints_alerts_as_they_fire_and_a_summary() {
     assert!(alert_lines > 0, "no alert printed:\n{stdout}");
     assert!(stdout.contains(" records/s), 8 dead letters,"), "{stdout}");
     assert!(stdout.contains("card_collection"), "{stdout}");
+    assert!(
+        stdout.contains("overall"),
+        "no eval table printed:\n{stdout}"
+    );
 }
 
 #[test]
