@@ -6,7 +6,7 @@
 -- entity: outlet
 -- owner: tim-data
 -- summary: Di {outlet_name}, setiap rupiah KPM hanya mendapat {food_per_rupiah_pct}% dari takaran di e-Warong lain {regency_name}: {elevated_commodities} dari {weighed_commodities} komoditas yang ditimbang lebih mahal per kg dengan rasio serupa ({commodities}). Pola ini menunjukkan timbangan yang dikurangi, bukan kenaikan harga satu barang. Timbang ulang paket di lokasi.
--- description: Food per rupiah below the regency's on most commodities sold by the kilogram at once: at least 2 weighed commodities comparable with the regency (3+ sales at the outlet, 3+ outlets) and more than half of them at robust z >= 3.5 against the regency's median price per kg (view weighed_goods). A rigged scale shorts every weighed good by the same ratio; a markup raises one. food_per_rupiah_pct is the regency's median price over the outlet's, the median over the elevated commodities.
+-- description: Food per rupiah below the regency's on most commodities sold by the kilogram at once: at least 2 weighed commodities comparable with the regency (3+ sales at the outlet, 3+ outlets) and more than half of them at robust z >= 3.5 against the regency's median price per kg (view weighed_goods), by a median ratio of at least 1.1 (at least 10% less food per rupiah: a robust z alone would flag a few percent where the regency's prices are tight). A rigged scale shorts every weighed good by the same ratio; a markup raises one. food_per_rupiah_pct is the regency's median price over the outlet's, the median over the elevated commodities.
 WITH elevated AS (
     SELECT c.outlet_id, c.regency_code,
            string_agg(c.commodity || ' Rp ' || CAST(CAST(round(c.outlet_price) AS BIGINT) AS VARCHAR)
@@ -30,8 +30,10 @@ SELECT e.outlet_id AS entity_id,
        round(100.0 / w.elevated_ratio, 0) AS food_per_rupiah_pct,
        round(w.elevated_ratio, 3) AS price_per_kg_ratio,
        round(e.min_robust_z, 2) AS min_robust_z,
-       3.5 AS z_threshold
+       3.5 AS z_threshold,
+       1.1 AS ratio_threshold
 FROM elevated e
 JOIN weighed_goods w ON w.outlet_id = e.outlet_id
 LEFT JOIN outlets o ON o.outlet_id = e.outlet_id
 WHERE w.weighed_commodities >= 2 AND 2 * w.elevated_commodities > w.weighed_commodities
+  AND w.elevated_ratio >= 1.1

@@ -12,3 +12,5 @@ mod contract;
 mod kafka;
 #[path = "e2e/replay.rs"]
 mod replay;
+#[path = "e2e/rules.rs"]
+mod rules;
