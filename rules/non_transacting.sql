@@ -69,7 +69,7 @@ scored AS (
 )
 SELECT s.outlet_id AS entity_id,
        s.regency_code,
-       least(-log10(greatest(s.p_value, 1e-300)), 300.0) AS score,
+       p_score(s.p_value) AS score,
        s.outlet_id,
        s.outlet_name,
        s.district_code,

@@ -76,7 +76,7 @@ scored AS (
 )
 SELECT s.regency_code AS entity_id,
        s.regency_code,
-       least(-log10(greatest(s.p_value, 1e-300)), 300.0) AS score,
+       p_score(s.p_value) AS score,
        s.period,
        s.elapsed AS days_after_credit,
        s.credited,

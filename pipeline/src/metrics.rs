@@ -51,6 +51,17 @@ fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Histogram
 }
 
 impl Metrics {
+    /// Failed rule runs so far, over every rule.
+    pub fn rule_failures_total(&self) -> u64 {
+        use prometheus::core::Collector;
+        self.rule_failures
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum()
+    }
+
     pub fn new() -> Arc<Metrics> {
         let r = Registry::new();
         let alert_produce_errors = IntCounter::new(

@@ -27,6 +27,8 @@ pub struct Summary {
     pub dead_letters: u64,
     pub alerts: u64,
     pub by_category: BTreeMap<String, u64>,
+    /// Rule runs that failed and were skipped; each is in the log with its error.
+    pub rule_failures: u64,
     pub elapsed: Duration,
 }
 
@@ -51,6 +53,12 @@ impl Summary {
         );
         for (category, n) in &self.by_category {
             println!("  {category:<20} {n}");
+        }
+        if self.rule_failures > 0 {
+            println!(
+                "{} rule runs failed and were skipped: their windows raised no alert from that rule (errors in the log)",
+                self.rule_failures
+            );
         }
     }
 }
@@ -99,7 +107,7 @@ pub async fn replay(
         idle_timeout: Duration::MAX,
         ..engine_config.clone()
     };
-    let mut engine = Engine::new(&replay_engine, rules, metrics);
+    let mut engine = Engine::new(&replay_engine, rules, metrics.clone());
     let mut source = FolderSource::open(&config.dir)?;
     let mut alerts_out = JsonLines::create(&config.out)?;
     let mut dlq_out = JsonLines::create(&dlq_path_for(&config.out))?;
@@ -153,6 +161,7 @@ pub async fn replay(
     alerts_out.finish()?;
     dlq_out.finish()?;
     progress.finish_and_clear();
+    summary.rule_failures = metrics.rule_failures_total();
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
@@ -273,6 +282,7 @@ pub async fn run(
     }
     // Everything produced so far is acknowledged: make the last commit durable.
     source.commit(&engine.committable(), true)?;
+    summary.rule_failures = metrics.rule_failures_total();
     summary.elapsed = started.elapsed();
     Ok(summary)
 }

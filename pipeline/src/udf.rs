@@ -7,6 +7,7 @@
 //!   k of n active days fall inside the benefit windows by chance?"
 //! - `binomial_cdf(k, n, p)`: P(X ≤ k) for X ~ Binomial(n, p). "How unlikely is it that
 //!   only k of n credited KPM have spent, if this district spent like its peers?"
+//! - `p_score(p)`: −log10 p capped at 300, the score of an alert fired on a p-value.
 //! - `robust_z(x, median, mad)`: (x − median) / (1.4826 · MAD), a z-score that one odd
 //!   sale cannot move; 1.4826 makes it comparable to a normal z-score.
 //!
@@ -61,6 +62,13 @@ pub fn binomial_cdf(k: f64, n: f64, p: f64) -> Option<f64> {
     Some(dist.cdf(k.floor() as u64))
 }
 
+/// −log10 p, between 0 and 300: the alert score of a p-value, larger when less likely.
+pub fn p_score(p: f64) -> Option<f64> {
+    (0.0..=1.0)
+        .contains(&p)
+        .then(|| (-p.max(1e-300).log10()).clamp(0.0, 300.0))
+}
+
 pub fn robust_z(x: f64, median: f64, mad: f64) -> Option<f64> {
     (mad > 0.0 && mad.is_finite()).then(|| (x - median) / (1.4826 * mad))
 }
@@ -75,49 +83,27 @@ fn float_args(args: &[ColumnarValue]) -> Result<(Vec<ArrayRef>, usize)> {
     Ok((arrays, len))
 }
 
-fn udf2(name: &str, f: fn(f64, f64) -> Option<f64>) -> ScalarUDF {
+/// A scalar UDF over `arity` numbers; any NULL argument gives NULL.
+fn udf(name: &str, arity: usize, f: fn(&[f64]) -> Option<f64>) -> ScalarUDF {
     create_udf(
         name,
-        vec![DataType::Float64, DataType::Float64],
-        DataType::Float64,
-        Volatility::Immutable,
-        Arc::new(move |args: &[ColumnarValue]| {
-            let (a, len) = float_args(args)?;
-            let (x, y) = (
-                a[0].as_primitive::<Float64Type>(),
-                a[1].as_primitive::<Float64Type>(),
-            );
-            let out: Float64Array = (0..len)
-                .map(|i| {
-                    if x.is_null(i) || y.is_null(i) {
-                        None
-                    } else {
-                        f(x.value(i), y.value(i))
-                    }
-                })
-                .collect();
-            Ok(ColumnarValue::Array(Arc::new(out)))
-        }),
-    )
-}
-
-fn udf3(name: &str, f: fn(f64, f64, f64) -> Option<f64>) -> ScalarUDF {
-    create_udf(
-        name,
-        vec![DataType::Float64, DataType::Float64, DataType::Float64],
+        vec![DataType::Float64; arity],
         DataType::Float64,
         Volatility::Immutable,
         Arc::new(move |args: &[ColumnarValue]| {
             let (a, len) = float_args(args)?;
             let cols: Vec<&Float64Array> =
                 a.iter().map(|c| c.as_primitive::<Float64Type>()).collect();
+            let mut values = vec![0.0; cols.len()];
             let out: Float64Array = (0..len)
                 .map(|i| {
-                    if cols.iter().any(|c| c.is_null(i)) {
-                        None
-                    } else {
-                        f(cols[0].value(i), cols[1].value(i), cols[2].value(i))
+                    for (v, c) in values.iter_mut().zip(&cols) {
+                        if c.is_null(i) {
+                            return None;
+                        }
+                        *v = c.value(i);
                     }
+                    f(&values)
                 })
                 .collect();
             Ok(ColumnarValue::Array(Arc::new(out)))
@@ -128,10 +114,11 @@ fn udf3(name: &str, f: fn(f64, f64, f64) -> Option<f64>) -> ScalarUDF {
 /// Every UDF pantau registers, for the rule runner and for `rules schema`.
 pub fn all() -> Vec<ScalarUDF> {
     vec![
-        udf2("poisson_sf", poisson_sf),
-        udf3("binomial_sf", binomial_sf),
-        udf3("binomial_cdf", binomial_cdf),
-        udf3("robust_z", robust_z),
+        udf("poisson_sf", 2, |a| poisson_sf(a[0], a[1])),
+        udf("binomial_sf", 3, |a| binomial_sf(a[0], a[1], a[2])),
+        udf("binomial_cdf", 3, |a| binomial_cdf(a[0], a[1], a[2])),
+        udf("robust_z", 3, |a| robust_z(a[0], a[1], a[2])),
+        udf("p_score", 1, |a| p_score(a[0])),
     ]
 }
 
@@ -192,6 +179,14 @@ mod tests {
         assert_eq!(binomial_cdf(10.0, 10.0, 0.3), Some(1.0));
         assert_eq!(binomial_cdf(-1.0, 10.0, 0.3), Some(0.0));
         assert_eq!(binomial_cdf(3.0, 10.0, -0.1), None);
+    }
+
+    #[test]
+    fn p_score_is_minus_log10_capped() {
+        assert!(close(p_score(1e-6).unwrap(), 6.0, 1e-12));
+        assert_eq!(p_score(0.0), Some(300.0));
+        assert_eq!(p_score(1.0), Some(0.0));
+        assert_eq!(p_score(1.5), None);
     }
 
     #[test]
