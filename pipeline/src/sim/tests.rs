@@ -134,19 +134,8 @@ fn kks_receipts_add_up_and_balances_follow_credits() {
         .iter()
         .map(|t| (t.entity_id.clone(), month_label(&t.start)))
         .collect();
-    let eligible: BTreeSet<&str> = [
-        "BERAS",
-        "TELUR",
-        "DAGING_AYAM",
-        "IKAN",
-        "TAHU",
-        "TEMPE",
-        "KACANG_HIJAU",
-        "SAYUR",
-        "BUAH",
-    ]
-    .into_iter()
-    .collect();
+    // The program's food the simulator sells: every weighed good, and vegetables by the bunch.
+    let eligible: BTreeSet<&str> = WEIGHED.into_iter().chain(["SAYUR"]).collect();
     let txns = unique_txns(h);
     let (mut mismatched, mut ineligible, mut kks) = (0, 0, 0);
     for t in &txns {
