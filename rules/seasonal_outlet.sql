@@ -5,8 +5,8 @@
 -- window: local_days 56 every 28
 -- entity: outlet
 -- owner: tim-data
--- summary: Dalam {observed_days} hari, {outlet_name} aktif {active_days} hari dan {active_in_benefit} di antaranya jatuh pada {benefit_days} hari setelah pencairan {bank} (yang hanya mencakup {expected_share} dari seluruh hari); pembeli umum (DEBIT/QRIS): {ordinary_payments} transaksi. E-Warong lain di {regency_name} aktif {peer_active_days} hari dengan {peer_benefit_share} hari aktifnya dalam masa pencairan. Peluang kebetulan p = {p_value}. Kunjungi untuk memastikan toko benar-benar beroperasi.
--- description: Share of an outlet's active days that fall within 8 days of its bank's credit dates in its regency, tested with a binomial tail against the share of days those windows cover. Reads the daily rollups, never raw events. Outlets missing from the registry are not judged (their bank is unknown).
+-- summary: Dalam {observed_days} hari, {outlet_name} aktif {active_days} hari dan {active_in_benefit} di antaranya jatuh pada {benefit_days} hari setelah pencairan {bank} (yang hanya mencakup {expected_share} dari seluruh hari); pembeli umum (DEBIT/QRIS): {ordinary_payments} transaksi. E-Warong lain di {regency_name} aktif {peer_active_days} hari dengan {peer_benefit_share} hari aktifnya dalam masa pencairan. {payment_share_pct}% pembayarannya terjadi dalam masa pencairan (e-Warong lain: {peer_payment_share_pct}%). Peluang kebetulan p = {p_value}. Kunjungi untuk memastikan toko benar-benar beroperasi.
+-- description: Share of an outlet's active days that fall within 8 days of its bank's credit dates in its regency, tested with a binomial tail against the share of days those windows cover; or, for an outlet that still sells a little on other days, at least 80% of its payments (KKS and ordinary) inside those windows where the peers' median is under 60%, improbable at the peers' share (binomial tail < 1e-6). Reads the daily rollups, never raw events. Outlets missing from the registry are not judged (their bank is unknown).
 WITH credit_days AS (
     SELECT regency_code, bank, local_date AS credit_date
     FROM disbursement_daily
@@ -38,7 +38,9 @@ per_outlet AS (
            count(*) AS active_days,
            sum(CASE WHEN b.local_date IS NOT NULL THEN 1 ELSE 0 END) AS active_in_benefit,
            sum(a.kks_payments) AS kks_payments,
-           sum(a.ordinary_payments) AS ordinary_payments
+           sum(a.ordinary_payments) AS ordinary_payments,
+           sum(CASE WHEN b.local_date IS NOT NULL THEN a.kks_payments + a.ordinary_payments ELSE 0 END)
+               AS payments_in_benefit
     FROM active a
     LEFT JOIN benefit_days b
       ON b.regency_code = a.regency_code AND b.bank = a.bank AND b.local_date = a.local_date
@@ -48,6 +50,7 @@ scored AS (
     SELECT p.*, c.observed_days, s.benefit_days,
            CAST(s.benefit_days AS DOUBLE) / c.observed_days AS expected_share,
            CAST(p.active_in_benefit AS DOUBLE) / p.active_days AS benefit_share,
+           CAST(p.payments_in_benefit AS DOUBLE) / (p.kks_payments + p.ordinary_payments) AS payment_share,
            binomial_sf(p.active_in_benefit, p.active_days,
                        CAST(s.benefit_days AS DOUBLE) / c.observed_days) AS p_value
     FROM per_outlet p
@@ -57,30 +60,45 @@ scored AS (
 peers AS (
     SELECT regency_code,
            median(benefit_share) AS peer_benefit_share,
+           median(payment_share) AS peer_payment_share,
            median(active_days) AS peer_active_days
     FROM scored
     GROUP BY regency_code
+),
+judged AS (
+    SELECT s.*, p.peer_benefit_share, p.peer_payment_share, p.peer_active_days,
+           -- The payments test: is this share of payments in the windows improbable at
+           -- the peers' share? Payments cluster, so it needs a large share as well.
+           binomial_sf(s.payments_in_benefit, s.kks_payments + s.ordinary_payments,
+                       p.peer_payment_share) AS payments_p_value
+    FROM scored s
+    JOIN peers p ON p.regency_code = s.regency_code
 )
-SELECT s.outlet_id AS entity_id,
-       s.regency_code,
-       p_score(s.p_value) AS score,
-       s.outlet_id,
-       coalesce(o.name, s.outlet_id) AS outlet_name,
+SELECT j.outlet_id AS entity_id,
+       j.regency_code,
+       p_score(least(j.p_value, j.payments_p_value)) AS score,
+       j.outlet_id,
+       coalesce(o.name, j.outlet_id) AS outlet_name,
        o.district_code,
-       s.bank,
-       s.observed_days,
-       s.active_days,
-       s.active_in_benefit,
-       s.benefit_days,
-       round(s.expected_share, 3) AS expected_share,
-       round(s.benefit_share, 3) AS benefit_share,
-       s.kks_payments,
-       s.ordinary_payments,
-       round(p.peer_benefit_share, 3) AS peer_benefit_share,
-       CAST(p.peer_active_days AS BIGINT) AS peer_active_days,
-       s.p_value,
-       1e-6 AS p_threshold
-FROM scored s
-JOIN peers p ON p.regency_code = s.regency_code
-LEFT JOIN outlets o ON o.outlet_id = s.outlet_id
-WHERE s.active_days >= 5 AND s.p_value < 1e-6 AND p.peer_benefit_share < 0.6
+       j.bank,
+       j.observed_days,
+       j.active_days,
+       j.active_in_benefit,
+       j.benefit_days,
+       round(j.expected_share, 3) AS expected_share,
+       round(j.benefit_share, 3) AS benefit_share,
+       j.kks_payments,
+       j.ordinary_payments,
+       round(100.0 * j.payment_share, 1) AS payment_share_pct,
+       round(100.0 * j.peer_payment_share, 1) AS peer_payment_share_pct,
+       round(j.peer_benefit_share, 3) AS peer_benefit_share,
+       CAST(j.peer_active_days AS BIGINT) AS peer_active_days,
+       j.p_value,
+       j.payments_p_value,
+       1e-6 AS p_threshold,
+       0.8 AS min_payment_share
+FROM judged j
+LEFT JOIN outlets o ON o.outlet_id = j.outlet_id
+WHERE j.active_days >= 5 AND j.peer_benefit_share < 0.6
+  AND (j.p_value < 1e-6
+       OR (j.payment_share >= 0.8 AND j.peer_payment_share < 0.6 AND j.payments_p_value < 1e-6))
