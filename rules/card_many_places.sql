@@ -47,8 +47,7 @@ best AS (
 ),
 rated AS (
     SELECT b.*,
-           greatest(CAST(d.switches - c.switches AS DOUBLE)
-                    / greatest(d.purchases - c.purchases, 1), 0.01) AS switch_rate
+           greatest(others_rate(d.switches, c.switches, d.purchases, c.purchases), 0.01) AS switch_rate
     FROM best b
     JOIN per_card c ON c.card_id = b.card_id
     JOIN district d ON d.regency_code = b.regency_code

@@ -57,9 +57,8 @@ district_outlets AS (
 rated AS (
     SELECT p.*,
            CAST(p.non_transacting AS DOUBLE) / p.kpm_assigned AS share,
-           -- The other outlets' rate: an outlet does not set its own baseline.
-           greatest(CAST(x.non_transacting - p.non_transacting AS DOUBLE)
-                    / greatest(x.kpm - p.kpm_assigned, 1), 0.01) AS peer_rate
+           greatest(others_rate(x.non_transacting, p.non_transacting, x.kpm, p.kpm_assigned), 0.01)
+               AS peer_rate
     FROM per_outlet p
     JOIN district_outlets x ON x.regency_code = p.regency_code AND x.period = p.period
 ),

@@ -56,9 +56,8 @@ goods AS (
 ),
 rated AS (
     SELECT p.*,
-           -- The other outlets' rate: an outlet does not set its own baseline.
-           greatest(CAST(d.irregular - p.irregular AS DOUBLE)
-                    / greatest(d.purchases - p.purchases, 1), 0.001) AS district_rate
+           greatest(others_rate(d.irregular, p.irregular, d.purchases, p.purchases), 0.001)
+               AS district_rate
     FROM per_outlet p
     JOIN district d ON d.regency_code = p.regency_code
 ),

@@ -383,7 +383,7 @@ impl Engine {
         if !self.views_pending.is_empty() {
             self.register_views().await;
         }
-        self.runner.register(&window.tables).await?;
+        self.runner.register(&window.tables)?;
         if window.purpose == Purpose::Rollup {
             self.build_rollups().await?;
         }
@@ -439,10 +439,7 @@ impl Engine {
 
     async fn build_rollups(&mut self) -> anyhow::Result<()> {
         for (table, sql) in ROLLUPS {
-            let schema = crate::tables::catalogue()
-                .into_iter()
-                .find(|(name, _, _)| *name == table)
-                .map(|(_, schema, _)| schema)
+            let schema = crate::tables::schema_of(table)
                 .with_context(|| format!("rollup {table} has no declared schema"))?;
             let batches = self
                 .runner

@@ -271,7 +271,6 @@ fn hours(h: Option<f64>) -> String {
     h.map_or_else(|| "-".to_string(), |h| format!("{h:.1}"))
 }
 
-/// Which row a line or an alert is counted in.
 fn evidence_str<'a>(alert: &'a Alert, key: &str) -> Option<&'a str> {
     alert.evidence.get(key).and_then(|v| v.as_str())
 }

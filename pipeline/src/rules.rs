@@ -251,7 +251,7 @@ pub fn load_dir(dir: &Path) -> anyhow::Result<RuleSet> {
     if views_dir.is_dir() {
         for (path, text) in sql_files(&views_dir)? {
             let view = View::parse(&path, &text)?;
-            if tables::catalogue().iter().any(|(t, _, _)| *t == view.name) {
+            if tables::schema_of(&view.name).is_some() {
                 bail!(
                     "{}: view name {:?} is already a table",
                     path.display(),
@@ -466,7 +466,7 @@ impl SqlRunner {
 
     /// Makes a window's tables the contents of the registered tables; a table the window
     /// has no rows for is empty.
-    pub async fn register(
+    pub fn register(
         &self,
         window_tables: &BTreeMap<&'static str, Vec<RecordBatch>>,
     ) -> anyhow::Result<()> {

@@ -23,6 +23,9 @@ pub const CARD_DAILY: &str = "card_daily";
 pub const OUTLET_BUNDLE_DAILY: &str = "outlet_bundle_daily";
 pub const OUTLET_TRANSFER_DAILY: &str = "outlet_transfer_daily";
 
+/// The raw-event tables a window over events is cut from.
+pub const RAW_TABLES: [&str; 4] = [TRANSACTIONS, TRANSACTION_ITEMS, DISBURSEMENTS, TRANSFERS];
+
 /// The rollups kept per closed local day, in the order they are built.
 pub const ROLLUP_TABLES: [&str; 5] = [
     OUTLET_DAILY,
@@ -284,4 +287,12 @@ pub fn catalogue() -> Vec<(&'static str, SchemaRef, &'static str)> {
             "per outlet, counterparty and local day: transfers out",
         ),
     ]
+}
+
+/// The schema of one table of the catalogue, as stored (without the window columns).
+pub fn schema_of(table: &str) -> Option<SchemaRef> {
+    catalogue()
+        .into_iter()
+        .find(|(name, _, _)| *name == table)
+        .map(|(_, schema, _)| schema)
 }

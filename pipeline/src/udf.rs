@@ -7,6 +7,9 @@
 //!   k of n active days fall inside the benefit windows by chance?"
 //! - `binomial_cdf(k, n, p)`: P(X ≤ k) for X ~ Binomial(n, p). "How unlikely is it that
 //!   only k of n credited KPM have spent, if this district spent like its peers?"
+//! - `others_rate(hits, own_hits, count, own_count)`: (hits − own_hits) / (count −
+//!   own_count), the rate of everyone else in a group (0 when no one else), so an entity
+//!   is never tested against a baseline it inflates itself.
 //! - `p_score(p)`: −log10 p capped at 300, the score of an alert fired on a p-value.
 //! - `robust_z(x, median, mad)`: (x − median) / (1.4826 · MAD), a z-score that one odd
 //!   sale cannot move; 1.4826 makes it comparable to a normal z-score.
@@ -60,6 +63,10 @@ pub fn binomial_cdf(k: f64, n: f64, p: f64) -> Option<f64> {
     }
     let dist = Binomial::new(p, n.round() as u64).ok()?;
     Some(dist.cdf(k.floor() as u64))
+}
+
+pub fn others_rate(hits: f64, own_hits: f64, count: f64, own_count: f64) -> Option<f64> {
+    Some((hits - own_hits) / (count - own_count).max(1.0))
 }
 
 /// −log10 p, between 0 and 300: the alert score of a p-value, larger when less likely.
@@ -119,6 +126,7 @@ pub fn all() -> Vec<ScalarUDF> {
         udf("binomial_cdf", 3, |a| binomial_cdf(a[0], a[1], a[2])),
         udf("robust_z", 3, |a| robust_z(a[0], a[1], a[2])),
         udf("p_score", 1, |a| p_score(a[0])),
+        udf("others_rate", 4, |a| others_rate(a[0], a[1], a[2], a[3])),
     ]
 }
 
@@ -187,6 +195,12 @@ mod tests {
         assert_eq!(p_score(0.0), Some(300.0));
         assert_eq!(p_score(1.0), Some(0.0));
         assert_eq!(p_score(1.5), None);
+    }
+
+    #[test]
+    fn others_rate_leaves_the_entity_out() {
+        assert_eq!(others_rate(12.0, 10.0, 200.0, 100.0), Some(0.02));
+        assert_eq!(others_rate(5.0, 5.0, 40.0, 40.0), Some(0.0));
     }
 
     #[test]

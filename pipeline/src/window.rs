@@ -205,12 +205,7 @@ impl ClosedWindow {
         let own: &[&str] = if self.series.reads_rollups() {
             &tables::ROLLUP_TABLES
         } else {
-            &[
-                tables::TRANSACTIONS,
-                tables::TRANSACTION_ITEMS,
-                tables::DISBURSEMENTS,
-                tables::TRANSFERS,
-            ]
+            &tables::RAW_TABLES
         };
         own.iter()
             .filter_map(|name| self.tables.get(name))
@@ -569,12 +564,7 @@ impl WindowState {
             let days = local_date_of(start)..local_date_of(end);
             self.rollups_into(&mut out, days, start, end)?;
         } else {
-            for table in [
-                tables::TRANSACTIONS,
-                tables::TRANSACTION_ITEMS,
-                tables::DISBURSEMENTS,
-                tables::TRANSFERS,
-            ] {
+            for table in tables::RAW_TABLES {
                 let mut batches = Vec::new();
                 for buffered in self.raw.get(table).into_iter().flatten() {
                     if buffered.max_time < start || buffered.min_time >= end {
