@@ -5,8 +5,8 @@
 -- window: local_days 100 every 7
 -- entity: regency
 -- owner: tim-data
--- summary: {days_after_credit} hari setelah pencairan periode {period} (menjelang akhir periode), baru {realized} dari {credited} KPM di {regency_name} ({realization_pct}%) yang membelanjakan bantuannya, sedangkan median {peer_regencies} kabupaten/kota lain pada titik yang sama adalah {peer_realization_pct}%. Peluang kebetulan p = {p_value}. Periksa penyaluran kartu KKS, stok e-Warong dan akses KPM ke e-Warong.
--- description: Realization is the share of credited KPM who have spent anything. A district is judged once per period, in the week when three quarters of the time from its last credit to the end of the period have passed (late in the period, when ordinary districts have about nine in ten KPM spending): its share of credited KPM who spent within that many days of their credit, against the median of the other regencies' shares over the same number of days after their own latest credit (or until that period's end, if shorter). Lower tail of a binomial at the peers' rate; fires at p < 1e-6 when the district is at least 10 points behind, with at least 2 peers.
+-- summary: {days_after_credit} hari setelah pencairan periode {period} (menjelang akhir periode), baru {realized} dari {credited} KPM di {regency_name} ({realization_pct}%) yang membelanjakan bantuannya, sedangkan median {peer_regencies} kabupaten/kota lain di provinsi yang sama pada titik yang sama adalah {peer_realization_pct}%. Peluang kebetulan p = {p_value}. Periksa penyaluran kartu KKS, stok e-Warong dan akses KPM ke e-Warong.
+-- description: Realization is the share of credited KPM who have spent anything. A district is judged once per period, in the week when three quarters of the time from its last credit to the end of the period have passed (late in the period, when ordinary districts have about nine in ten KPM spending): its share of credited KPM who spent within that many days of their credit, against the median of the other regencies' shares in its province over the same number of days after their own latest credit (or until that period's end, if shorter). Lower tail of a binomial at the peers' rate; fires at p < 1e-6 when the district is at least 10 points behind, with at least 2 peers.
 WITH credits AS (
     SELECT card_id, regency_code, period, credit_date,
            CAST(credit_date AS INT) AS credit_day,
@@ -42,7 +42,10 @@ compared AS (
                row_number() OVER (PARTITION BY j.regency_code, j.period, m.regency_code
                                   ORDER BY m.last_credit DESC) AS rn
         FROM judged j
-        JOIN marks m ON m.regency_code <> j.regency_code AND m.last_credit + j.elapsed <= m.end_day
+        JOIN marks m ON m.regency_code <> j.regency_code
+         -- Peers from the same province: an engine holds whole provinces (README, Guarantees).
+         AND CAST(m.regency_code AS INT) / 100 = CAST(j.regency_code AS INT) / 100
+         AND m.last_credit + j.elapsed <= m.end_day
     ) latest
     WHERE rn = 1
 ),

@@ -8,6 +8,8 @@ mod support;
 
 #[path = "e2e/contract.rs"]
 mod contract;
+#[path = "e2e/faults.rs"]
+mod faults;
 #[path = "e2e/kafka.rs"]
 mod kafka;
 #[path = "e2e/replay.rs"]

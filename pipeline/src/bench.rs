@@ -126,7 +126,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<()> {
     kafka.ensure_topics(&topics).await?;
     let records = feed::interleave(read_folder(&config.history)?);
     let total = records.len() as u64;
-    let sink = KafkaSink::new(&kafka)?;
+    let sink = KafkaSink::new(&kafka, None)?;
     let started = Instant::now();
     feed::produce(&sink, &records, 50_000, |_| async {}).await?;
     println!(
@@ -143,6 +143,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<()> {
     // `pantau run` in its own process, so its peak memory is its own and not that of
     // the history this bench holds to produce.
     let idle = config.engine.idle_timeout;
+    let state_dir = std::env::temp_dir().join(format!("pantau-bench-{}", std::process::id()));
     let started = Instant::now();
     let output = tokio::process::Command::new(std::env::current_exe()?)
         .arg("run")
@@ -164,11 +165,14 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<()> {
         ])
         .arg("--rules")
         .arg(&config.engine.rules)
+        .arg("--state-dir")
+        .arg(&state_dir)
         .stderr(std::process::Stdio::inherit())
         .output()
         .await
         .context("cannot start pantau run")?;
     let elapsed = started.elapsed();
+    let _ = std::fs::remove_dir_all(&state_dir);
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         anyhow::bail!("pantau run failed ({}): {stdout}", output.status);

@@ -63,11 +63,11 @@ pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
     );
     let history = sim::simulate(&config.sim)?;
     let mock = MockCluster::new(1).context("cannot start the embedded broker")?;
-    for topic in Stream::ALL
-        .iter()
-        .map(|s| s.topic())
-        .chain([TOPIC_ALERTS, TOPIC_DLQ])
-    {
+    for topic in Stream::ALL.iter().map(|s| s.topic()).chain([
+        TOPIC_ALERTS,
+        TOPIC_DLQ,
+        crate::route::TOPIC_BY_PROVINCE,
+    ]) {
         mock.create_topic(topic, config.partitions, 1)
             .with_context(|| format!("cannot create topic {topic} on the embedded broker"))?;
     }
@@ -76,10 +76,18 @@ pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
         partitions: config.partitions,
     };
     let metrics = Metrics::new();
-    let (addr, _server) = match metrics::serve(metrics.clone(), config.metrics_addr).await {
-        Ok(served) => served,
-        Err(_) => metrics::serve(metrics.clone(), SocketAddr::from(([127, 0, 0, 1], 0))).await?,
-    };
+    let (addr, _server) =
+        match metrics::serve(metrics.clone(), metrics.health(), config.metrics_addr).await {
+            Ok(served) => served,
+            Err(_) => {
+                metrics::serve(
+                    metrics.clone(),
+                    metrics.health(),
+                    SocketAddr::from(([127, 0, 0, 1], 0)),
+                )
+                .await?
+            }
+        };
     println!(
         "embedded broker at {}; metrics at http://{addr}/metrics",
         kafka.brokers
@@ -94,7 +102,7 @@ pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
         "feeding {} records while the pipeline consumes; alerts as they fire:",
         records.len()
     );
-    let sink = KafkaSink::new(&kafka)?;
+    let sink = KafkaSink::new(&kafka, None)?;
     let pace = {
         let metrics = metrics.clone();
         let max_ahead = config.max_ahead;
@@ -113,13 +121,24 @@ pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
         batch_size: 5_000,
         linger: Duration::from_millis(200),
     };
+    let state_dir = std::env::temp_dir().join(format!("pantau-demo-{}", std::process::id()));
+    let run_config = RunConfig {
+        exit_when_idle: true,
+        state_dir: state_dir.clone(),
+        checkpoint_interval: Duration::from_secs(5),
+        // Not yet: on the mock cluster the transactional path was seen to lose alerts
+        // (the fault-injection test of issue 5 shows it), so the demo stays on the
+        // idempotent path whose alerts equal a replay's.
+        transactional: false,
+        instance_id: format!("pantau-demo-{}", std::process::id()),
+        shutdown_timeout: Duration::from_secs(30),
+        dlq_max_per_sec: 1000,
+    };
     let mut alerts: Vec<Alert> = Vec::new();
     let pipeline = pipeline::run(
         &kafka,
         &source,
-        &RunConfig {
-            exit_when_idle: true,
-        },
+        &run_config,
         &config.engine,
         metrics.clone(),
         |a| {
@@ -128,6 +147,8 @@ pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
         },
     );
     let (fed, summary) = tokio::join!(feeder, pipeline);
+    // The demo's state is of no use once it has shown its alerts.
+    let _ = std::fs::remove_dir_all(&state_dir);
     fed?;
     drop(sink);
     let summary = summary?;

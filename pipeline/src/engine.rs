@@ -20,8 +20,8 @@ use crate::decode::{self, Input, Provenance, Reason, Rejection};
 use crate::metrics::Metrics;
 use crate::model::{Alert, DeadLetter, Stream};
 use crate::rules::{Rule, RuleSet, SqlRunner, View, ROLLUPS};
-use crate::watermark::{PartitionId, Watermarks};
-use crate::window::{first_date, ClosedWindow, Purpose, WindowSpec, WindowState};
+use crate::watermark::{PartitionId, WatermarkSnapshot, Watermarks};
+use crate::window::{first_date, ClosedWindow, Purpose, WindowSnapshot, WindowSpec, WindowState};
 
 /// Engine settings shared by `replay`, `run` and `demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -79,6 +79,14 @@ pub struct Engine {
 }
 
 const EVICT_EVERY_US: i64 = 3_600_000_000;
+
+/// An engine's state as plain data; `checkpoint` writes and reads it.
+#[derive(Debug, Clone, Default)]
+pub struct EngineSnapshot {
+    pub window: WindowSnapshot,
+    pub watermark: WatermarkSnapshot,
+    pub evicted_at: Option<i64>,
+}
 
 fn dead_letter(
     stream: Stream,
@@ -141,9 +149,48 @@ impl Engine {
     /// A partition that delivered nothing but still has records waiting (a stalled
     /// fetch): it must not count as idle.
     pub fn keep_alive(&mut self, partition: PartitionId, now: Instant) {
+        self.observe_progress(partition, None, now);
+    }
+
+    /// What a router upstream says of a source partition: it is alive, and has reached
+    /// `max_event` (when it delivered anything). The records themselves may have gone to
+    /// other engines; this one must still wait for that partition.
+    pub fn observe_progress(
+        &mut self,
+        partition: PartitionId,
+        max_event: Option<i64>,
+        now: Instant,
+    ) {
         if partition.0.carries_event_time() {
-            self.watermarks.observe(partition, None, now);
+            self.watermarks.observe(partition, max_event, now);
         }
+    }
+
+    /// Every known source partition is alive: this engine is behind on its own input,
+    /// so their silence is its delay, not theirs.
+    pub fn keep_all_alive(&mut self, now: Instant) {
+        let known: Vec<PartitionId> = self.watermarks.partition_maxima().map(|(p, _)| p).collect();
+        for p in known {
+            self.watermarks.observe(p, None, now);
+        }
+    }
+
+    /// Everything the engine must remember across a restart.
+    pub fn snapshot(&self) -> EngineSnapshot {
+        EngineSnapshot {
+            window: self.window.snapshot(),
+            watermark: self.watermarks.snapshot(),
+            evicted_at: self.evicted_at,
+        }
+    }
+
+    /// Takes up the state of a snapshot, as if this engine had processed what the
+    /// snapshot's engine had.
+    pub fn restore(&mut self, snapshot: EngineSnapshot, now: Instant) {
+        let specs: Vec<WindowSpec> = self.rules.iter().map(|r| r.window).collect();
+        self.window = WindowState::restore(&specs, snapshot.window);
+        self.watermarks.restore(&snapshot.watermark, now);
+        self.evicted_at = snapshot.evicted_at;
     }
 
     /// A partition was revoked, or a replay file is exhausted.

@@ -17,7 +17,7 @@ struct Times {
     credited_at: Option<String>,
 }
 
-fn event_time(payload: &[u8]) -> Option<i64> {
+pub fn event_time(payload: &[u8]) -> Option<i64> {
     let t: Times = serde_json::from_slice(payload).ok()?;
     let text = t.occurred_at.or(t.credited_at)?;
     DateTime::parse_from_rfc3339(&text)
@@ -38,6 +38,7 @@ pub fn interleave(streams: Vec<(Stream, KeyedRecords)>) -> Vec<Outgoing> {
         if stream == Stream::Outlets {
             out.extend(records.into_iter().map(|(key, payload)| Outgoing {
                 topic: stream.topic().to_string(),
+                partition: None,
                 key: Some(key),
                 payload,
             }));
@@ -64,6 +65,7 @@ pub fn interleave(streams: Vec<(Stream, KeyedRecords)>) -> Vec<Outgoing> {
         if let Some((_, key, payload)) = q.next() {
             out.push(Outgoing {
                 topic: stream.topic().to_string(),
+                partition: None,
                 key: Some(key),
                 payload,
             });

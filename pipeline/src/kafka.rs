@@ -52,6 +52,24 @@ impl KafkaConfig {
             .collect())
     }
 
+    /// How many partitions a topic has.
+    pub fn partition_count(&self, topic: &str) -> anyhow::Result<i32> {
+        let consumer: BaseConsumer = self
+            .client()
+            .create()
+            .context("cannot create a Kafka client")?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .with_context(|| format!("cannot read the metadata of {topic}"))?;
+        let n = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map_or(0, |t| t.partitions().len());
+        anyhow::ensure!(n > 0, "topic {topic} has no partitions");
+        Ok(n as i32)
+    }
+
     /// Creates the topics if they are missing; an existing topic is left as it is.
     pub async fn ensure_topics(&self, topics: &[&str]) -> anyhow::Result<()> {
         let missing = self.missing_topics(topics)?;

@@ -22,16 +22,21 @@
 
 pub mod alert;
 pub mod bench;
+pub mod checkpoint;
 pub mod decode;
 pub mod demo;
+pub mod detect;
+pub mod dlq;
 pub mod engine;
 pub mod eval;
 pub mod feed;
+pub mod health;
 pub mod kafka;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod regions;
+pub mod route;
 pub mod rules;
 pub mod sim;
 pub mod sink;

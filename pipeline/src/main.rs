@@ -122,7 +122,7 @@ async fn main() -> anyhow::Result<()> {
                         .map(|s| (*s, history.records(*s)))
                         .collect(),
                 );
-                let sink = KafkaSink::new(&kafka)?;
+                let sink = KafkaSink::new(&kafka, None)?;
                 feed::produce(&sink, &records, 50_000, |_| async {}).await?;
                 println!("produced {} records to {}", records.len(), kafka.brokers);
             }
@@ -156,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
             metrics_addr,
         } => {
             let metrics = Metrics::new();
-            let (addr, _server) = metrics::serve(metrics.clone(), metrics_addr)
+            let (addr, _server) = metrics::serve(metrics.clone(), metrics.health(), metrics_addr)
                 .await
                 .context("starting the metrics endpoint")?;
             tracing::info!(%addr, "serving /metrics");

@@ -1,4 +1,5 @@
-//! pantau's own metrics and the `/metrics` endpoint (Prometheus text format).
+//! pantau's own metrics, the `/metrics` endpoint (Prometheus text format) and `/health`
+//! (JSON from [`Health::status`]; 503 while the broker is unreachable).
 //!
 //! Metrics are updated per batch or per window, never per row, and their labels go no
 //! finer than the regency (about 514 values nationally): never an outlet or a card.
@@ -11,6 +12,8 @@ use prometheus::{
     Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+use crate::health::Health;
 
 pub struct Metrics {
     pub registry: Registry,
@@ -32,10 +35,27 @@ pub struct Metrics {
     pub consumer_lag: IntGaugeVec,
     pub offset_gaps: IntCounterVec,
     pub commits: IntCounter,
+    pub checkpoints: IntCounter,
+    pub checkpoints_restored: IntCounter,
+    pub state_rebuilds: IntCounter,
+    pub internal_rejected: IntCounter,
+    pub checkpoint_seconds: prometheus::Histogram,
+    pub dead_letters_shed: IntCounterVec,
+    pub broker_up: IntGauge,
+    pub broker_outages: IntCounter,
+    /// One per registry, so every holder of these metrics reports to the same state that
+    /// `/health` and `pantau_broker_up` show.
+    health: Arc<Health>,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn single(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
     r.register(Box::new(c.clone())).expect("unique metric");
     c
 }
@@ -116,6 +136,21 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(consumer_lag.clone()))
             .expect("unique metric");
+        let broker_up = IntGauge::new(
+            "pantau_broker_up",
+            "1 while the Kafka broker is reachable, 0 during an outage",
+        )
+        .expect("valid metric");
+        r.register(Box::new(broker_up.clone()))
+            .expect("unique metric");
+        let broker_outages = IntCounter::new(
+            "pantau_broker_outages_total",
+            "Times the Kafka broker became unreachable",
+        )
+        .expect("valid metric");
+        r.register(Box::new(broker_outages.clone()))
+            .expect("unique metric");
+        let health = Arc::new(Health::new(broker_up.clone(), broker_outages.clone()));
         Arc::new(Metrics {
             records_consumed: counter(
                 &r,
@@ -190,8 +225,54 @@ impl Metrics {
                 &["topic"],
             ),
             commits,
+            checkpoints: single(
+                &r,
+                "pantau_checkpoints_total",
+                "Checkpoints of the engines' state, each followed by an offset commit",
+            ),
+            checkpoints_restored: single(
+                &r,
+                "pantau_checkpoints_restored_total",
+                "Partitions whose state was restored from a checkpoint",
+            ),
+            state_rebuilds: single(
+                &r,
+                "pantau_state_rebuilds_total",
+                "Partitions with a committed offset but no checkpoint, rebuilt from the beginning",
+            ),
+            internal_rejected: single(
+                &r,
+                "pantau_internal_records_rejected_total",
+                "Unreadable records on the internal topic (a bug or tampering), skipped",
+            ),
+            checkpoint_seconds: {
+                let h = prometheus::Histogram::with_opts(
+                    HistogramOpts::new(
+                        "pantau_checkpoint_seconds",
+                        "Time to write one partition's checkpoint",
+                    )
+                    .buckets(vec![0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+                )
+                .expect("valid metric");
+                r.register(Box::new(h.clone())).expect("unique metric");
+                h
+            },
+            dead_letters_shed: counter(
+                &r,
+                "pantau_dead_letters_shed_total",
+                "Dead letters over --dlq-max-per-sec: counted and summarised in the log, not produced",
+                &["topic", "reason"],
+            ),
+            broker_up,
+            broker_outages,
+            health,
             registry: r,
         })
+    }
+
+    /// The broker-connection state these metrics report.
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
     }
 
     pub fn render(&self) -> String {
@@ -211,12 +292,15 @@ pub fn peak_memory_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// Serves `/metrics` until the returned task is aborted.
+/// Serves `/metrics` and `/health` until the returned task is aborted. `/health` answers
+/// 503 while the broker is down so that an orchestrator's probe sees the outage, with the
+/// same JSON body either way.
 pub async fn serve(
     metrics: Arc<Metrics>,
+    health: Arc<Health>,
     addr: SocketAddr,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    use axum::{routing::get, Router};
+    use axum::{http::StatusCode, routing::get, Router};
     let app = Router::new()
         .route(
             "/metrics",
@@ -225,7 +309,22 @@ pub async fn serve(
                 async move { ([("content-type", "text/plain; version=0.0.4")], m.render()) }
             }),
         )
-        .route("/health", get(|| async { "ok" }));
+        .route(
+            "/health",
+            get(move || {
+                let status = health.status();
+                async move {
+                    let code = if status.healthy {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    // A struct of strings, bools and floats always serializes.
+                    let body = serde_json::to_string(&status).unwrap_or_default();
+                    (code, [("content-type", "application/json")], body)
+                }
+            }),
+        );
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen for /metrics on {addr}"))?;

@@ -2,23 +2,34 @@
 //! history folder, `run` over a Kafka consumer group. Both feed the same engine, so a
 //! folder and the same records streamed through Kafka raise the same alerts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
 
+use crate::checkpoint::CheckpointStore;
+use crate::detect::{Detector, Start};
+use crate::dlq::DeadLetterLimiter;
 use crate::engine::{Engine, EngineConfig, RawRecord};
 use crate::kafka::KafkaConfig;
 use crate::metrics::Metrics;
 use crate::model::{Alert, Stream};
+use crate::route::{self, InputRecord, TOPIC_BY_PROVINCE};
 use crate::rules;
 use crate::sink::files::JsonLines;
 use crate::sink::kafka::{KafkaSink, Outgoing};
 use crate::source::files::FolderSource;
-use crate::source::kafka::{Assignment, KafkaSource, SourceConfig};
+use crate::source::kafka::{
+    offset_list, origins, Assignment, CommitOffset, KafkaSource, Origin, RebalanceHook,
+    RecordingContext, SourceConfig,
+};
+use crate::watermark::PartitionId;
 
 /// What a run saw, for the closing summary.
 #[derive(Debug, Default, Clone)]
@@ -173,11 +184,191 @@ pub struct RunConfig {
     /// has closed (for batch jobs and tests); by default run until SIGINT or SIGTERM.
     #[arg(long)]
     pub exit_when_idle: bool,
+    /// Where engine state is checkpointed. Instances of one group must share it (a
+    /// shared volume): the instance a partition moves to restores it from there.
+    #[arg(long, default_value = "pantau-state")]
+    pub state_dir: PathBuf,
+    /// How often engine state is checkpointed and the internal offsets committed with it.
+    #[arg(long, default_value = "10s", value_parser = crate::engine::parse_duration)]
+    pub checkpoint_interval: Duration,
+    /// Produce alerts and commit offsets in Kafka transactions, so a `read_committed`
+    /// consumer of pantau.alerts sees each alert exactly once. Needs a broker with
+    /// transactions (not tansu 0.6).
+    #[arg(long)]
+    pub transactional: bool,
+    /// This instance's name; transactional ids derive from it. A restarted instance must
+    /// keep its name, so that it fences off its former self.
+    #[arg(long, env = "PANTAU_INSTANCE_ID", default_value = "pantau-1")]
+    pub instance_id: String,
+    /// At shutdown, the longest wait to finish the batch in hand, checkpoint and commit.
+    #[arg(long, default_value = "30s", value_parser = crate::engine::parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// Dead letters produced in full per second at most; beyond it they are counted
+    /// (pantau_dead_letters_shed_total) and summarised in the log, so a flood of bad
+    /// input cannot flood the DLQ.
+    #[arg(long, default_value_t = 1000)]
+    pub dlq_max_per_sec: u32,
+}
+
+/// What the rebalance callback and the pipeline loop share: the loop parks its worker
+/// here while it waits for records (when rebalances happen), and takes it back to work.
+struct Shared {
+    worker: Mutex<Option<Worker>>,
+    /// An error met inside a rebalance callback, for the loop to stop on.
+    failure: Mutex<Option<String>>,
+}
+
+struct Worker {
+    detector: Detector,
+    /// Alerts and dead letters (in transactions when asked for).
+    alerts: KafkaSink,
+    /// Next offsets of input partitions whose forwarded copies are acknowledged.
+    routed: BTreeMap<PartitionId, i64>,
+}
+
+impl Shared {
+    fn fail(&self, message: String) {
+        tracing::error!(error = %message, "rebalance failed");
+        if let Ok(mut f) = self.failure.lock() {
+            f.get_or_insert(message);
+        }
+    }
+
+    fn park(&self, worker: Worker) {
+        if let Ok(mut slot) = self.worker.lock() {
+            *slot = Some(worker);
+        }
+    }
+
+    fn take(&self) -> anyhow::Result<Worker> {
+        self.worker
+            .lock()
+            .ok()
+            .and_then(|mut w| w.take())
+            .context("the pipeline worker was lost in a rebalance")
+    }
+
+    fn assign(
+        worker: &mut Worker,
+        consumer: &BaseConsumer<RecordingContext>,
+        list: &mut TopicPartitionList,
+    ) -> anyhow::Result<()> {
+        let internal: Vec<i32> = origins(list)
+            .into_iter()
+            .filter_map(|o| match o {
+                Origin::ByProvince(p) => Some(p),
+                Origin::Input(_) => None,
+            })
+            .collect();
+        if internal.is_empty() {
+            return Ok(());
+        }
+        let mut query = TopicPartitionList::new();
+        for p in &internal {
+            query.add_partition(TOPIC_BY_PROVINCE, *p);
+        }
+        let committed = consumer
+            .committed_offsets(query, Duration::from_secs(30))
+            .context("cannot read the committed offsets of the internal topic")?;
+        let now = Instant::now();
+        for p in internal {
+            let commit = committed
+                .find_partition(TOPIC_BY_PROVINCE, p)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some((o, e.metadata().to_string())),
+                    _ => None,
+                });
+            let start = match worker.detector.assign(p, commit, now)? {
+                Start::At(o) => Offset::Offset(o),
+                Start::Beginning => Offset::Beginning,
+            };
+            list.set_partition_offset(TOPIC_BY_PROVINCE, p, start)?;
+        }
+        Ok(())
+    }
+
+    fn revoke(
+        worker: &mut Worker,
+        consumer: &BaseConsumer<RecordingContext>,
+        list: &TopicPartitionList,
+    ) -> anyhow::Result<()> {
+        let revoked = origins(list);
+        let internal: Vec<i32> = revoked
+            .iter()
+            .filter_map(|o| match o {
+                Origin::ByProvince(p) => Some(*p),
+                Origin::Input(_) => None,
+            })
+            .collect();
+        let mut offsets = worker.detector.checkpoint(&internal)?;
+        if worker.alerts.is_transactional() {
+            // Input offsets went with their forwarded copies, in the router's transactions.
+            let group = consumer
+                .group_metadata()
+                .context("no consumer group metadata")?;
+            worker.alerts.commit(&offset_list(&offsets)?, &group)?;
+        } else {
+            offsets.extend(revoked.iter().filter_map(|o| match o {
+                Origin::Input(pid) => worker.routed.get(pid).map(|offset| CommitOffset {
+                    origin: *o,
+                    offset: *offset,
+                    metadata: None,
+                }),
+                Origin::ByProvince(_) => None,
+            }));
+            if !offsets.is_empty() {
+                consumer
+                    .commit(&offset_list(&offsets)?, CommitMode::Sync)
+                    .context("cannot commit the revoked partitions")?;
+            }
+        }
+        for p in internal {
+            worker.detector.release(p);
+        }
+        for o in revoked {
+            if let Origin::Input(pid) = o {
+                worker.routed.remove(&pid);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RebalanceHook for Shared {
+    fn assigning(&self, consumer: &BaseConsumer<RecordingContext>, list: &mut TopicPartitionList) {
+        let Ok(mut slot) = self.worker.lock() else {
+            return self.fail("worker lock poisoned".into());
+        };
+        let Some(worker) = slot.as_mut() else {
+            return self.fail("rebalance while the worker was busy".into());
+        };
+        if let Err(e) = Shared::assign(worker, consumer, list) {
+            drop(slot);
+            self.fail(format!("{e:#}"));
+        }
+    }
+
+    fn revoking(&self, consumer: &BaseConsumer<RecordingContext>, list: &TopicPartitionList) {
+        let Ok(mut slot) = self.worker.lock() else {
+            return self.fail("worker lock poisoned".into());
+        };
+        let Some(worker) = slot.as_mut() else {
+            return self.fail("rebalance while the worker was busy".into());
+        };
+        if let Err(e) = Shared::revoke(worker, consumer, list) {
+            drop(slot);
+            self.fail(format!("{e:#}"));
+        }
+    }
 }
 
 /// Runs the pipeline as a member of a consumer group until shut down (or idle, when
-/// asked). Each turn: take a batch, decode it, close windows, produce alerts and dead
-/// letters, wait for their acknowledgements, then commit what is safe.
+/// asked). Each turn: take a batch; forward input records to the internal topic by
+/// province (`route`) and commit their offsets; feed internal records to their
+/// partition's engine (`detect`), close windows, produce alerts and dead letters; at
+/// each checkpoint interval, checkpoint the engines and commit the internal offsets
+/// with them. With `--transactional` the forwarding and the alerts each go in Kafka
+/// transactions with the offsets they consumed.
 pub async fn run(
     kafka: &KafkaConfig,
     source_config: &SourceConfig,
@@ -187,7 +378,8 @@ pub async fn run(
     mut on_alert: impl FnMut(&Alert),
 ) -> anyhow::Result<Summary> {
     let started = Instant::now();
-    let rules = rules::load_dir(&engine_config.rules)?;
+    // Fail on a broken rule set before joining the group.
+    rules::load_dir(&engine_config.rules)?;
     kafka
         .ensure_topics(&[
             crate::model::TOPIC_TRANSACTIONS,
@@ -196,95 +388,356 @@ pub async fn run(
             crate::model::TOPIC_OUTLETS,
             crate::model::TOPIC_ALERTS,
             crate::model::TOPIC_DLQ,
+            TOPIC_BY_PROVINCE,
         ])
         .await?;
-    let mut engine = Engine::new(engine_config, rules, metrics.clone());
-    let mut source = KafkaSource::subscribe(kafka, source_config)?;
-    let sink = KafkaSink::new(kafka)?;
+    let internal_partitions = kafka.partition_count(TOPIC_BY_PROVINCE)?;
+    let health = metrics.health();
+    let transactional_id = |role: &str| {
+        run_config
+            .transactional
+            .then(|| format!("{}-{role}", run_config.instance_id))
+    };
+    let router = KafkaSink::new(kafka, transactional_id("route").as_deref())?;
+    let alerts_sink = KafkaSink::new(kafka, transactional_id("detect").as_deref())?;
+    if run_config.transactional {
+        router.begin()?;
+        alerts_sink.begin()?;
+    }
+    let store = CheckpointStore::new(run_config.state_dir.join(&source_config.group));
+    let shared = Arc::new(Shared {
+        worker: Mutex::new(Some(Worker {
+            detector: Detector::new(store, engine_config, metrics.clone()),
+            alerts: alerts_sink,
+            routed: BTreeMap::new(),
+        })),
+        failure: Mutex::new(None),
+    });
+    let mut source = KafkaSource::subscribe(kafka, source_config, Some(health.clone()))?;
+    source.start(shared.clone())?;
+    let mut limiter = DeadLetterLimiter::new(run_config.dlq_max_per_sec);
     let mut summary = Summary::default();
     let mut shutdown = Box::pin(shutdown_signal());
-    // Idle-looking partitions that the broker says still have records, checked once a second.
-    let mut behind = Vec::new();
+    let mut inputs: BTreeSet<PartitionId> = BTreeSet::new();
+    let mut announce: BTreeSet<PartitionId> = BTreeSet::new();
+    let mut last_delivery: BTreeMap<PartitionId, Instant> = BTreeMap::new();
     let mut last_backlog_check: Option<Instant> = None;
+    let mut last_checkpoint = Instant::now();
+    let mut last_record = Instant::now();
+    // Input or internal: a restarted instance may find every input already forwarded.
+    let mut seen_records = false;
     loop {
         let batches = tokio::select! {
             biased;
             _ = &mut shutdown => {
-                tracing::info!("shutdown requested; finishing the batch in hand");
+                tracing::info!("shutdown requested; checkpointing and committing");
                 break;
             }
             batches = source.next_batch() => batches?,
         };
+        if let Some(failure) = shared.failure.lock().ok().and_then(|mut f| f.take()) {
+            anyhow::bail!("rebalance failed: {failure}");
+        }
+        let mut worker = shared.take()?;
         let now = Instant::now();
         for event in source.take_rebalances() {
             match event {
                 Assignment::Assigned(parts) => {
-                    parts.into_iter().for_each(|p| engine.assign(p, now))
+                    tracing::info!(
+                        partitions = %parts.iter().map(|o| format!("{}:{}", o.topic(), o.partition())).collect::<Vec<_>>().join(","),
+                        "partitions assigned"
+                    );
+                    for o in parts {
+                        if let Origin::Input(pid) = o {
+                            inputs.insert(pid);
+                            announce.insert(pid);
+                        }
+                    }
                 }
-                Assignment::Revoked(parts) => parts.into_iter().for_each(|p| engine.release(p)),
+                Assignment::Revoked(parts) => {
+                    for o in parts {
+                        if let Origin::Input(pid) = o {
+                            inputs.remove(&pid);
+                            announce.remove(&pid);
+                        }
+                    }
+                }
             }
         }
-        let mut outgoing = Vec::new();
+        if !batches.is_empty() {
+            last_record = now;
+            seen_records = true;
+        }
+        tracing::debug!(
+            batches = %batches.iter().map(|b| format!("{}:{}={}..{}", b.origin.topic(), b.origin.partition(), b.records.first().map_or(0, |r| r.offset), b.records.len())).collect::<Vec<_>>().join(" "),
+            "turn"
+        );
+
+        // Forward input records by province, with progress markers behind them.
+        let mut forwarded = Vec::new();
+        let mut input_offsets = Vec::new();
         for batch in &batches {
-            let raw: Vec<RawRecord> = batch
+            let Origin::Input(pid) = batch.origin else {
+                continue;
+            };
+            let records: Vec<InputRecord> = batch
                 .records
                 .iter()
-                .map(|r| RawRecord {
+                .map(|r| InputRecord {
                     key: r.key.as_deref(),
                     payload: r.payload.as_deref(),
                     offset: r.offset,
                 })
                 .collect();
-            summary.records += raw.len() as u64;
-            let dead = engine.ingest(batch.partition.0, batch.partition.1, &raw, now)?;
-            summary.dead_letters += dead.len() as u64;
-            for d in &dead {
-                outgoing.push(Outgoing::dead_letter(d)?);
+            summary.records += records.len() as u64;
+            metrics
+                .records_consumed
+                .with_label_values(&[pid.0.topic()])
+                .inc_by(records.len() as u64);
+            forwarded.extend(route::forward(pid, &records, internal_partitions));
+            if pid.0.carries_event_time() {
+                forwarded.extend(route::progress(
+                    pid,
+                    route::max_event_time(&records),
+                    internal_partitions,
+                ));
+            }
+            announce.remove(&pid);
+            last_delivery.insert(pid, now);
+            if let Some(last) = records.last() {
+                input_offsets.push(CommitOffset {
+                    origin: batch.origin,
+                    offset: last.offset + 1,
+                    metadata: None,
+                });
             }
         }
         let turn = Instant::now();
         if last_backlog_check.is_none_or(|t| turn.duration_since(t) >= Duration::from_secs(1)) {
-            behind = source.backlog(&engine.idle_partitions(turn));
             last_backlog_check = Some(turn);
-            for ((stream, partition), lag) in &behind {
+            // Silent inputs with records waiting are stalled, not idle: say so downstream.
+            let quiet_for = engine_config.idle_timeout / 2;
+            let silent: Vec<Origin> = inputs
+                .iter()
+                .filter(|pid| pid.0.carries_event_time())
+                .filter(|pid| {
+                    last_delivery
+                        .get(*pid)
+                        .is_none_or(|t| turn.duration_since(*t) >= quiet_for)
+                })
+                .map(|pid| Origin::Input(*pid))
+                .collect();
+            let idle_engines: Vec<Origin> = worker
+                .detector
+                .with_idle_sources(turn)
+                .into_iter()
+                .map(Origin::ByProvince)
+                .collect();
+            let behind = source.backlog(&[silent, idle_engines].concat());
+            for (origin, lag) in &behind {
                 metrics
                     .consumer_lag
-                    .with_label_values(&[stream.topic(), &partition.to_string()])
+                    .with_label_values(&[origin.topic(), &origin.partition().to_string()])
                     .set(*lag);
+                match origin {
+                    Origin::Input(pid) => {
+                        announce.insert(*pid);
+                    }
+                    Origin::ByProvince(p) => worker.detector.keep_alive(*p, turn),
+                }
             }
         }
-        for (partition, _) in &behind {
-            engine.keep_alive(*partition, turn);
+        if !health.is_healthy() {
+            // Silence while the broker is away says nothing about the sources: without
+            // this, every partition would look idle and the watermark would run to the
+            // wall clock, making everything after the outage late.
+            announce.extend(inputs.iter().copied());
+            for p in worker.detector.partitions() {
+                worker.detector.keep_alive(p, turn);
+            }
         }
-        let alerts = engine.advance(turn, wall_clock_us()).await?;
+        for pid in std::mem::take(&mut announce) {
+            if pid.0.carries_event_time() {
+                forwarded.extend(route::progress(pid, None, internal_partitions));
+            }
+        }
+        if let Err(e) = router.send_all(&forwarded).await {
+            metrics.alert_produce_errors.inc();
+            return Err(e.context("forwarding input records to the internal topic"));
+        }
+        if run_config.transactional {
+            let group = source
+                .consumer()
+                .group_metadata()
+                .context("no consumer group metadata")?;
+            router.commit(&offset_list(&input_offsets)?, &group)?;
+        } else {
+            for c in &input_offsets {
+                if let Origin::Input(pid) = c.origin {
+                    worker.routed.insert(pid, c.offset);
+                }
+            }
+            commit_or_warn(&mut source, &input_offsets, false, &metrics);
+        }
+
+        // Engines: internal records in, alerts and dead letters out.
+        let mut outgoing = Vec::new();
+        for batch in &batches {
+            let Origin::ByProvince(p) = batch.origin else {
+                continue;
+            };
+            let dead = worker.detector.ingest(p, &batch.records, turn)?;
+            // Records produced longer ago than the idle timeout: this engine is catching
+            // up (after a restart, a rebalance or a slow turn), and its sources' silence
+            // in wall-clock time is its own delay, not theirs.
+            let behind = batch
+                .records
+                .last()
+                .and_then(|r| r.produced_at_ms)
+                .is_some_and(|ms| {
+                    wall_clock_us() / 1000 - ms >= engine_config.idle_timeout.as_millis() as i64 / 2
+                });
+            if behind {
+                worker.detector.keep_alive(p, turn);
+            }
+            summary.dead_letters += dead.len() as u64;
+            for d in &dead {
+                if limiter.admit(turn) {
+                    outgoing.push(Outgoing::dead_letter(d)?);
+                } else {
+                    metrics
+                        .dead_letters_shed
+                        .with_label_values(&[&d.topic, &d.reason])
+                        .inc();
+                }
+            }
+        }
+        if let Some(shed) = limiter.take_shed_summary() {
+            tracing::warn!(
+                shed = shed.shed,
+                shed_total = shed.shed_total,
+                "dead letters over --dlq-max-per-sec were counted, not produced"
+            );
+        }
+        let alerts = worker.detector.advance(turn, wall_clock_us()).await?;
         alerts.iter().for_each(&mut on_alert);
         summary.add_alerts(&alerts);
         for a in &alerts {
             outgoing.push(Outgoing::alert(a)?);
         }
-        if let Err(e) = sink.send_all(&outgoing).await {
+        if let Err(e) = worker.alerts.send_all(&outgoing).await {
             metrics.alert_produce_errors.inc();
             // Nothing is committed: on restart these records are read again.
             return Err(e.context("producing alerts and dead letters"));
         }
-        if source.commit(&engine.committable(), false)? {
-            metrics.commits.inc();
+        let idle = run_config.exit_when_idle
+            && seen_records
+            && worker.detector.all_idle(turn)
+            && turn.duration_since(last_record) >= engine_config.idle_timeout;
+        if idle || turn.duration_since(last_checkpoint) >= run_config.checkpoint_interval {
+            checkpoint_and_commit(
+                &mut worker,
+                &mut source,
+                run_config.transactional,
+                false,
+                &metrics,
+            )?;
+            last_checkpoint = turn;
         }
         metrics
             .offset_gaps
             .with_label_values(&["all"])
             .inc_by(source.gaps);
         source.gaps = 0;
-        if run_config.exit_when_idle && summary.records > 0 && engine.all_idle(turn) {
+        shared.park(worker);
+        if idle {
             tracing::info!("every partition idle and every window closed; exiting");
             break;
         }
     }
-    // Everything produced so far is acknowledged: make the last commit durable.
-    source.commit(&engine.committable(), true)?;
+    source.stop_hook();
+    let mut worker = shared.take()?;
+    let finish = async {
+        // Synchronous: the process is about to exit, an async commit could be lost.
+        checkpoint_and_commit(
+            &mut worker,
+            &mut source,
+            run_config.transactional,
+            true,
+            &metrics,
+        )?;
+        let routed: Vec<CommitOffset> = worker
+            .routed
+            .iter()
+            .map(|(pid, offset)| CommitOffset {
+                origin: Origin::Input(*pid),
+                offset: *offset,
+                metadata: None,
+            })
+            .collect();
+        if !run_config.transactional {
+            source.commit(&routed, true)?;
+        }
+        worker.alerts.flush(run_config.shutdown_timeout)?;
+        router.flush(run_config.shutdown_timeout)?;
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(run_config.shutdown_timeout, finish)
+        .await
+        .context("shutdown took longer than --shutdown-timeout")??;
     summary.rule_failures = metrics.rule_failures_total();
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// Checkpoints every engine and commits the internal offsets with the checkpoints'
+/// names (in the alerts' transaction, when transactional).
+fn checkpoint_and_commit(
+    worker: &mut Worker,
+    source: &mut KafkaSource,
+    transactional: bool,
+    sync: bool,
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
+    let partitions = worker.detector.partitions();
+    let offsets = worker.detector.checkpoint(&partitions)?;
+    metrics.checkpoints.inc();
+    if !offsets.is_empty() {
+        tracing::info!(
+            positions = %offsets.iter().map(|c| format!("{}:{}", c.origin.partition(), c.offset)).collect::<Vec<_>>().join(","),
+            "checkpointed"
+        );
+    }
+    if transactional {
+        let group = source
+            .consumer()
+            .group_metadata()
+            .context("no consumer group metadata")?;
+        worker.alerts.commit(&offset_list(&offsets)?, &group)?;
+        metrics.commits.inc();
+    } else if sync {
+        source.commit(&offsets, true)?;
+    } else {
+        commit_or_warn(source, &offsets, false, metrics);
+    }
+    Ok(())
+}
+
+/// A failed commit is not fatal: the next one covers it, and until then a restart only
+/// reads a little more again.
+fn commit_or_warn(
+    source: &mut KafkaSource,
+    offsets: &[CommitOffset],
+    sync: bool,
+    metrics: &Metrics,
+) {
+    match source.commit(offsets, sync) {
+        Ok(true) => metrics.commits.inc(),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "offset commit failed; the next one will cover it")
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -22,6 +22,13 @@ struct PartitionClock {
     last_activity: Instant,
 }
 
+/// The watermark state as plain data, for `checkpoint`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WatermarkSnapshot {
+    pub current: Option<i64>,
+    pub partitions: Vec<(PartitionId, Option<i64>)>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Watermarks {
     lateness_us: i64,
@@ -137,6 +144,34 @@ impl Watermarks {
     /// True when every known partition has been idle for the idle timeout.
     pub fn all_idle(&self, now: Instant) -> bool {
         self.idle(now).len() == self.partitions.len()
+    }
+
+    /// The watermark and each partition's largest event time, for a checkpoint.
+    pub fn snapshot(&self) -> WatermarkSnapshot {
+        WatermarkSnapshot {
+            current: self.current,
+            partitions: self.partition_maxima().collect(),
+        }
+    }
+
+    /// Restores a snapshot. Partitions count as heard from `now`: a restarted instance
+    /// must not take its own downtime for idleness and let the watermark run to the wall
+    /// clock before its sources have had a chance to speak.
+    pub fn restore(&mut self, snapshot: &WatermarkSnapshot, now: Instant) {
+        self.current = snapshot.current;
+        self.partitions = snapshot
+            .partitions
+            .iter()
+            .map(|(id, max_event)| {
+                (
+                    *id,
+                    PartitionClock {
+                        max_event: *max_event,
+                        last_activity: now,
+                    },
+                )
+            })
+            .collect();
     }
 
     /// The largest event time seen on each partition, for the watermark metrics.

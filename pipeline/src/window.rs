@@ -213,6 +213,29 @@ impl ClosedWindow {
     }
 }
 
+/// Where a buffered batch came from and what it spans.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BufferedMeta {
+    pub min_time: i64,
+    pub max_time: i64,
+    pub partition: PartitionId,
+    pub min_offset: i64,
+}
+
+/// The window state as plain data, for `checkpoint` to write and read back.
+#[derive(Debug, Clone, Default)]
+pub struct WindowSnapshot {
+    pub raw: Vec<(&'static str, Vec<(BufferedMeta, RecordBatch)>)>,
+    /// Per rollup table, (local date, batch).
+    pub rollups: Vec<(&'static str, Vec<(i32, RecordBatch)>)>,
+    pub registry: Vec<OutletRow>,
+    /// Dedup key and event time.
+    pub seen: Vec<(String, i64)>,
+    pub next_end: Vec<(Series, i64)>,
+    pub next_offset: Vec<(PartitionId, i64)>,
+    pub max_event: Option<i64>,
+}
+
 #[derive(Debug, Clone)]
 struct Buffered {
     batch: RecordBatch,
@@ -632,6 +655,88 @@ impl WindowState {
         for store in self.rollups.values_mut() {
             store.retain(|r| r.date >= oldest);
         }
+    }
+
+    /// Everything the windows keep, for a checkpoint: batches shared, not copied.
+    pub fn snapshot(&self) -> WindowSnapshot {
+        WindowSnapshot {
+            raw: self
+                .raw
+                .iter()
+                .map(|(table, buffers)| {
+                    let parts = buffers
+                        .iter()
+                        .map(|b| {
+                            (
+                                BufferedMeta {
+                                    min_time: b.min_time,
+                                    max_time: b.max_time,
+                                    partition: b.partition,
+                                    min_offset: b.min_offset,
+                                },
+                                b.batch.clone(),
+                            )
+                        })
+                        .collect();
+                    (*table, parts)
+                })
+                .collect(),
+            rollups: self
+                .rollups
+                .iter()
+                .map(|(table, days)| {
+                    (
+                        *table,
+                        days.iter().map(|r| (r.date, r.batch.clone())).collect(),
+                    )
+                })
+                .collect(),
+            registry: self.registry.values().cloned().collect(),
+            seen: self.seen.iter().map(|(k, t)| (k.clone(), *t)).collect(),
+            next_end: self.next_end.iter().map(|(s, e)| (*s, *e)).collect(),
+            next_offset: self.next_offset.iter().map(|(p, o)| (*p, *o)).collect(),
+            max_event: self.max_event,
+        }
+    }
+
+    /// The state a snapshot was taken of, under the current rule windows: series that no
+    /// rule declares any more are dropped, new ones start with the next data.
+    pub fn restore(rule_specs: &[WindowSpec], snapshot: WindowSnapshot) -> WindowState {
+        let mut state = WindowState::new(rule_specs);
+        for (table, parts) in snapshot.raw {
+            state.raw.insert(
+                table,
+                parts
+                    .into_iter()
+                    .map(|(meta, batch)| Buffered {
+                        batch,
+                        min_time: meta.min_time,
+                        max_time: meta.max_time,
+                        partition: meta.partition,
+                        min_offset: meta.min_offset,
+                    })
+                    .collect(),
+            );
+        }
+        for (table, days) in snapshot.rollups {
+            state.rollups.insert(
+                table,
+                days.into_iter()
+                    .map(|(date, batch)| Rollup { date, batch })
+                    .collect(),
+            );
+        }
+        state.apply_outlets(snapshot.registry);
+        state.seen = snapshot.seen.into_iter().collect();
+        let known: HashSet<Series> = state.series.iter().copied().collect();
+        state.next_end = snapshot
+            .next_end
+            .into_iter()
+            .filter(|(s, _)| known.contains(s))
+            .collect();
+        state.next_offset = snapshot.next_offset.into_iter().collect();
+        state.max_event = snapshot.max_event;
+        state
     }
 
     /// Per partition, the offset up to which every record has left the raw buffers: all

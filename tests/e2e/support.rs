@@ -88,9 +88,16 @@ pub struct Tansu {
 }
 
 impl Tansu {
+    /// A broker whose topics live in memory: fast, gone when it stops.
     pub fn start() -> Tansu {
+        Tansu::start_on(free_port(), "memory://tansu/", Path::new("."))
+    }
+
+    /// A broker on `port` with the given storage engine, run in `dir`
+    /// (`sqlite://./broker.db` keeps its topics across a restart; tansu 0.6 reads a
+    /// sqlite path relative to its working directory even when it starts with `/`).
+    pub fn start_on(port: u16, storage: &str, dir: &Path) -> Tansu {
         let bin = std::env::var("TANSU").unwrap_or_else(|_| "tansu".into());
-        let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(&bin)
             .args([
@@ -100,7 +107,8 @@ impl Tansu {
                 "--advertised-listener-url",
                 &url,
             ])
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--storage-engine", storage])
+            .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -110,11 +118,12 @@ impl Tansu {
                      `cargo install tansu --locked --features dynostore,libsql` (.ci/run does)"
                 )
             });
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // A broker restarted on a sqlite database it filled may take a while to open it.
+        let deadline = Instant::now() + Duration::from_secs(120);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "tansu did not listen on {port} within 30 s"
+                "tansu did not listen on {port} within 120 s"
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -122,6 +131,12 @@ impl Tansu {
             child,
             brokers: format!("127.0.0.1:{port}"),
         }
+    }
+
+    /// Kills the broker (SIGKILL: no goodbye to its clients).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

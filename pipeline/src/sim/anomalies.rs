@@ -420,9 +420,14 @@ pub(crate) fn plan(cfg: &SimConfig, world: &mut World) -> Plan {
     // anomalies so that those can keep out of them.
     let mut lrng = sub_rng(cfg.seed, TAG_LAG, 0);
     let mut lag_cells: Vec<(usize, usize)> = Vec::new();
-    // With fewer than three regencies a lagging one has too few peers to lag behind.
-    if n_reg >= 3 && cfg.realization_lag_rate > 0.0 {
-        for r in 0..n_reg {
+    // A regency is compared with the others of its province (an engine holds whole
+    // provinces); with fewer than three there, a lagging one has too few peers.
+    let province = |r: usize| world.regencies[r].code.get(..2).unwrap_or_default();
+    let comparable: Vec<usize> = (0..n_reg)
+        .filter(|r| (0..n_reg).filter(|o| province(*o) == province(*r)).count() >= 3)
+        .collect();
+    if !comparable.is_empty() && cfg.realization_lag_rate > 0.0 {
+        for &r in &comparable {
             for p in 0..world.regencies[r].periods.len() {
                 if lrng.random_bool(cfg.realization_lag_rate) {
                     lag_cells.push((r, p));
@@ -430,7 +435,7 @@ pub(crate) fn plan(cfg: &SimConfig, world: &mut World) -> Plan {
             }
         }
         if lag_cells.is_empty() {
-            let r = lrng.random_range(0..n_reg);
+            let r = comparable[lrng.random_range(0..comparable.len())];
             let p = lrng.random_range(0..world.regencies[r].periods.len());
             lag_cells.push((r, p));
         }

@@ -1,25 +1,38 @@
-//! Alerts to `pantau.alerts` (keyed by entity id) and dead letters to `pantau.dlq`
-//! (keyed by the original record's key), through an idempotent producer. `send_all`
-//! returns only when the broker has acknowledged every record: the source commits
-//! offsets after that, never before.
+//! Records to Kafka: alerts to `pantau.alerts` (keyed by entity id), dead letters to
+//! `pantau.dlq` (keyed by the original record's key), routed records to the internal
+//! topic. `send_all` returns only when the broker has acknowledged every record: offsets
+//! are committed after that, never before.
+//!
+//! With a transactional id the producer runs Kafka transactions: what it sends between
+//! `begin` and `commit` becomes visible to `read_committed` consumers together with the
+//! input offsets committed in the same transaction (consume-transform-produce), or not
+//! at all. Without one it is an idempotent producer, and a restart may send an alert
+//! again under the same deterministic id.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use futures::future::try_join_all;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
+use rdkafka::TopicPartitionList;
 
 use crate::kafka::KafkaConfig;
 use crate::model::{Alert, DeadLetter, TOPIC_ALERTS, TOPIC_DLQ};
 
+/// How long a transaction step may wait for the broker before it counts as failed.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+
 pub struct KafkaSink {
     producer: FutureProducer,
+    transactional: bool,
 }
 
-/// One record to produce: topic, key and payload.
+/// One record to produce: topic, partition (or by key), key and payload.
 pub struct Outgoing {
     pub topic: String,
+    pub partition: Option<i32>,
     pub key: Option<String>,
     pub payload: Vec<u8>,
 }
@@ -28,6 +41,7 @@ impl Outgoing {
     pub fn alert(a: &Alert) -> anyhow::Result<Outgoing> {
         Ok(Outgoing {
             topic: TOPIC_ALERTS.to_string(),
+            partition: None,
             key: Some(a.entity_id.clone()),
             payload: serde_json::to_vec(a)?,
         })
@@ -36,6 +50,7 @@ impl Outgoing {
     pub fn dead_letter(d: &DeadLetter) -> anyhow::Result<Outgoing> {
         Ok(Outgoing {
             topic: TOPIC_DLQ.to_string(),
+            partition: None,
             key: d.key.clone(),
             payload: serde_json::to_vec(d)?,
         })
@@ -43,16 +58,39 @@ impl Outgoing {
 }
 
 impl KafkaSink {
-    pub fn new(config: &KafkaConfig) -> anyhow::Result<KafkaSink> {
-        let producer: FutureProducer = config
-            .client()
+    /// An idempotent producer; with `transactional_id`, a transactional one whose
+    /// earlier incarnations (same id, before a crash) are fenced off and their open
+    /// transaction aborted.
+    pub fn new(config: &KafkaConfig, transactional_id: Option<&str>) -> anyhow::Result<KafkaSink> {
+        let mut client = config.client();
+        client
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .set("queue.buffering.max.messages", "1000000")
-            .set("message.timeout.ms", "120000")
+            // 0 = no limit: while the broker is away, records wait in the producer and
+            // the pipeline waits for them (consumption pauses) instead of failing.
+            .set("message.timeout.ms", "0");
+        if let Some(id) = transactional_id {
+            client
+                .set("transactional.id", id)
+                .set("transaction.timeout.ms", "60000");
+        }
+        let producer: FutureProducer = client
             .create()
             .context("cannot create the Kafka producer")?;
-        Ok(KafkaSink { producer })
+        if transactional_id.is_some() {
+            producer
+                .init_transactions(TRANSACTION_TIMEOUT)
+                .context("cannot initialise Kafka transactions (does the broker support them?)")?;
+        }
+        Ok(KafkaSink {
+            producer,
+            transactional: transactional_id.is_some(),
+        })
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.transactional
     }
 
     /// Produces every record and waits for all acknowledgements; the first refusal is
@@ -64,13 +102,46 @@ impl KafkaSink {
                 if let Some(k) = &r.key {
                     record = record.key(k);
                 }
-                self.producer
-                    .send(record, Timeout::After(Duration::from_secs(120)))
+                if let Some(p) = r.partition {
+                    record = record.partition(p);
+                }
+                self.producer.send(record, Timeout::Never)
             });
             try_join_all(sends)
                 .await
                 .map_err(|(e, _)| anyhow::anyhow!("the broker refused a record: {e}"))?;
         }
         Ok(())
+    }
+
+    pub fn begin(&self) -> anyhow::Result<()> {
+        self.producer
+            .begin_transaction()
+            .context("cannot begin a Kafka transaction")
+    }
+
+    /// Commits the open transaction with the consumer offsets in `offsets`, then opens
+    /// the next one.
+    pub fn commit(
+        &self,
+        offsets: &TopicPartitionList,
+        group: &ConsumerGroupMetadata,
+    ) -> anyhow::Result<()> {
+        if offsets.count() > 0 {
+            self.producer
+                .send_offsets_to_transaction(offsets, group, TRANSACTION_TIMEOUT)
+                .context("cannot add the input offsets to the transaction")?;
+        }
+        self.producer
+            .commit_transaction(TRANSACTION_TIMEOUT)
+            .context("cannot commit the Kafka transaction")?;
+        self.begin()
+    }
+
+    /// Waits until everything sent has been acknowledged (or the timeout passes).
+    pub fn flush(&self, timeout: Duration) -> anyhow::Result<()> {
+        self.producer
+            .flush(timeout)
+            .context("records still unacknowledged at shutdown")
     }
 }

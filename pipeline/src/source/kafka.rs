@@ -1,28 +1,33 @@
-//! The four input topics as a Kafka consumer group.
+//! The input topics and the internal `pantau.by-province` topic as one Kafka consumer
+//! group member.
 //!
 //! **Invariant: an offset is committed only after everything derived from the records
-//! before it has been acknowledged by the broker** — the alerts of every window those
-//! records belong to, and their dead letters. `pipeline` asks the engine which offsets
-//! are safe (`Engine::committable`), produces, awaits the acknowledgements, and only
-//! then calls [`KafkaSource::commit`]. Auto-commit is off.
+//! before it is durable.** For an input partition that is the forwarded copy on the
+//! internal topic; for an internal partition it is the alerts of every window those
+//! records closed and the engine's checkpoint at that offset (`detect`). Auto-commit is
+//! off.
 //!
 //! Records arrive in batches: up to `batch_size` records or `linger`, whichever comes
-//! first. Rebalances are recorded by the consumer context and handed to the pipeline,
-//! which tells the watermark which partitions to wait for.
+//! first. Rebalances are handed to a [`RebalanceHook`] *inside* librdkafka's rebalance
+//! callback, before partitions are released or fetched: that is where revoked
+//! partitions' state is checkpointed and committed, and where assigned ones are restored
+//! and told which offset to start from. They are also logged for the pipeline loop.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::bindings::rd_kafka_resp_err_t as RDKafkaRespErr;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use crate::health::Health;
 use crate::kafka::KafkaConfig;
 use crate::model::Stream;
+use crate::route::TOPIC_BY_PROVINCE;
 use crate::watermark::PartitionId;
 
 /// Consumer group settings for `pantau run`.
@@ -39,45 +44,122 @@ pub struct SourceConfig {
     pub linger: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Assignment {
-    Assigned(Vec<PartitionId>),
-    Revoked(Vec<PartitionId>),
+/// Where a partition's records come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Origin {
+    /// An input topic's partition.
+    Input(PartitionId),
+    /// A partition of the internal topic, by province.
+    ByProvince(i32),
 }
 
-#[derive(Default)]
-pub struct RebalanceLog {
-    events: Mutex<Vec<Assignment>>,
-}
+impl Origin {
+    fn of(topic: &str, partition: i32) -> Option<Origin> {
+        if topic == TOPIC_BY_PROVINCE {
+            return Some(Origin::ByProvince(partition));
+        }
+        Stream::from_topic(topic).map(|s| Origin::Input((s, partition)))
+    }
 
-impl RebalanceLog {
-    fn partitions(list: &TopicPartitionList) -> Vec<PartitionId> {
-        list.elements()
-            .iter()
-            .filter_map(|e| Stream::from_topic(e.topic()).map(|s| (s, e.partition())))
-            .collect()
+    pub fn topic(&self) -> &'static str {
+        match self {
+            Origin::Input((stream, _)) => stream.topic(),
+            Origin::ByProvince(_) => TOPIC_BY_PROVINCE,
+        }
+    }
+
+    pub fn partition(&self) -> i32 {
+        match self {
+            Origin::Input((_, p)) | Origin::ByProvince(p) => *p,
+        }
     }
 }
 
-/// Consumer context that records rebalances for the pipeline loop.
-pub struct RecordingContext {
-    log: Arc<RebalanceLog>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assignment {
+    Assigned(Vec<Origin>),
+    Revoked(Vec<Origin>),
 }
 
-impl ClientContext for RecordingContext {}
+/// Partitions of a list that pantau knows.
+pub fn origins(list: &TopicPartitionList) -> Vec<Origin> {
+    list.elements()
+        .iter()
+        .filter_map(|e| Origin::of(e.topic(), e.partition()))
+        .collect()
+}
+
+/// What runs inside the rebalance callback, while librdkafka waits for it.
+pub trait RebalanceHook: Send + Sync {
+    /// Partitions are about to be assigned: restore their state and set, in `list`, the
+    /// offset each is to be read from (left unset: the committed offset).
+    fn assigning(&self, consumer: &BaseConsumer<RecordingContext>, list: &mut TopicPartitionList);
+    /// Partitions are about to be taken away: checkpoint and commit them now, the last
+    /// moment this member may.
+    fn revoking(&self, consumer: &BaseConsumer<RecordingContext>, list: &TopicPartitionList);
+}
+
+/// Consumer context: runs the rebalance hook, records rebalances for the pipeline loop,
+/// and reports broker outages to the health state.
+pub struct RecordingContext {
+    events: Mutex<Vec<Assignment>>,
+    hook: Mutex<Option<Arc<dyn RebalanceHook>>>,
+    health: Option<Arc<Health>>,
+}
+
+impl ClientContext for RecordingContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match &self.health {
+            Some(h) => h.on_client_error(&error, reason),
+            None => tracing::warn!(%error, reason, "Kafka client error"),
+        }
+    }
+}
+
+impl RecordingContext {
+    fn record(&self, event: Assignment) {
+        if let Ok(mut events) = self.events.lock() {
+            events.push(event);
+        }
+    }
+
+    fn hook(&self) -> Option<Arc<dyn RebalanceHook>> {
+        self.hook.lock().ok().and_then(|h| h.clone())
+    }
+}
 
 impl ConsumerContext for RecordingContext {
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let event = match rebalance {
-            Rebalance::Assign(list) => Assignment::Assigned(RebalanceLog::partitions(list)),
-            Rebalance::Revoke(list) => Assignment::Revoked(RebalanceLog::partitions(list)),
-            Rebalance::Error(e) => {
-                tracing::warn!(error = %e, "rebalance error");
-                return;
+    // Eager rebalancing only (the default assignors): every rebalance revokes everything,
+    // then assigns afresh.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        list: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if let Some(hook) = self.hook() {
+                    hook.assigning(consumer, list);
+                }
+                if let Err(e) = consumer.assign(list) {
+                    tracing::error!(error = %e, "cannot take up the assigned partitions");
+                }
+                self.record(Assignment::Assigned(origins(list)));
             }
-        };
-        if let Ok(mut events) = self.log.events.lock() {
-            events.push(event);
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                if let Some(hook) = self.hook() {
+                    hook.revoking(consumer, list);
+                }
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!(error = %e, "cannot release the revoked partitions");
+                }
+                self.record(Assignment::Revoked(origins(list)));
+            }
+            other => {
+                tracing::warn!(error = ?other, "rebalance error");
+                let _ = consumer.unassign();
+            }
         }
     }
 }
@@ -87,27 +169,57 @@ pub struct Record {
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
     pub offset: i64,
+    /// When it was produced (ms since the epoch), if the broker says.
+    pub produced_at_ms: Option<i64>,
 }
 
 /// Records of one partition from one poll, in offset order.
 pub struct PartitionBatch {
-    pub partition: PartitionId,
+    pub origin: Origin,
     pub records: Vec<Record>,
 }
 
 pub struct KafkaSource {
     consumer: StreamConsumer<RecordingContext>,
-    log: Arc<RebalanceLog>,
     config: SourceConfig,
-    last_offset: BTreeMap<PartitionId, i64>,
-    committed: BTreeMap<PartitionId, i64>,
+    last_offset: BTreeMap<Origin, i64>,
+    committed: BTreeMap<Origin, i64>,
     /// Offsets that jumped: records the broker no longer had (counted, logged).
     pub gaps: u64,
 }
 
+/// A commit: the next offset of a partition, and what to note beside it (the name of
+/// the checkpoint that holds the state at that offset).
+pub struct CommitOffset {
+    pub origin: Origin,
+    pub offset: i64,
+    pub metadata: Option<String>,
+}
+
+/// The offsets as librdkafka wants them.
+pub fn offset_list(offsets: &[CommitOffset]) -> anyhow::Result<TopicPartitionList> {
+    let mut list = TopicPartitionList::new();
+    for c in offsets {
+        let mut e = list.add_partition(c.origin.topic(), c.origin.partition());
+        e.set_offset(Offset::Offset(c.offset))?;
+        if let Some(m) = &c.metadata {
+            e.set_metadata(m.as_str());
+        }
+    }
+    Ok(list)
+}
+
 impl KafkaSource {
-    pub fn subscribe(kafka: &KafkaConfig, config: &SourceConfig) -> anyhow::Result<KafkaSource> {
-        let log = Arc::new(RebalanceLog::default());
+    pub fn subscribe(
+        kafka: &KafkaConfig,
+        config: &SourceConfig,
+        health: Option<Arc<Health>>,
+    ) -> anyhow::Result<KafkaSource> {
+        let context = RecordingContext {
+            events: Mutex::new(Vec::new()),
+            hook: Mutex::new(None),
+            health,
+        };
         let consumer: StreamConsumer<RecordingContext> = kafka
             .client()
             .set("group.id", &config.group)
@@ -115,20 +227,17 @@ impl KafkaSource {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .set("session.timeout.ms", "10000")
+            // Routed records and alerts written in an aborted transaction are never read.
+            .set("isolation.level", "read_committed")
             // librdkafka prefetches up to 64 MB per partition by default; records of one
             // partition can then wait behind other partitions' for many seconds, which
             // looks like an idle partition. A short local queue keeps delivery fair and
             // memory bounded.
             .set("queued.max.messages.kbytes", "4096")
-            .create_with_context(RecordingContext { log: log.clone() })
+            .create_with_context(context)
             .context("cannot create the Kafka consumer")?;
-        let topics: Vec<&str> = Stream::ALL.iter().map(|s| s.topic()).collect();
-        consumer
-            .subscribe(&topics)
-            .context("cannot subscribe to the input topics")?;
         Ok(KafkaSource {
             consumer,
-            log,
             config: config.clone(),
             last_offset: BTreeMap::new(),
             committed: BTreeMap::new(),
@@ -136,19 +245,51 @@ impl KafkaSource {
         })
     }
 
-    /// Rebalances since the last call, in order.
-    pub fn take_rebalances(&self) -> Vec<Assignment> {
-        self.log
+    /// Joins the group on the input topics and the internal topic; `hook` runs in every
+    /// rebalance from then on.
+    pub fn start(&self, hook: Arc<dyn RebalanceHook>) -> anyhow::Result<()> {
+        if let Ok(mut h) = self.consumer.context().hook.lock() {
+            *h = Some(hook);
+        }
+        let mut topics: Vec<&str> = Stream::ALL.iter().map(|s| s.topic()).collect();
+        topics.push(TOPIC_BY_PROVINCE);
+        self.consumer
+            .subscribe(&topics)
+            .context("cannot subscribe to the input topics")
+    }
+
+    /// No more rebalance work: at shutdown the state is already checkpointed and
+    /// committed, and closing the consumer revokes everything once more.
+    pub fn stop_hook(&self) {
+        if let Ok(mut h) = self.consumer.context().hook.lock() {
+            *h = None;
+        }
+    }
+
+    /// Rebalances since the last call, in order. Offsets read before a rebalance say
+    /// nothing about the records after it.
+    pub fn take_rebalances(&mut self) -> Vec<Assignment> {
+        let events = self
+            .consumer
+            .context()
             .events
             .lock()
             .map(|mut e| std::mem::take(&mut *e))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        for event in &events {
+            let (Assignment::Assigned(origins) | Assignment::Revoked(origins)) = event;
+            for o in origins {
+                self.last_offset.remove(o);
+                self.committed.remove(o);
+            }
+        }
+        events
     }
 
     /// Waits for up to `batch_size` records or `linger`, grouped by partition.
     pub async fn next_batch(&mut self) -> anyhow::Result<Vec<PartitionBatch>> {
         let deadline = Instant::now() + self.config.linger;
-        let mut by_partition: BTreeMap<PartitionId, Vec<Record>> = BTreeMap::new();
+        let mut by_partition: BTreeMap<Origin, Vec<Record>> = BTreeMap::new();
         let mut n = 0;
         while n < self.config.batch_size {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -159,17 +300,22 @@ impl KafkaSource {
                 Err(_) => break,
                 Ok(Err(e)) => {
                     // Broker-side trouble is retried by librdkafka; report and go on.
-                    tracing::warn!(error = %e, "consumer error");
+                    match &self.consumer.context().health {
+                        Some(h) => h.on_client_error(&e, "consuming"),
+                        None => tracing::warn!(error = %e, "consumer error"),
+                    }
                     break;
                 }
                 Ok(Ok(m)) => m,
             };
-            let Some(stream) = Stream::from_topic(msg.topic()) else {
+            let Some(origin) = Origin::of(msg.topic(), msg.partition()) else {
                 continue;
             };
-            let pid = (stream, msg.partition());
-            if let Some(last) = self.last_offset.get(&pid) {
-                if msg.offset() > last + 1 && stream != Stream::Outlets {
+            if let Some(last) = self.last_offset.get(&origin) {
+                // The registry is compacted: its offsets jump by design.
+                if msg.offset() > last + 1
+                    && origin != Origin::Input((Stream::Outlets, origin.partition()))
+                {
                     self.gaps += 1;
                     tracing::warn!(
                         topic = msg.topic(),
@@ -180,52 +326,48 @@ impl KafkaSource {
                     );
                 }
             }
-            self.last_offset.insert(pid, msg.offset());
-            by_partition.entry(pid).or_default().push(Record {
+            self.last_offset.insert(origin, msg.offset());
+            by_partition.entry(origin).or_default().push(Record {
                 key: msg.key().map(<[u8]>::to_vec),
                 payload: msg.payload().map(<[u8]>::to_vec),
                 offset: msg.offset(),
+                produced_at_ms: msg.timestamp().to_millis(),
             });
             n += 1;
         }
+        if n > 0 {
+            if let Some(h) = &self.consumer.context().health {
+                h.broker_up();
+            }
+        }
         Ok(by_partition
             .into_iter()
-            .map(|(partition, records)| PartitionBatch { partition, records })
+            .map(|(origin, records)| PartitionBatch { origin, records })
             .collect())
     }
 
-    /// Commits the given next-offsets (only those that moved). Call only once everything
-    /// derived from the records before them has been acknowledged.
+    /// Commits the given next-offsets (only those that moved and are still assigned).
+    /// Call only once everything derived from the records before them is durable.
     ///
     /// `sync` waits for the coordinator's answer (at shutdown); otherwise the commit is
     /// sent in order behind earlier ones and the loop goes on.
-    pub fn commit(
-        &mut self,
-        offsets: &BTreeMap<PartitionId, i64>,
-        sync: bool,
-    ) -> anyhow::Result<bool> {
-        let assigned: std::collections::BTreeSet<(String, i32)> = self
+    pub fn commit(&mut self, offsets: &[CommitOffset], sync: bool) -> anyhow::Result<bool> {
+        let assigned: std::collections::BTreeSet<Origin> = self
             .consumer
             .assignment()
-            .map(|a| {
-                a.elements()
-                    .iter()
-                    .map(|e| (e.topic().to_string(), e.partition()))
-                    .collect()
-            })
+            .map(|a| origins(&a).into_iter().collect())
             .unwrap_or_default();
-        let mut list = TopicPartitionList::new();
-        for (pid, offset) in offsets {
-            // A revoked partition is no longer ours to commit. At shutdown everything is
-            // committed again, synchronously, so an async commit still in flight cannot
-            // be the last word.
-            let unchanged = !sync && self.committed.get(pid) == Some(offset);
-            if unchanged || !assigned.contains(&(pid.0.topic().to_string(), pid.1)) {
-                continue;
-            }
-            list.add_partition_offset(pid.0.topic(), pid.1, Offset::Offset(*offset))?;
-        }
-        if list.count() == 0 {
+        let moved: Vec<CommitOffset> = offsets
+            .iter()
+            .filter(|c| assigned.contains(&c.origin))
+            .filter(|c| sync || self.committed.get(&c.origin) != Some(&c.offset))
+            .map(|c| CommitOffset {
+                origin: c.origin,
+                offset: c.offset,
+                metadata: c.metadata.clone(),
+            })
+            .collect();
+        if moved.is_empty() {
             return Ok(false);
         }
         let mode = if sync {
@@ -234,12 +376,10 @@ impl KafkaSource {
             CommitMode::Async
         };
         self.consumer
-            .commit(&list, mode)
+            .commit(&offset_list(&moved)?, mode)
             .context("offset commit failed")?;
-        for e in list.elements() {
-            if let (Some(stream), Offset::Offset(o)) = (Stream::from_topic(e.topic()), e.offset()) {
-                self.committed.insert((stream, e.partition()), o);
-            }
+        for c in moved {
+            self.committed.insert(c.origin, c.offset);
         }
         Ok(true)
     }
@@ -248,25 +388,36 @@ impl KafkaSource {
     /// consumer's position is behind the partition's high watermark. A partition that is
     /// behind is stalled, not idle, and must keep holding the watermark however long it
     /// stays silent. Asks the broker, so call it only for partitions that look idle.
-    pub fn backlog(&self, idle: &[PartitionId]) -> Vec<(PartitionId, i64)> {
+    pub fn backlog(&self, candidates: &[Origin]) -> Vec<(Origin, i64)> {
         let Ok(positions) = self.consumer.position() else {
             return Vec::new();
         };
-        idle.iter()
-            .filter_map(|pid| {
+        candidates
+            .iter()
+            .filter_map(|origin| {
                 let position = positions
-                    .find_partition(pid.0.topic(), pid.1)
+                    .find_partition(origin.topic(), origin.partition())
                     .map(|e| e.offset());
                 let (_, high) = tokio::task::block_in_place(|| {
-                    self.consumer
-                        .fetch_watermarks(pid.0.topic(), pid.1, Duration::from_secs(2))
+                    self.consumer.fetch_watermarks(
+                        origin.topic(),
+                        origin.partition(),
+                        Duration::from_secs(2),
+                    )
                 })
                 .ok()?;
-                let lag = match position {
-                    Some(Offset::Offset(p)) => high - p,
-                    _ => high,
+                // The broker answered: whatever outage there was is over.
+                if let Some(h) = &self.consumer.context().health {
+                    h.broker_up();
+                }
+                // No position yet: nothing fetched since the assignment. Claiming the whole
+                // partition as backlog would keep a fully consumed partition "stalled"
+                // for ever after a restart; its first fetch will tell.
+                let Some(Offset::Offset(p)) = position else {
+                    return None;
                 };
-                (lag > 0).then_some((*pid, lag))
+                let lag = high - p;
+                (lag > 0).then_some((*origin, lag))
             })
             .collect()
     }

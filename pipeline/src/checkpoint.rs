@@ -1,0 +1,617 @@
+//! Checkpoints: an engine's state written to local files beside the input offset it
+//! corresponds to, so a restarted instance (or the one a partition moves to) carries on
+//! without re-reading months of input.
+//!
+//! One checkpoint is a directory `<state-dir>/<partition>/ckpt-<seq>/`: `manifest.json`
+//! (the position, i.e. the next input offset, watermark, window progress, registry),
+//! one Arrow IPC file per buffered table and per rollup table, and `seen.arrow` (the
+//! dedup keys). It is written under a temporary name, synced, then renamed: a crash
+//! leaves either the whole checkpoint or none of it. The checkpoint's name goes into the
+//! offset commit's metadata, which pairs the committed offset with exactly the state
+//! that belongs to it (in a Kafka transaction, both become visible at once). The last
+//! few checkpoints are kept, so the one the group committed is always still there.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use datafusion::arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use datafusion::arrow::ipc::reader::FileReader;
+use datafusion::arrow::ipc::writer::FileWriter;
+use serde::{Deserialize, Serialize};
+
+use crate::decode::OutletRow;
+use crate::engine::EngineSnapshot;
+use crate::model::{Bank, OutletStatus, Stream};
+use crate::tables;
+use crate::watermark::{PartitionId, WatermarkSnapshot};
+use crate::window::{BufferedMeta, Series, WindowSnapshot};
+
+/// Checkpoints kept per partition: the one the group committed is among the newest two
+/// (a commit follows every checkpoint), and one more covers a commit still in flight.
+const KEEP: usize = 3;
+const FORMAT_VERSION: u32 = 1;
+const PREFIX: &str = "ckpt-";
+
+#[derive(Serialize, Deserialize)]
+struct SourcePartition {
+    topic: String,
+    partition: i32,
+}
+
+impl SourcePartition {
+    fn of(pid: PartitionId) -> Self {
+        SourcePartition {
+            topic: pid.0.topic().to_string(),
+            partition: pid.1,
+        }
+    }
+
+    fn id(&self) -> anyhow::Result<PartitionId> {
+        let stream = Stream::from_topic(&self.topic)
+            .with_context(|| format!("unknown topic {:?} in a checkpoint", self.topic))?;
+        Ok((stream, self.partition))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct BufferedEntry {
+    source: SourcePartition,
+    min_time: i64,
+    max_time: i64,
+    min_offset: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SeriesEnd {
+    window: String,
+    zone: Option<i32>,
+    end: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Progress {
+    source: SourcePartition,
+    value: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredOutlet {
+    outlet_id: String,
+    name: String,
+    regency_code: String,
+    district_code: String,
+    bank: String,
+    registered_at: i64,
+    status: String,
+    kpm_assigned: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Manifest {
+    version: u32,
+    /// The next input offset: everything before it is in this state.
+    position: i64,
+    watermark: Option<i64>,
+    partition_max_event: Vec<Progress>,
+    evicted_at: Option<i64>,
+    max_event: Option<i64>,
+    next_end: Vec<SeriesEnd>,
+    next_offset: Vec<Progress>,
+    /// Table → one entry per batch, in the order of the table's IPC file.
+    raw: Vec<(String, Vec<BufferedEntry>)>,
+    /// Table → the local date of each batch, in file order.
+    rollups: Vec<(String, Vec<i32>)>,
+    registry: Vec<StoredOutlet>,
+}
+
+/// A checkpoint read back: the state and the input offset it stands for.
+pub struct Restored {
+    pub name: String,
+    pub position: i64,
+    pub snapshot: EngineSnapshot,
+}
+
+/// The checkpoints of one state directory, one subdirectory per partition.
+#[derive(Debug, Clone)]
+pub struct CheckpointStore {
+    root: PathBuf,
+}
+
+fn static_table(name: &str) -> anyhow::Result<&'static str> {
+    tables::RAW_TABLES
+        .iter()
+        .chain(tables::ROLLUP_TABLES.iter())
+        .copied()
+        .find(|t| *t == name)
+        .with_context(|| format!("unknown table {name:?} in a checkpoint"))
+}
+
+fn write_batches(path: &Path, batches: &[RecordBatch]) -> anyhow::Result<()> {
+    let Some(first) = batches.first() else {
+        bail!("no batches to write to {}", path.display());
+    };
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut writer = FileWriter::try_new(file, &first.schema())?;
+    for b in batches {
+        writer
+            .write(b)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    writer.finish()?;
+    writer.into_inner()?.sync_all()?;
+    Ok(())
+}
+
+fn read_batches(path: &Path) -> anyhow::Result<Vec<RecordBatch>> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    FileReader::try_new(file, None)?
+        .map(|b| b.with_context(|| format!("reading {}", path.display())))
+        .collect()
+}
+
+fn seen_batch(seen: &[(String, i64)]) -> anyhow::Result<RecordBatch> {
+    let schema = Schema::new(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("event_time", DataType::Int64, false),
+    ]);
+    let keys: StringArray = seen.iter().map(|(k, _)| Some(k.as_str())).collect();
+    let times: Int64Array = seen.iter().map(|(_, t)| Some(*t)).collect();
+    Ok(RecordBatch::try_new(
+        Arc::new(schema),
+        vec![Arc::new(keys), Arc::new(times)],
+    )?)
+}
+
+fn seen_of(batches: &[RecordBatch]) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for b in batches {
+        let keys = b.column(0).as_string::<i32>();
+        let times = b.column(1).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            out.push((keys.value(i).to_string(), times.value(i)));
+        }
+    }
+    out
+}
+
+fn outlet_of(stored: StoredOutlet) -> anyhow::Result<OutletRow> {
+    let bank = Bank::parse(&stored.bank)
+        .with_context(|| format!("unknown bank {:?} in a checkpoint", stored.bank))?;
+    let status = OutletStatus::parse(&stored.status)
+        .with_context(|| format!("unknown status {:?} in a checkpoint", stored.status))?;
+    Ok(OutletRow {
+        outlet_id: stored.outlet_id,
+        name: stored.name,
+        regency_code: stored.regency_code,
+        district_code: stored.district_code,
+        bank: bank.as_str(),
+        registered_at: stored.registered_at,
+        status: status.as_str(),
+        kpm_assigned: stored.kpm_assigned,
+    })
+}
+
+fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))
+}
+
+impl CheckpointStore {
+    pub fn new(root: impl Into<PathBuf>) -> CheckpointStore {
+        CheckpointStore { root: root.into() }
+    }
+
+    fn partition_dir(&self, partition: i32) -> PathBuf {
+        self.root.join(partition.to_string())
+    }
+
+    /// Checkpoint names of a partition, oldest first.
+    pub fn list(&self, partition: i32) -> anyhow::Result<Vec<String>> {
+        let dir = self.partition_dir(partition);
+        if !dir.exists() {
+            return Ok(Vec::new());
+        }
+        let mut names: Vec<String> = fs::read_dir(&dir)
+            .with_context(|| format!("listing {}", dir.display()))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with(PREFIX))
+            .collect();
+        // Zero-padded sequence numbers: names sort in the order they were written.
+        names.sort();
+        Ok(names)
+    }
+
+    /// Writes a checkpoint of `partition` at `position` and returns its name, for the
+    /// offset commit's metadata. Older checkpoints beyond the last few are removed.
+    pub fn write(
+        &self,
+        partition: i32,
+        position: i64,
+        snapshot: &EngineSnapshot,
+    ) -> anyhow::Result<String> {
+        let dir = self.partition_dir(partition);
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let existing = self.list(partition)?;
+        let seq = existing
+            .last()
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|n| n.parse::<u64>().ok())
+            .map_or(0, |n| n + 1);
+        let name = format!("{PREFIX}{seq:012}");
+        let tmp = dir.join(format!(".tmp-{name}-{}", std::process::id()));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp)?;
+        }
+        fs::create_dir_all(&tmp)?;
+        let manifest = self.write_files(&tmp, position, snapshot)?;
+        let mut file = File::create(tmp.join("manifest.json"))?;
+        file.write_all(&serde_json::to_vec(&manifest)?)?;
+        file.sync_all()?;
+        sync_dir(&tmp)?;
+        fs::rename(&tmp, dir.join(&name))
+            .with_context(|| format!("publishing checkpoint {name} of partition {partition}"))?;
+        sync_dir(&dir)?;
+        for old in existing
+            .iter()
+            .take((existing.len() + 1).saturating_sub(KEEP))
+        {
+            if let Err(e) = fs::remove_dir_all(dir.join(old)) {
+                tracing::warn!(partition, checkpoint = %old, error = %e, "cannot remove an old checkpoint");
+            }
+        }
+        Ok(name)
+    }
+
+    fn write_files(
+        &self,
+        dir: &Path,
+        position: i64,
+        snapshot: &EngineSnapshot,
+    ) -> anyhow::Result<Manifest> {
+        let w = &snapshot.window;
+        let mut raw = Vec::new();
+        for (table, parts) in &w.raw {
+            if parts.is_empty() {
+                continue;
+            }
+            let batches: Vec<RecordBatch> = parts.iter().map(|(_, b)| b.clone()).collect();
+            write_batches(&dir.join(format!("raw-{table}.arrow")), &batches)?;
+            let entries = parts
+                .iter()
+                .map(|(m, _)| BufferedEntry {
+                    source: SourcePartition::of(m.partition),
+                    min_time: m.min_time,
+                    max_time: m.max_time,
+                    min_offset: m.min_offset,
+                })
+                .collect();
+            raw.push((table.to_string(), entries));
+        }
+        let mut rollups = Vec::new();
+        for (table, days) in &w.rollups {
+            if days.is_empty() {
+                continue;
+            }
+            let batches: Vec<RecordBatch> = days.iter().map(|(_, b)| b.clone()).collect();
+            write_batches(&dir.join(format!("rollup-{table}.arrow")), &batches)?;
+            rollups.push((table.to_string(), days.iter().map(|(d, _)| *d).collect()));
+        }
+        if !w.seen.is_empty() {
+            write_batches(&dir.join("seen.arrow"), &[seen_batch(&w.seen)?])?;
+        }
+        let progress = |entries: &[(PartitionId, Option<i64>)]| {
+            entries
+                .iter()
+                .map(|(p, v)| Progress {
+                    source: SourcePartition::of(*p),
+                    value: *v,
+                })
+                .collect()
+        };
+        let offsets: Vec<(PartitionId, Option<i64>)> =
+            w.next_offset.iter().map(|(p, o)| (*p, Some(*o))).collect();
+        Ok(Manifest {
+            version: FORMAT_VERSION,
+            position,
+            watermark: snapshot.watermark.current,
+            partition_max_event: progress(&snapshot.watermark.partitions),
+            evicted_at: snapshot.evicted_at,
+            max_event: w.max_event,
+            next_end: w
+                .next_end
+                .iter()
+                .map(|(s, end)| SeriesEnd {
+                    window: s.spec.to_string(),
+                    zone: s.zone,
+                    end: *end,
+                })
+                .collect(),
+            next_offset: progress(&offsets),
+            raw,
+            rollups,
+            registry: w
+                .registry
+                .iter()
+                .map(|o| StoredOutlet {
+                    outlet_id: o.outlet_id.clone(),
+                    name: o.name.clone(),
+                    regency_code: o.regency_code.clone(),
+                    district_code: o.district_code.clone(),
+                    bank: o.bank.to_string(),
+                    registered_at: o.registered_at,
+                    status: o.status.to_string(),
+                    kpm_assigned: o.kpm_assigned,
+                })
+                .collect(),
+        })
+    }
+
+    /// Reads the checkpoint `name` of `partition`.
+    pub fn read(&self, partition: i32, name: &str) -> anyhow::Result<Restored> {
+        let dir = self.partition_dir(partition).join(name);
+        let manifest: Manifest = serde_json::from_slice(
+            &fs::read(dir.join("manifest.json"))
+                .with_context(|| format!("reading checkpoint {}", dir.display()))?,
+        )
+        .with_context(|| format!("checkpoint {} has a bad manifest", dir.display()))?;
+        if manifest.version != FORMAT_VERSION {
+            bail!(
+                "checkpoint {} has format {}, this pantau reads {FORMAT_VERSION}",
+                dir.display(),
+                manifest.version
+            );
+        }
+        let mut raw = Vec::new();
+        for (table, entries) in manifest.raw {
+            let table = static_table(&table)?;
+            let batches = read_batches(&dir.join(format!("raw-{table}.arrow")))?;
+            if batches.len() != entries.len() {
+                bail!(
+                    "checkpoint {}: {table} has {} batches, the manifest lists {}",
+                    dir.display(),
+                    batches.len(),
+                    entries.len()
+                );
+            }
+            let parts = entries
+                .into_iter()
+                .zip(batches)
+                .map(|(e, b)| {
+                    Ok((
+                        BufferedMeta {
+                            min_time: e.min_time,
+                            max_time: e.max_time,
+                            partition: e.source.id()?,
+                            min_offset: e.min_offset,
+                        },
+                        b,
+                    ))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            raw.push((table, parts));
+        }
+        let mut rollups = Vec::new();
+        for (table, dates) in manifest.rollups {
+            let table = static_table(&table)?;
+            let batches = read_batches(&dir.join(format!("rollup-{table}.arrow")))?;
+            if batches.len() != dates.len() {
+                bail!(
+                    "checkpoint {}: rollup {table} has {} batches, the manifest lists {}",
+                    dir.display(),
+                    batches.len(),
+                    dates.len()
+                );
+            }
+            rollups.push((table, dates.into_iter().zip(batches).collect()));
+        }
+        let seen_path = dir.join("seen.arrow");
+        let seen = if seen_path.exists() {
+            seen_of(&read_batches(&seen_path)?)
+        } else {
+            Vec::new()
+        };
+        let next_end = manifest
+            .next_end
+            .into_iter()
+            .map(|e| {
+                Ok((
+                    Series {
+                        spec: e.window.parse()?,
+                        zone: e.zone,
+                    },
+                    e.end,
+                ))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let next_offset = manifest
+            .next_offset
+            .into_iter()
+            .map(|p| Ok((p.source.id()?, p.value.unwrap_or(0))))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let partitions = manifest
+            .partition_max_event
+            .into_iter()
+            .map(|p| Ok((p.source.id()?, p.value)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let registry = manifest
+            .registry
+            .into_iter()
+            .map(outlet_of)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Restored {
+            name: name.to_string(),
+            position: manifest.position,
+            snapshot: EngineSnapshot {
+                window: WindowSnapshot {
+                    raw,
+                    rollups,
+                    registry,
+                    seen,
+                    next_end,
+                    next_offset,
+                    max_event: manifest.max_event,
+                },
+                watermark: WatermarkSnapshot {
+                    current: manifest.watermark,
+                    partitions,
+                },
+                evicted_at: manifest.evicted_at,
+            },
+        })
+    }
+
+    /// The checkpoint that belongs to a committed offset: the one the commit's metadata
+    /// names, or else the newest at exactly that position. `None` when there is none:
+    /// the caller must then rebuild the state from the start of the partition.
+    pub fn for_commit(
+        &self,
+        partition: i32,
+        offset: i64,
+        metadata: &str,
+    ) -> anyhow::Result<Option<Restored>> {
+        let names = self.list(partition)?;
+        if names.iter().any(|n| n == metadata) {
+            let restored = self.read(partition, metadata)?;
+            if restored.position == offset {
+                return Ok(Some(restored));
+            }
+            tracing::warn!(
+                partition,
+                checkpoint = metadata,
+                position = restored.position,
+                committed = offset,
+                "the committed checkpoint is at another offset; looking for one at the committed offset"
+            );
+        }
+        for name in names.iter().rev() {
+            let restored = self.read(partition, name)?;
+            if restored.position == offset {
+                return Ok(Some(restored));
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Engine, EngineConfig, RawRecord};
+    use crate::metrics::Metrics;
+    use crate::model::Alert;
+    use crate::sink::kafka::Outgoing;
+    use std::time::{Duration, Instant};
+
+    fn engine() -> Engine {
+        let config = EngineConfig {
+            lateness: Duration::from_secs(600),
+            idle_timeout: Duration::MAX,
+            rules: crate::rules::default_dir(),
+        };
+        let rules = crate::rules::load_dir(&config.rules).unwrap();
+        let mut engine = Engine::new(&config, rules, Metrics::new());
+        for stream in Stream::ALL {
+            engine.assign((stream, 0), Instant::now());
+        }
+        engine
+    }
+
+    async fn feed(engine: &mut Engine, records: &[Outgoing], first_offset: i64) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        let mut offset = first_offset;
+        for chunk in records.chunk_by(|a, b| a.topic == b.topic) {
+            for part in chunk.chunks(500) {
+                let stream = Stream::from_topic(&part[0].topic).unwrap();
+                let raw: Vec<RawRecord> = part
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| RawRecord {
+                        key: r.key.as_deref().map(str::as_bytes),
+                        payload: Some(&r.payload),
+                        offset: offset + i as i64,
+                    })
+                    .collect();
+                offset += part.len() as i64;
+                assert!(engine
+                    .ingest(stream, 0, &raw, Instant::now())
+                    .unwrap()
+                    .is_empty());
+                alerts.extend(engine.advance(Instant::now(), 0).await.unwrap());
+            }
+        }
+        alerts
+    }
+
+    fn ids(alerts: &[Alert]) -> Vec<String> {
+        let mut ids: Vec<String> = alerts.iter().map(|a| a.alert_id.clone()).collect();
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_engine_restored_mid_stream_raises_the_alerts_of_one_that_never_stopped() {
+        let sim = crate::sim::SimConfig {
+            months: 2,
+            scale: 0.3,
+            seed: 3,
+            ..Default::default()
+        };
+        let history = crate::sim::simulate(&sim).unwrap();
+        let records = crate::feed::interleave(
+            Stream::ALL
+                .iter()
+                .map(|s| (*s, history.records(*s)))
+                .collect(),
+        );
+        let mut whole = engine();
+        let mut expected = feed(&mut whole, &records, 0).await;
+        expected.extend(whole.finish().await.unwrap());
+        assert!(
+            expected.len() > 5,
+            "too few alerts to compare: {}",
+            expected.len()
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path());
+        let cut = records.len() * 3 / 5;
+        let mut before = engine();
+        let mut got = feed(&mut before, &records[..cut], 0).await;
+        let name = store.write(0, cut as i64, &before.snapshot()).unwrap();
+        drop(before);
+        let restored = store.for_commit(0, cut as i64, &name).unwrap().unwrap();
+        let mut after = engine();
+        after.restore(restored.snapshot, Instant::now());
+        got.extend(feed(&mut after, &records[cut..], cut as i64).await);
+        got.extend(after.finish().await.unwrap());
+        assert_eq!(ids(&got), ids(&expected));
+    }
+
+    #[test]
+    fn keeps_the_last_few_and_pairs_a_commit_with_its_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path());
+        let mut names = Vec::new();
+        for position in [10, 20, 20, 30] {
+            let mut snapshot = EngineSnapshot::default();
+            snapshot.watermark.current = Some(position * 1000);
+            names.push(store.write(3, position, &snapshot).unwrap());
+        }
+        assert_eq!(store.list(3).unwrap(), names[1..].to_vec());
+        // The metadata decides between two checkpoints at one position.
+        let r = store.for_commit(3, 20, &names[1]).unwrap().unwrap();
+        assert_eq!((r.name.as_str(), r.position), (names[1].as_str(), 20));
+        // Without metadata, the newest at the committed position.
+        let r = store.for_commit(3, 20, "").unwrap().unwrap();
+        assert_eq!(r.name, names[2]);
+        // A commit whose state is gone is reported, not papered over.
+        assert!(store.for_commit(3, 10, &names[0]).unwrap().is_none());
+        assert!(store.for_commit(4, 0, "").unwrap().is_none());
+    }
+}

@@ -1,0 +1,252 @@
+//! The stateful half of `pantau run`: one engine per partition of `pantau.by-province`
+//! this instance owns, each with its position (the next internal offset to read) and its
+//! checkpoints.
+//!
+//! A partition's engine is restored from the checkpoint its committed offset names when
+//! the partition is assigned, and checkpointed (then committed) when it is revoked, at
+//! every checkpoint interval and at shutdown. A partition with a committed offset but no
+//! checkpoint for it (the state directory was lost) is rebuilt from the start of the
+//! partition, loudly: the alternative, empty state from the committed offset, would
+//! silently forget months of rollups.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::checkpoint::CheckpointStore;
+use crate::engine::{Engine, EngineConfig, RawRecord};
+use crate::metrics::Metrics;
+use crate::model::{Alert, DeadLetter};
+use crate::route::Envelope;
+use crate::rules::RuleSet;
+use crate::source::kafka::{CommitOffset, Origin, Record};
+use crate::watermark::PartitionId;
+
+struct PartitionEngine {
+    engine: Engine,
+    /// The next internal offset to process: everything before it is in the engine.
+    position: i64,
+    /// Position and name of the last checkpoint written.
+    checkpointed: Option<(i64, String)>,
+}
+
+/// Where an assigned partition starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// From this offset, with the state of the checkpoint taken there.
+    At(i64),
+    /// From the beginning, with empty state.
+    Beginning,
+}
+
+pub struct Detector {
+    engines: BTreeMap<i32, PartitionEngine>,
+    store: CheckpointStore,
+    config: EngineConfig,
+    metrics: Arc<Metrics>,
+}
+
+impl Detector {
+    pub fn new(store: CheckpointStore, config: &EngineConfig, metrics: Arc<Metrics>) -> Detector {
+        Detector {
+            engines: BTreeMap::new(),
+            store,
+            config: config.clone(),
+            metrics,
+        }
+    }
+
+    fn new_engine(&self) -> anyhow::Result<Engine> {
+        let rules: RuleSet = crate::rules::load_dir(&self.config.rules)?;
+        Ok(Engine::new(&self.config, rules, self.metrics.clone()))
+    }
+
+    /// Takes up a partition. `committed` is the group's committed offset and its
+    /// metadata, if any.
+    pub fn assign(
+        &mut self,
+        partition: i32,
+        committed: Option<(i64, String)>,
+        now: Instant,
+    ) -> anyhow::Result<Start> {
+        let mut engine = self.new_engine()?;
+        tracing::debug!(partition, ?committed, "assigning");
+        let (start, position, checkpointed) = match committed {
+            None => (Start::Beginning, 0, None),
+            Some((offset, metadata)) => {
+                match self.store.for_commit(partition, offset, &metadata)? {
+                    Some(restored) => {
+                        tracing::info!(
+                            partition,
+                            checkpoint = %restored.name,
+                            offset,
+                            "restored the state of a partition"
+                        );
+                        engine.restore(restored.snapshot, now);
+                        self.metrics.checkpoints_restored.inc();
+                        (Start::At(offset), offset, Some((offset, restored.name)))
+                    }
+                    None => {
+                        tracing::error!(
+                            partition,
+                            offset,
+                            checkpoint = %metadata,
+                            "no checkpoint for the committed offset: rebuilding this partition's state from the beginning"
+                        );
+                        self.metrics.state_rebuilds.inc();
+                        (Start::Beginning, 0, None)
+                    }
+                }
+            }
+        };
+        self.engines.insert(
+            partition,
+            PartitionEngine {
+                engine,
+                position,
+                checkpointed,
+            },
+        );
+        Ok(start)
+    }
+
+    /// Lets a partition go (after `checkpoint` when it was revoked in order).
+    pub fn release(&mut self, partition: i32) {
+        self.engines.remove(&partition);
+    }
+
+    pub fn partitions(&self) -> Vec<i32> {
+        self.engines.keys().copied().collect()
+    }
+
+    /// Processes records of one internal partition. Records before the position were
+    /// processed before a restore or rewind, and are skipped.
+    pub fn ingest(
+        &mut self,
+        partition: i32,
+        records: &[Record],
+        now: Instant,
+    ) -> anyhow::Result<Vec<DeadLetter>> {
+        let Some(pe) = self.engines.get_mut(&partition) else {
+            // Fetched before this partition was revoked: the new owner reads them.
+            return Ok(Vec::new());
+        };
+        let mut dead = Vec::new();
+        let mut run: Vec<RawRecord> = Vec::new();
+        let mut run_source: Option<PartitionId> = None;
+        let flush = |engine: &mut Engine,
+                     source: Option<PartitionId>,
+                     run: &mut Vec<RawRecord>,
+                     dead: &mut Vec<DeadLetter>|
+         -> anyhow::Result<()> {
+            if let (Some(source), false) = (source, run.is_empty()) {
+                dead.extend(engine.ingest(source.0, source.1, run, now)?);
+            }
+            run.clear();
+            Ok(())
+        };
+        for record in records {
+            if record.offset < pe.position {
+                continue;
+            }
+            pe.position = record.offset + 1;
+            let envelope = match Envelope::decode(record.payload.as_deref().unwrap_or_default()) {
+                Ok(e) => e,
+                Err(e) => {
+                    // Only pantau writes this topic: a bad record here is a bug or
+                    // tampering, not bank input, and has no source to dead-letter to.
+                    self.metrics.internal_rejected.inc();
+                    tracing::error!(partition, offset = record.offset, error = %format!("{e:#}"), "unreadable record on the internal topic; skipped");
+                    continue;
+                }
+            };
+            match envelope {
+                Envelope::Record {
+                    source,
+                    offset,
+                    payload,
+                } => {
+                    if run_source != Some(source) {
+                        flush(&mut pe.engine, run_source, &mut run, &mut dead)?;
+                        run_source = Some(source);
+                    }
+                    run.push(RawRecord {
+                        key: record.key.as_deref(),
+                        payload,
+                        offset,
+                    });
+                }
+                Envelope::Progress { source, max_event } => {
+                    flush(&mut pe.engine, run_source, &mut run, &mut dead)?;
+                    pe.engine.observe_progress(source, max_event, now);
+                }
+            }
+        }
+        flush(&mut pe.engine, run_source, &mut run, &mut dead)?;
+        Ok(dead)
+    }
+
+    /// Keeps every source partition of an engine from counting as idle: the engine's own
+    /// input has a backlog, so their silence is this instance's delay, not theirs.
+    pub fn keep_alive(&mut self, partition: i32, now: Instant) {
+        if let Some(pe) = self.engines.get_mut(&partition) {
+            pe.engine.keep_all_alive(now);
+        }
+    }
+
+    /// Partitions whose engines have idle-looking sources (worth a backlog check).
+    pub fn with_idle_sources(&self, now: Instant) -> Vec<i32> {
+        self.engines
+            .iter()
+            .filter(|(_, pe)| !pe.engine.idle_partitions(now).is_empty())
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    /// Closes what every engine's watermark has passed.
+    pub async fn advance(
+        &mut self,
+        now: Instant,
+        wall_clock_us: i64,
+    ) -> anyhow::Result<Vec<Alert>> {
+        let mut alerts = Vec::new();
+        for pe in self.engines.values_mut() {
+            alerts.extend(pe.engine.advance(now, wall_clock_us).await?);
+        }
+        Ok(alerts)
+    }
+
+    /// True when every engine's sources have gone quiet (and there is an engine).
+    pub fn all_idle(&self, now: Instant) -> bool {
+        !self.engines.is_empty() && self.engines.values().all(|pe| pe.engine.all_idle(now))
+    }
+
+    /// Writes a checkpoint of each of `partitions` that moved since its last one, and
+    /// returns the offsets to commit with it: the position, named by the checkpoint.
+    /// Call only when every alert the engines returned so far is durable (acknowledged,
+    /// or in the transaction this commit closes).
+    pub fn checkpoint(&mut self, partitions: &[i32]) -> anyhow::Result<Vec<CommitOffset>> {
+        let mut offsets = Vec::new();
+        for p in partitions {
+            let Some(pe) = self.engines.get_mut(p) else {
+                continue;
+            };
+            // A partition that was never read from has nothing worth a checkpoint.
+            if pe.position == 0 && pe.checkpointed.is_none() {
+                continue;
+            }
+            let started = Instant::now();
+            let name = self.store.write(*p, pe.position, &pe.engine.snapshot())?;
+            self.metrics
+                .checkpoint_seconds
+                .observe(started.elapsed().as_secs_f64());
+            pe.checkpointed = Some((pe.position, name.clone()));
+            offsets.push(CommitOffset {
+                origin: Origin::ByProvince(*p),
+                offset: pe.position,
+                metadata: Some(name),
+            });
+        }
+        Ok(offsets)
+    }
+}

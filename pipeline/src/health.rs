@@ -1,0 +1,390 @@
+//! Whether pantau can reach its Kafka broker, and how long to wait before trying again.
+//!
+//! This module owns the broker-connection state behind `/health` (served by
+//! [`crate::metrics::serve`]) and the `pantau_broker_up` / `pantau_broker_outages_total`
+//! metrics, the rule for which rdkafka errors count as an outage ([`is_broker_outage`]),
+//! and the retry delay ([`Backoff`]). It only records and reports: nothing here drops
+//! buffered state, so callers can hold their windows and offsets through an outage and
+//! carry on when the broker answers again.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use prometheus::{IntCounter, IntGauge};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use serde::{Deserialize, Serialize};
+
+/// Broker-connection state, shared as `Arc<Health>` between the Kafka clients that report
+/// on it and the `/health` endpoint that reads it.
+pub struct Health {
+    outage: Mutex<Option<Outage>>,
+    broker_up: IntGauge,
+    outages: IntCounter,
+}
+
+struct Outage {
+    reason: String,
+    since: Instant,
+}
+
+/// What `/health` answers, as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthStatus {
+    pub healthy: bool,
+    pub broker: BrokerState,
+    pub reason: Option<String>,
+    pub down_for_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerState {
+    Up,
+    Down,
+}
+
+impl Health {
+    /// Starts healthy: until a client fails there is no evidence of an outage, and a
+    /// freshly started pantau should not be restarted by its orchestrator for that.
+    pub fn new(broker_up: IntGauge, outages: IntCounter) -> Health {
+        broker_up.set(1);
+        Health {
+            outage: Mutex::new(None),
+            broker_up,
+            outages,
+        }
+    }
+
+    fn outage(&self) -> std::sync::MutexGuard<'_, Option<Outage>> {
+        // The guarded state is replaced whole, so a panic while holding the lock cannot
+        // leave it half-written; keep reporting rather than propagate the poison.
+        self.outage.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks the broker unreachable. Repeated calls during one outage keep its start time
+    /// (so `down_for_seconds` measures the whole outage) but take the latest reason, which
+    /// says best what is failing now.
+    pub fn broker_down(&self, reason: &str) {
+        let mut outage = self.outage();
+        match outage.as_mut() {
+            Some(current) => {
+                if current.reason != reason {
+                    current.reason = reason.to_owned();
+                }
+            }
+            None => {
+                *outage = Some(Outage {
+                    reason: reason.to_owned(),
+                    since: Instant::now(),
+                });
+                self.broker_up.set(0);
+                self.outages.inc();
+                // Clients fail on every poll and every produce while the broker is away;
+                // one line per outage keeps the log readable.
+                tracing::warn!(reason, "Kafka broker unreachable; retrying with backoff");
+            }
+        }
+    }
+
+    pub fn broker_up(&self) {
+        let mut outage = self.outage();
+        if let Some(ended) = outage.take() {
+            self.broker_up.set(1);
+            tracing::info!(
+                down_for_seconds = ended.since.elapsed().as_secs_f64(),
+                "Kafka broker reachable again"
+            );
+        }
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.outage().is_none()
+    }
+
+    pub fn status(&self) -> HealthStatus {
+        match self.outage().as_ref() {
+            None => HealthStatus {
+                healthy: true,
+                broker: BrokerState::Up,
+                reason: None,
+                down_for_seconds: None,
+            },
+            Some(outage) => HealthStatus {
+                healthy: false,
+                broker: BrokerState::Down,
+                reason: Some(outage.reason.clone()),
+                down_for_seconds: Some(outage.since.elapsed().as_secs_f64()),
+            },
+        }
+    }
+
+    /// Records `error` as an outage when it is one; other errors (bad records, unknown
+    /// topics) are the caller's to handle and leave the broker state alone. `reason` says
+    /// what was being done, e.g. "consumer poll".
+    pub fn on_client_error(&self, error: &KafkaError, reason: &str) {
+        if is_broker_outage(error) {
+            self.broker_down(&format!("{reason}: {error}"));
+        }
+    }
+}
+
+/// Whether `error` means the broker cannot be reached (as opposed to the broker refusing
+/// one request). librdkafka reports connection refused, resets and DNS failures as
+/// transport or resolve errors, and a broker that is merely unresponsive as timeouts.
+/// Leader elections and coordinator moves are left out: they are transient states of a
+/// live cluster, which librdkafka rides out on its own.
+pub fn is_broker_outage(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            C::AllBrokersDown
+                | C::BrokerTransportFailure
+                | C::Resolve
+                | C::BrokerNotAvailable
+                | C::NetworkException
+                | C::MessageTimedOut
+                | C::RequestTimedOut
+                | C::OperationTimedOut
+                | C::TimedOutQueue
+        )
+    )
+}
+
+/// Retry delays: 100 ms, doubling each time, capped at 30 s. No jitter, so the sequence
+/// can be tested and read back from logs; librdkafka already jitters its own reconnects
+/// to the broker (`reconnect.backoff.ms`), which is where a herd would form.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    pub const INITIAL: Duration = Duration::from_millis(100);
+    pub const MAX: Duration = Duration::from_secs(30);
+
+    pub fn new() -> Backoff {
+        Backoff {
+            next: Self::INITIAL,
+        }
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        delay
+    }
+
+    /// Call after a success, so the next outage starts again with short waits.
+    pub fn reset(&mut self) {
+        self.next = Self::INITIAL;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{self, Metrics};
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn fresh() -> (Health, IntGauge, IntCounter) {
+        let gauge = IntGauge::new("up", "test").unwrap();
+        let counter = IntCounter::new("outages", "test").unwrap();
+        (Health::new(gauge.clone(), counter.clone()), gauge, counter)
+    }
+
+    #[test]
+    fn starts_healthy() {
+        let (health, gauge, counter) = fresh();
+        assert!(health.is_healthy());
+        assert_eq!(gauge.get(), 1);
+        assert_eq!(counter.get(), 0);
+    }
+
+    #[test]
+    fn down_then_up() {
+        let (health, gauge, _) = fresh();
+        health.broker_down("connection refused");
+        assert!(!health.is_healthy());
+        assert_eq!(gauge.get(), 0);
+        health.broker_up();
+        assert!(health.is_healthy());
+        assert_eq!(gauge.get(), 1);
+        assert_eq!(health.status().reason, None);
+    }
+
+    #[test]
+    fn outage_counter_counts_transitions_not_calls() {
+        let (health, _, counter) = fresh();
+        health.broker_up();
+        assert_eq!(counter.get(), 0);
+        for _ in 0..5 {
+            health.broker_down("all brokers down");
+        }
+        assert_eq!(counter.get(), 1);
+        health.broker_up();
+        health.broker_up();
+        health.broker_down("all brokers down");
+        assert_eq!(counter.get(), 2);
+    }
+
+    #[test]
+    fn repeated_down_keeps_start_and_takes_latest_reason() {
+        let (health, _, _) = fresh();
+        health.broker_down("first");
+        std::thread::sleep(Duration::from_millis(20));
+        health.broker_down("second");
+        let status = health.status();
+        assert_eq!(status.reason.as_deref(), Some("second"));
+        assert!(status.down_for_seconds.unwrap() >= 0.02);
+    }
+
+    #[test]
+    fn status_json() {
+        let (health, _, _) = fresh();
+        let up: serde_json::Value = serde_json::to_value(health.status()).unwrap();
+        assert_eq!(
+            up,
+            serde_json::json!({
+                "healthy": true, "broker": "up", "reason": null, "down_for_seconds": null
+            })
+        );
+        health.broker_down("Resolve");
+        let down: serde_json::Value = serde_json::to_value(health.status()).unwrap();
+        assert_eq!(down["healthy"], false);
+        assert_eq!(down["broker"], "down");
+        assert_eq!(down["reason"], "Resolve");
+        assert!(down["down_for_seconds"].as_f64().unwrap() >= 0.0);
+    }
+
+    #[test]
+    fn backoff_doubles_to_cap_and_resets() {
+        let mut backoff = Backoff::new();
+        let ms: Vec<u128> = (0..12).map(|_| backoff.next_delay().as_millis()).collect();
+        assert_eq!(
+            ms,
+            [100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000, 30000]
+        );
+        backoff.reset();
+        assert_eq!(backoff.next_delay(), Duration::from_millis(100));
+        assert_eq!(backoff.next_delay(), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn classifies_outages() {
+        use RDKafkaErrorCode as C;
+        let outages = [
+            KafkaError::Global(C::AllBrokersDown),
+            KafkaError::MessageConsumption(C::BrokerTransportFailure),
+            KafkaError::MetadataFetch(C::Resolve),
+            KafkaError::MessageProduction(C::MessageTimedOut),
+            KafkaError::ConsumerCommit(C::RequestTimedOut),
+            KafkaError::MetadataFetch(C::OperationTimedOut),
+            KafkaError::MessageConsumption(C::NetworkException),
+            KafkaError::Flush(C::TimedOutQueue),
+        ];
+        for e in &outages {
+            assert!(is_broker_outage(e), "{e} should be an outage");
+        }
+        let not_outages = [
+            KafkaError::MessageProduction(C::MessageSizeTooLarge),
+            KafkaError::MessageProduction(C::InvalidTopic),
+            KafkaError::MetadataFetch(C::UnknownTopic),
+            KafkaError::ConsumerCommit(C::NoOffset),
+            KafkaError::MessageConsumption(C::NotLeaderForPartition),
+            KafkaError::PartitionEOF(0),
+            KafkaError::NoMessageReceived,
+            KafkaError::Canceled,
+        ];
+        for e in &not_outages {
+            assert!(!is_broker_outage(e), "{e} should not be an outage");
+        }
+    }
+
+    #[test]
+    fn on_client_error_ignores_non_outages() {
+        let (health, _, counter) = fresh();
+        health.on_client_error(
+            &KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+            "alert produce",
+        );
+        assert!(health.is_healthy());
+        health.on_client_error(
+            &KafkaError::Global(RDKafkaErrorCode::AllBrokersDown),
+            "consumer poll",
+        );
+        health.on_client_error(
+            &KafkaError::Global(RDKafkaErrorCode::AllBrokersDown),
+            "consumer poll",
+        );
+        assert!(!health.is_healthy());
+        assert_eq!(counter.get(), 1);
+        let reason = health.status().reason.unwrap();
+        assert!(reason.starts_with("consumer poll: "), "{reason}");
+    }
+
+    #[test]
+    fn metrics_expose_broker_state() {
+        let metrics = Metrics::new();
+        let health = metrics.health();
+        assert!(metrics.render().contains("pantau_broker_up 1"));
+        health.broker_down("gone");
+        let text = metrics.render();
+        assert!(text.contains("pantau_broker_up 0"), "{text}");
+        assert!(text.contains("pantau_broker_outages_total 1"), "{text}");
+        assert!(Arc::ptr_eq(&health, &metrics.health()));
+    }
+
+    async fn get_health(addr: SocketAddr) -> (u16, HealthStatus) {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let code = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("no status line in {response:?}"));
+        let (_, body) = response.split_once("\r\n\r\n").unwrap();
+        (code, serde_json::from_str(body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn health_endpoint_turns_503_when_broker_down() {
+        let metrics = Metrics::new();
+        let health = metrics.health();
+        let (addr, server) = metrics::serve(
+            metrics.clone(),
+            health.clone(),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        )
+        .await
+        .unwrap();
+
+        let (code, status) = get_health(addr).await;
+        assert_eq!(code, 200);
+        assert!(status.healthy);
+
+        health.broker_down("all brokers down");
+        let (code, status) = get_health(addr).await;
+        assert_eq!(code, 503);
+        assert_eq!(status.broker, BrokerState::Down);
+        assert_eq!(status.reason.as_deref(), Some("all brokers down"));
+
+        health.broker_up();
+        let (code, _) = get_health(addr).await;
+        assert_eq!(code, 200);
+        server.abort();
+    }
+}

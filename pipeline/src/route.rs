@@ -1,0 +1,233 @@
+//! The repartition step between the input topics and the engines.
+//!
+//! Input is keyed by outlet (and disbursements by card), but rules compare an outlet
+//! with its peers in the regency and follow a card across outlets. So records are
+//! forwarded, unchanged, to the internal topic `pantau.by-province`, partitioned by
+//! province: one engine then sees every outlet and card of a province, and what it
+//! raises does not depend on how many instances share the work (the way Kafka Streams
+//! repartitions). Each forwarded record says where it came from (topic, partition,
+//! offset), so dead letters keep their provenance and redeliveries are still recognised.
+//!
+//! An engine must also know how far each *source* partition has got, or it would take a
+//! source partition that sends it nothing for an idle one. The router sends every
+//! engine a progress marker per source partition and batch (the way Flink and Arroyo
+//! forward watermarks across a shuffle): the engine's watermark is then the one it would
+//! have computed reading the sources itself.
+//!
+//! A record that names no valid regency is forwarded to partition 0, where the engine's
+//! decoder dead-letters it with the exact reason: validity is decided in one place.
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+use crate::model::Stream;
+use crate::sink::kafka::Outgoing;
+use crate::watermark::PartitionId;
+
+/// The internal topic, partitioned by province.
+pub const TOPIC_BY_PROVINCE: &str = "pantau.by-province";
+
+/// What travels on the internal topic.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Envelope<'a> {
+    /// An input record, with where it came from.
+    Record {
+        source: PartitionId,
+        offset: i64,
+        payload: Option<&'a [u8]>,
+    },
+    /// A source partition is alive and has delivered event times up to `max_event`.
+    Progress {
+        source: PartitionId,
+        max_event: Option<i64>,
+    },
+}
+
+fn stream_code(stream: Stream) -> &'static str {
+    match stream {
+        Stream::Transactions => "t",
+        Stream::Disbursements => "d",
+        Stream::Transfers => "x",
+        Stream::Outlets => "o",
+    }
+}
+
+fn stream_of(code: &str) -> Option<Stream> {
+    Stream::ALL.into_iter().find(|s| stream_code(*s) == code)
+}
+
+impl Envelope<'_> {
+    /// One header line, then the original payload bytes untouched.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Envelope::Record {
+                source,
+                offset,
+                payload,
+            } => {
+                let mut out = format!(
+                    "R {} {} {} {}\n",
+                    stream_code(source.0),
+                    source.1,
+                    offset,
+                    u8::from(payload.is_some())
+                )
+                .into_bytes();
+                out.extend_from_slice(payload.unwrap_or_default());
+                out
+            }
+            Envelope::Progress { source, max_event } => format!(
+                "P {} {} {}\n",
+                stream_code(source.0),
+                source.1,
+                max_event.map_or("-".to_string(), |t| t.to_string())
+            )
+            .into_bytes(),
+        }
+    }
+
+    pub fn decode(bytes: &[u8]) -> anyhow::Result<Envelope<'_>> {
+        let end = bytes
+            .iter()
+            .position(|b| *b == b'\n')
+            .context("internal record without a header line")?;
+        let header = std::str::from_utf8(&bytes[..end]).context("internal header is not UTF-8")?;
+        let body = &bytes[end + 1..];
+        let words: Vec<&str> = header.split(' ').collect();
+        let source = |code: &str, partition: &str| -> anyhow::Result<PartitionId> {
+            let stream =
+                stream_of(code).with_context(|| format!("unknown stream code {code:?}"))?;
+            Ok((stream, partition.parse().context("bad source partition")?))
+        };
+        match words.as_slice() {
+            ["R", code, partition, offset, has_payload] => Ok(Envelope::Record {
+                source: source(code, partition)?,
+                offset: offset.parse().context("bad source offset")?,
+                payload: (*has_payload == "1").then_some(body),
+            }),
+            ["P", code, partition, max_event] => Ok(Envelope::Progress {
+                source: source(code, partition)?,
+                max_event: match *max_event {
+                    "-" => None,
+                    t => Some(t.parse().context("bad progress time")?),
+                },
+            }),
+            _ => bail!("unknown internal header {header:?}"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Routing {
+    regency_code: Option<String>,
+}
+
+/// The internal partition of an input payload: by the province (the first two digits of
+/// the BPS regency code), so a province never spans two engines.
+pub fn partition_of(payload: Option<&[u8]>, partitions: i32) -> i32 {
+    let province = payload
+        .and_then(|p| serde_json::from_slice::<Routing>(p).ok())
+        .and_then(|r| r.regency_code)
+        .and_then(|code| code.get(..2).and_then(|p| p.parse::<u32>().ok()));
+    match province {
+        Some(p) => (p % partitions.max(1) as u32) as i32,
+        None => 0,
+    }
+}
+
+/// One input record to forward.
+pub struct InputRecord<'a> {
+    pub key: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+    pub offset: i64,
+}
+
+/// Forwards one source partition's records, in order, to the internal topic.
+pub fn forward(source: PartitionId, records: &[InputRecord<'_>], partitions: i32) -> Vec<Outgoing> {
+    records
+        .iter()
+        .map(|r| Outgoing {
+            topic: TOPIC_BY_PROVINCE.to_string(),
+            partition: Some(partition_of(r.payload, partitions)),
+            key: r.key.map(|k| String::from_utf8_lossy(k).into_owned()),
+            payload: Envelope::Record {
+                source,
+                offset: r.offset,
+                payload: r.payload,
+            }
+            .encode(),
+        })
+        .collect()
+}
+
+/// A progress marker for every internal partition; sent after the records it covers, so
+/// no engine sees the progress before the records.
+pub fn progress(source: PartitionId, max_event: Option<i64>, partitions: i32) -> Vec<Outgoing> {
+    let payload = Envelope::Progress { source, max_event }.encode();
+    (0..partitions)
+        .map(|p| Outgoing {
+            topic: TOPIC_BY_PROVINCE.to_string(),
+            partition: Some(p),
+            key: None,
+            payload: payload.clone(),
+        })
+        .collect()
+}
+
+/// The largest event time among a source partition's records (unreadable ones skipped:
+/// the engine dead-letters them).
+pub fn max_event_time(records: &[InputRecord<'_>]) -> Option<i64> {
+    records
+        .iter()
+        .filter_map(|r| r.payload.and_then(crate::feed::event_time))
+        .max()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_round_trip_with_the_payload_untouched() {
+        let payload = b"{\"a\":\n1}\xff".as_slice();
+        for e in [
+            Envelope::Record {
+                source: (Stream::Transfers, 7),
+                offset: 42,
+                payload: Some(payload),
+            },
+            Envelope::Record {
+                source: (Stream::Outlets, 0),
+                offset: 3,
+                payload: None,
+            },
+            Envelope::Progress {
+                source: (Stream::Disbursements, 2),
+                max_event: Some(-5),
+            },
+            Envelope::Progress {
+                source: (Stream::Transactions, 1),
+                max_event: None,
+            },
+        ] {
+            assert_eq!(Envelope::decode(&e.encode()).unwrap(), e);
+        }
+        assert!(Envelope::decode(b"no header").is_err());
+        assert!(Envelope::decode(b"R q 1 2 1\n{}").is_err());
+    }
+
+    #[test]
+    fn a_province_goes_to_one_partition_and_garbage_to_the_first() {
+        let serang = br#"{"regency_code":"3604","x":1}"#.as_slice();
+        let cilegon = br#"{"regency_code":"3672"}"#.as_slice();
+        assert_eq!(
+            partition_of(Some(serang), 4),
+            partition_of(Some(cilegon), 4)
+        );
+        assert_eq!(partition_of(Some(serang), 4), 36 % 4);
+        assert_eq!(partition_of(Some(br#"{"regency_code":"7371"}"#), 4), 73 % 4);
+        assert_eq!(partition_of(Some(b"not json"), 4), 0);
+        assert_eq!(partition_of(None, 4), 0);
+        assert_eq!(partition_of(Some(br#"{"regency_code":"x"}"#), 4), 0);
+    }
+}
