@@ -398,8 +398,16 @@ pub async fn run(
             .transactional
             .then(|| format!("{}-{role}", run_config.instance_id))
     };
-    let router = KafkaSink::new(kafka, transactional_id("route").as_deref())?;
-    let alerts_sink = KafkaSink::new(kafka, transactional_id("detect").as_deref())?;
+    let router = KafkaSink::with_health(
+        kafka,
+        transactional_id("route").as_deref(),
+        Some(health.clone()),
+    )?;
+    let alerts_sink = KafkaSink::with_health(
+        kafka,
+        transactional_id("detect").as_deref(),
+        Some(health.clone()),
+    )?;
     if run_config.transactional {
         router.begin()?;
         alerts_sink.begin()?;

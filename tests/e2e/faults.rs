@@ -59,7 +59,12 @@ impl Instance {
         let child = pantau()
             .env("RUST_LOG", "warn,pantau=info")
             .args(["run", "--brokers", brokers, "--group", "pantau-faults"])
-            .args(["--exit-when-idle", "--idle-timeout", "5s"])
+            .arg("--exit-when-idle")
+            .args(if extra.contains(&"--idle-timeout") {
+                &[][..]
+            } else {
+                &["--idle-timeout", "5s"][..]
+            })
             .args(["--checkpoint-interval", "1s", "--instance-id", name])
             .args(["--metrics-addr", &metrics, "--state-dir"])
             .arg(&w.state)
@@ -326,7 +331,11 @@ fn the_broker_killed_and_restarted_mid_stream_loses_nothing_and_health_says_so()
     let brokers = broker.brokers.clone();
     let w = world(&brokers, "0.5");
     let mut run = Instance::start(&brokers, &w, "outage", &["--idle-timeout", "8s"]);
-    assert!(run.wait_for_log("partitions assigned", Duration::from_secs(120)));
+    assert!(
+        run.wait_for_log("partitions assigned", Duration::from_secs(120)),
+        "pantau ended before it was assigned:\n{}",
+        run.log_text()
+    );
     std::thread::sleep(Duration::from_millis(1500));
     assert!(run.running(), "the stream ended before the outage");
     broker.kill();

@@ -9,14 +9,18 @@
 //! at all. Without one it is an idempotent producer, and a restart may send an alert
 //! again under the same deterministic id.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use futures::future::try_join_all;
 use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use rdkafka::TopicPartitionList;
+use rdkafka::{ClientContext, TopicPartitionList};
+
+use crate::health::Health;
 
 use crate::kafka::KafkaConfig;
 use crate::model::{Alert, DeadLetter, TOPIC_ALERTS, TOPIC_DLQ};
@@ -24,9 +28,25 @@ use crate::model::{Alert, DeadLetter, TOPIC_ALERTS, TOPIC_DLQ};
 /// How long a transaction step may wait for the broker before it counts as failed.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Reports the producer's broker errors to the health state: while the broker is away
+/// the pipeline waits inside a send, and only the producer sees the outage.
+pub struct ProducerContext {
+    health: Option<Arc<Health>>,
+}
+
+impl ClientContext for ProducerContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match &self.health {
+            Some(h) => h.on_client_error(&error, reason),
+            None => tracing::warn!(%error, reason, "Kafka producer error"),
+        }
+    }
+}
+
 pub struct KafkaSink {
-    producer: FutureProducer,
+    producer: FutureProducer<ProducerContext>,
     transactional: bool,
+    health: Option<Arc<Health>>,
 }
 
 /// One record to produce: topic, partition (or by key), key and payload.
@@ -62,6 +82,15 @@ impl KafkaSink {
     /// earlier incarnations (same id, before a crash) are fenced off and their open
     /// transaction aborted.
     pub fn new(config: &KafkaConfig, transactional_id: Option<&str>) -> anyhow::Result<KafkaSink> {
+        KafkaSink::with_health(config, transactional_id, None)
+    }
+
+    /// As [`KafkaSink::new`], reporting broker outages to `health`.
+    pub fn with_health(
+        config: &KafkaConfig,
+        transactional_id: Option<&str>,
+        health: Option<Arc<Health>>,
+    ) -> anyhow::Result<KafkaSink> {
         let mut client = config.client();
         client
             .set("enable.idempotence", "true")
@@ -75,8 +104,10 @@ impl KafkaSink {
                 .set("transactional.id", id)
                 .set("transaction.timeout.ms", "60000");
         }
-        let producer: FutureProducer = client
-            .create()
+        let producer: FutureProducer<ProducerContext> = client
+            .create_with_context(ProducerContext {
+                health: health.clone(),
+            })
             .context("cannot create the Kafka producer")?;
         if transactional_id.is_some() {
             producer
@@ -86,6 +117,7 @@ impl KafkaSink {
         Ok(KafkaSink {
             producer,
             transactional: transactional_id.is_some(),
+            health,
         })
     }
 
@@ -110,6 +142,10 @@ impl KafkaSink {
             try_join_all(sends)
                 .await
                 .map_err(|(e, _)| anyhow::anyhow!("the broker refused a record: {e}"))?;
+        }
+        if let (false, Some(h)) = (records.is_empty(), &self.health) {
+            // Acknowledged: the broker is there.
+            h.broker_up();
         }
         Ok(())
     }
