@@ -16,9 +16,12 @@
 //!        ▼
 //!  sink::{kafka, files}  pantau.alerts / pantau.dlq, alerts.jsonl / dlq.jsonl
 //! ```
-//! `pipeline` wires a source, the engine and a sink together; `metrics` serves
-//! `/metrics`; `sim` makes simulated districts; `demo` runs it all in-process; `eval`
-//! scores alerts against the anomalies a simulation injected.
+//! `pipeline` wires a source, the engine and a sink together. Over Kafka it runs two
+//! steps: `route` forwards input records to the internal topic by province, and
+//! `detect` keeps one engine per internal partition, checkpointed by `checkpoint`.
+//! `health` tracks the broker for `/health`, `dlq` bounds the dead-letter rate,
+//! `metrics` serves `/metrics`; `sim` makes simulated districts; `demo` runs it all
+//! in-process; `eval` scores alerts against the anomalies a simulation injected.
 
 pub mod alert;
 pub mod bench;
