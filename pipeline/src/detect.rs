@@ -26,8 +26,8 @@ struct PartitionEngine {
     engine: Engine,
     /// The next internal offset to process: everything before it is in the engine.
     position: i64,
-    /// Position and name of the last checkpoint written.
-    checkpointed: Option<(i64, String)>,
+    /// Whether a checkpoint exists for this partition (restored or written).
+    checkpointed: bool,
 }
 
 /// Where an assigned partition starts.
@@ -72,7 +72,7 @@ impl Detector {
         let mut engine = self.new_engine()?;
         tracing::debug!(partition, ?committed, "assigning");
         let (start, position, checkpointed) = match committed {
-            None => (Start::Beginning, 0, None),
+            None => (Start::Beginning, 0, false),
             Some((offset, metadata)) => {
                 match self.store.for_commit(partition, offset, &metadata)? {
                     Some(restored) => {
@@ -84,7 +84,7 @@ impl Detector {
                         );
                         engine.restore(restored.snapshot, now);
                         self.metrics.checkpoints_restored.inc();
-                        (Start::At(offset), offset, Some((offset, restored.name)))
+                        (Start::At(offset), offset, true)
                     }
                     None => {
                         tracing::error!(
@@ -94,7 +94,7 @@ impl Detector {
                             "no checkpoint for the committed offset: rebuilding this partition's state from the beginning"
                         );
                         self.metrics.state_rebuilds.inc();
-                        (Start::Beginning, 0, None)
+                        (Start::Beginning, 0, false)
                     }
                 }
             }
@@ -221,8 +221,8 @@ impl Detector {
         !self.engines.is_empty() && self.engines.values().all(|pe| pe.engine.all_idle(now))
     }
 
-    /// Writes a checkpoint of each of `partitions` that moved since its last one, and
-    /// returns the offsets to commit with it: the position, named by the checkpoint.
+    /// Writes a checkpoint of each of `partitions` (except those never read from), and
+    /// returns the offsets to commit with them: the position, named by the checkpoint.
     /// Call only when every alert the engines returned so far is durable (acknowledged,
     /// or in the transaction this commit closes).
     pub fn checkpoint(&mut self, partitions: &[i32]) -> anyhow::Result<Vec<CommitOffset>> {
@@ -232,7 +232,7 @@ impl Detector {
                 continue;
             };
             // A partition that was never read from has nothing worth a checkpoint.
-            if pe.position == 0 && pe.checkpointed.is_none() {
+            if pe.position == 0 && !pe.checkpointed {
                 continue;
             }
             let started = Instant::now();
@@ -240,7 +240,7 @@ impl Detector {
             self.metrics
                 .checkpoint_seconds
                 .observe(started.elapsed().as_secs_f64());
-            pe.checkpointed = Some((pe.position, name.clone()));
+            pe.checkpointed = true;
             offsets.push(CommitOffset {
                 origin: Origin::ByProvince(*p),
                 offset: pe.position,

@@ -476,10 +476,6 @@ pub async fn run(
             last_record = now;
             seen_records = true;
         }
-        tracing::debug!(
-            batches = %batches.iter().map(|b| format!("{}:{}={}..{}", b.origin.topic(), b.origin.partition(), b.records.first().map_or(0, |r| r.offset), b.records.len())).collect::<Vec<_>>().join(" "),
-            "turn"
-        );
 
         // Forward input records by province, with progress markers behind them.
         let mut forwarded = Vec::new();
@@ -497,11 +493,8 @@ pub async fn run(
                     offset: r.offset,
                 })
                 .collect();
+            // pantau_records_consumed_total is counted where the engines take records in.
             summary.records += records.len() as u64;
-            metrics
-                .records_consumed
-                .with_label_values(&[pid.0.topic()])
-                .inc_by(records.len() as u64);
             forwarded.extend(route::forward(pid, &records, internal_partitions));
             if pid.0.carries_event_time() {
                 forwarded.extend(route::progress(
