@@ -126,9 +126,9 @@ pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
         exit_when_idle: true,
         state_dir: state_dir.clone(),
         checkpoint_interval: Duration::from_secs(5),
-        // Not yet: on the mock cluster the transactional path was seen to lose alerts
-        // (the fault-injection test of issue 5 shows it), so the demo stays on the
-        // idempotent path whose alerts equal a replay's.
+        // The mock cluster takes transactional offset commits without storing them, and
+        // its read_committed consumers see uncommitted records: a transactional demo
+        // would show nothing the idempotent path does not.
         transactional: false,
         instance_id: format!("pantau-demo-{}", std::process::id()),
         shutdown_timeout: Duration::from_secs(30),

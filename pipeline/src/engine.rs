@@ -30,8 +30,9 @@ pub struct EngineConfig {
     /// `10m`. Later records go to the DLQ with reason `late`.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub lateness: Duration,
-    /// A partition silent this long stops holding the watermark back; when all are
-    /// silent the watermark follows the wall clock so the last windows close.
+    /// An input partition silent this long (with nothing waiting in the broker) is
+    /// declared idle and stops holding the watermark back; when all are idle the
+    /// watermark follows the wall clock so the last windows close.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
     /// Folder of rule files (`*.sql`).
@@ -123,7 +124,7 @@ impl Engine {
             rules,
             views_pending: views,
             window: WindowState::new(&specs),
-            watermarks: Watermarks::new(config.lateness, config.idle_timeout),
+            watermarks: Watermarks::new(config.lateness),
             runner: SqlRunner::new(),
             metrics,
             evicted_at: None,
@@ -134,45 +135,20 @@ impl Engine {
         &self.rules
     }
 
-    /// A partition was assigned to this instance (or a replay file opened).
-    pub fn assign(&mut self, partition: PartitionId, now: Instant) {
-        if partition.0.carries_event_time() {
-            self.watermarks.assign(partition, now);
-        }
+    /// A partition was assigned to this instance (or a replay file opened). It holds
+    /// the watermark until it speaks or is declared idle; a registry partition, which
+    /// has no event time, holds it until it is declared idle (read up to date), so no
+    /// window closes on a registry that is still loading.
+    pub fn assign(&mut self, partition: PartitionId) {
+        self.watermarks.assign(partition);
     }
 
-    /// Partitions that no longer hold the watermark back (their stream went quiet).
-    pub fn idle_partitions(&self, now: Instant) -> Vec<PartitionId> {
-        self.watermarks.idle(now)
-    }
-
-    /// A partition that delivered nothing but still has records waiting (a stalled
-    /// fetch): it must not count as idle.
-    pub fn keep_alive(&mut self, partition: PartitionId, now: Instant) {
-        self.observe_progress(partition, None, now);
-    }
-
-    /// What a router upstream says of a source partition: it is alive, and has reached
-    /// `max_event` (when it delivered anything). The records themselves may have gone to
-    /// other engines; this one must still wait for that partition.
-    pub fn observe_progress(
-        &mut self,
-        partition: PartitionId,
-        max_event: Option<i64>,
-        now: Instant,
-    ) {
-        if partition.0.carries_event_time() {
-            self.watermarks.observe(partition, max_event, now);
-        }
-    }
-
-    /// Every known source partition is alive: this engine is behind on its own input,
-    /// so their silence is its delay, not theirs.
-    pub fn keep_all_alive(&mut self, now: Instant) {
-        let known: Vec<PartitionId> = self.watermarks.partition_maxima().map(|(p, _)| p).collect();
-        for p in known {
-            self.watermarks.observe(p, None, now);
-        }
+    /// What a router upstream says of a source partition: how far it has got
+    /// (`max_event`, when it delivered anything) and whether it has gone idle. The
+    /// records themselves may have gone to other engines; this one must still wait for
+    /// that partition unless it is idle.
+    pub fn observe_progress(&mut self, partition: PartitionId, max_event: Option<i64>, idle: bool) {
+        self.watermarks.declare(partition, max_event, idle);
     }
 
     /// Everything the engine must remember across a restart.
@@ -186,10 +162,10 @@ impl Engine {
 
     /// Takes up the state of a snapshot, as if this engine had processed what the
     /// snapshot's engine had.
-    pub fn restore(&mut self, snapshot: EngineSnapshot, now: Instant) {
+    pub fn restore(&mut self, snapshot: EngineSnapshot) {
         let specs: Vec<WindowSpec> = self.rules.iter().map(|r| r.window).collect();
         self.window = WindowState::restore(&specs, snapshot.window);
-        self.watermarks.restore(&snapshot.watermark, now);
+        self.watermarks.restore(&snapshot.watermark);
         self.evicted_at = snapshot.evicted_at;
     }
 
@@ -205,7 +181,6 @@ impl Engine {
         stream: Stream,
         partition: i32,
         records: &[RawRecord<'_>],
-        now: Instant,
     ) -> anyhow::Result<Vec<DeadLetter>> {
         let topic = stream.topic();
         let pid = (stream, partition);
@@ -291,7 +266,7 @@ impl Engine {
                 self.window.admit_items(pid, items, &kept_offsets)?;
             }
         }
-        self.watermarks.observe(pid, max_event, now);
+        self.watermarks.observe(pid, max_event);
         self.count_dead(topic, &dead);
         Ok(dead)
     }
@@ -306,12 +281,8 @@ impl Engine {
     }
 
     /// Recomputes the watermark and closes every window it has passed.
-    pub async fn advance(
-        &mut self,
-        now: Instant,
-        wall_clock_us: i64,
-    ) -> anyhow::Result<Vec<Alert>> {
-        let Some(watermark) = self.watermarks.advance(now, wall_clock_us) else {
+    pub async fn advance(&mut self, wall_clock_us: i64) -> anyhow::Result<Vec<Alert>> {
+        let Some(watermark) = self.watermarks.advance(wall_clock_us) else {
             return Ok(Vec::new());
         };
         self.update_watermark_metrics(watermark, wall_clock_us);
@@ -336,8 +307,9 @@ impl Engine {
             .and_then(|(_, max)| max)
     }
 
-    pub fn all_idle(&self, now: Instant) -> bool {
-        self.watermarks.all_idle(now)
+    /// True when every source partition has been declared idle.
+    pub fn all_idle(&self) -> bool {
+        self.watermarks.all_idle()
     }
 
     pub fn watermark(&self) -> Option<i64> {
@@ -538,16 +510,14 @@ mod tests {
             payload: Some(payload.as_bytes()),
             offset,
         };
-        engine
-            .ingest(Stream::Transactions, 2, &[record], Instant::now())
-            .unwrap()
+        engine.ingest(Stream::Transactions, 2, &[record]).unwrap()
     }
 
     #[tokio::test]
     async fn a_record_older_than_the_watermark_is_dead_lettered_as_late_with_its_provenance() {
         let mut e = engine();
         assert!(ingest(&mut e, &txn(1, "2023-01-05T12:00:00+07:00"), 0).is_empty());
-        e.advance(Instant::now(), 0).await.unwrap();
+        e.advance(0).await.unwrap();
         // The watermark is 11:50; 11:55 is within the lateness, 11:00 is not.
         assert!(ingest(&mut e, &txn(2, "2023-01-05T11:55:00+07:00"), 1).is_empty());
         let late_payload = txn(3, "2023-01-05T11:00:00+07:00");

@@ -54,12 +54,6 @@ impl Stream {
     pub fn from_topic(topic: &str) -> Option<Stream> {
         Stream::ALL.into_iter().find(|s| s.topic() == topic)
     }
-
-    /// The registry is configuration, not a timeline: its records never hold the
-    /// watermark back.
-    pub fn carries_event_time(self) -> bool {
-        self != Stream::Outlets
-    }
 }
 
 /// Himbara banks that issue KKS cards.

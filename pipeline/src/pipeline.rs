@@ -2,7 +2,7 @@
 //! history folder, `run` over a Kafka consumer group. Both feed the same engine, so a
 //! folder and the same records streamed through Kafka raise the same alerts.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ use crate::engine::{Engine, EngineConfig, RawRecord};
 use crate::kafka::KafkaConfig;
 use crate::metrics::Metrics;
 use crate::model::{Alert, Stream};
-use crate::route::{self, InputRecord, TOPIC_BY_PROVINCE};
+use crate::route::{self, InputClocks, InputRecord, TOPIC_BY_PROVINCE};
 use crate::rules;
 use crate::sink::files::JsonLines;
 use crate::sink::kafka::{KafkaSink, Outgoing};
@@ -113,12 +113,9 @@ pub async fn replay(
 ) -> anyhow::Result<Summary> {
     let started = Instant::now();
     let rules = rules::load_dir(&engine_config.rules)?;
-    // Files never go idle: the next line is always there to read.
-    let replay_engine = EngineConfig {
-        idle_timeout: Duration::MAX,
-        ..engine_config.clone()
-    };
-    let mut engine = Engine::new(&replay_engine, rules, metrics.clone());
+    // Files never go idle: the next line is always there to read, and an exhausted
+    // file is released.
+    let mut engine = Engine::new(engine_config, rules, metrics.clone());
     let mut source = FolderSource::open(&config.dir)?;
     let mut alerts_out = JsonLines::create(&config.out)?;
     let mut dlq_out = JsonLines::create(&dlq_path_for(&config.out))?;
@@ -127,19 +124,19 @@ pub async fn replay(
         ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let now = Instant::now();
     for stream in source.streams() {
-        engine.assign((stream, 0), now);
+        engine.assign((stream, 0));
     }
     let mut summary = Summary::default();
     // The registry first: rules look outlets up by id.
     while let Some(chunk) = source.read(Stream::Outlets, config.batch_size)? {
         progress.inc(chunk.bytes);
         summary.records += chunk.records.len() as u64;
-        let dead = engine.ingest(Stream::Outlets, 0, &to_raw(&chunk.records), Instant::now())?;
+        let dead = engine.ingest(Stream::Outlets, 0, &to_raw(&chunk.records))?;
         summary.dead_letters += dead.len() as u64;
         dlq_out.write(&dead)?;
     }
+    engine.release((Stream::Outlets, 0));
     loop {
         let open = source.open_streams();
         // The stream furthest behind in event time goes next.
@@ -154,10 +151,10 @@ pub async fn replay(
             Some(chunk) => {
                 progress.inc(chunk.bytes);
                 summary.records += chunk.records.len() as u64;
-                let dead = engine.ingest(stream, 0, &to_raw(&chunk.records), Instant::now())?;
+                let dead = engine.ingest(stream, 0, &to_raw(&chunk.records))?;
                 summary.dead_letters += dead.len() as u64;
                 dlq_out.write(&dead)?;
-                let alerts = engine.advance(Instant::now(), wall_clock_us()).await?;
+                let alerts = engine.advance(wall_clock_us()).await?;
                 alerts.iter().for_each(&mut on_alert);
                 summary.add_alerts(&alerts);
                 alerts_out.write(&alerts)?;
@@ -270,7 +267,6 @@ impl Shared {
         let committed = consumer
             .committed_offsets(query, Duration::from_secs(30))
             .context("cannot read the committed offsets of the internal topic")?;
-        let now = Instant::now();
         for p in internal {
             let commit = committed
                 .find_partition(TOPIC_BY_PROVINCE, p)
@@ -278,7 +274,7 @@ impl Shared {
                     Offset::Offset(o) => Some((o, e.metadata().to_string())),
                     _ => None,
                 });
-            let start = match worker.detector.assign(p, commit, now)? {
+            let start = match worker.detector.assign(p, commit)? {
                 Start::At(o) => Offset::Offset(o),
                 Start::Beginning => Offset::Beginning,
             };
@@ -426,14 +422,9 @@ pub async fn run(
     let mut limiter = DeadLetterLimiter::new(run_config.dlq_max_per_sec);
     let mut summary = Summary::default();
     let mut shutdown = Box::pin(shutdown_signal());
-    let mut inputs: BTreeSet<PartitionId> = BTreeSet::new();
-    let mut announce: BTreeSet<PartitionId> = BTreeSet::new();
-    let mut last_delivery: BTreeMap<PartitionId, Instant> = BTreeMap::new();
-    let mut last_backlog_check: Option<Instant> = None;
+    let mut clocks = InputClocks::new(engine_config.idle_timeout);
+    let mut last_idle_check: Option<Instant> = None;
     let mut last_checkpoint = Instant::now();
-    let mut last_record = Instant::now();
-    // Input or internal: a restarted instance may find every input already forwarded.
-    let mut seen_records = false;
     loop {
         let batches = tokio::select! {
             biased;
@@ -448,6 +439,7 @@ pub async fn run(
         }
         let mut worker = shared.take()?;
         let now = Instant::now();
+        let mut forwarded = Vec::new();
         for event in source.take_rebalances() {
             match event {
                 Assignment::Assigned(parts) => {
@@ -457,28 +449,28 @@ pub async fn run(
                     );
                     for o in parts {
                         if let Origin::Input(pid) = o {
-                            inputs.insert(pid);
-                            announce.insert(pid);
+                            clocks.assign(pid, now);
+                            // Engines hold the watermark for it until it speaks or idles.
+                            forwarded.extend(route::progress(
+                                pid,
+                                None,
+                                false,
+                                internal_partitions,
+                            ));
                         }
                     }
                 }
                 Assignment::Revoked(parts) => {
                     for o in parts {
                         if let Origin::Input(pid) = o {
-                            inputs.remove(&pid);
-                            announce.remove(&pid);
+                            clocks.revoke(pid);
                         }
                     }
                 }
             }
         }
-        if !batches.is_empty() {
-            last_record = now;
-            seen_records = true;
-        }
 
         // Forward input records by province, with progress markers behind them.
-        let mut forwarded = Vec::new();
         let mut input_offsets = Vec::new();
         for batch in &batches {
             let Origin::Input(pid) = batch.origin else {
@@ -496,15 +488,13 @@ pub async fn run(
             // pantau_records_consumed_total is counted where the engines take records in.
             summary.records += records.len() as u64;
             forwarded.extend(route::forward(pid, &records, internal_partitions));
-            if pid.0.carries_event_time() {
-                forwarded.extend(route::progress(
-                    pid,
-                    route::max_event_time(&records),
-                    internal_partitions,
-                ));
-            }
-            announce.remove(&pid);
-            last_delivery.insert(pid, now);
+            forwarded.extend(route::progress(
+                pid,
+                route::max_event_time(&records),
+                false,
+                internal_partitions,
+            ));
+            clocks.hold(pid, now);
             if let Some(last) = records.last() {
                 input_offsets.push(CommitOffset {
                     origin: batch.origin,
@@ -514,52 +504,38 @@ pub async fn run(
             }
         }
         let turn = Instant::now();
-        if last_backlog_check.is_none_or(|t| turn.duration_since(t) >= Duration::from_secs(1)) {
-            last_backlog_check = Some(turn);
-            // Silent inputs with records waiting are stalled, not idle: say so downstream.
-            let quiet_for = engine_config.idle_timeout / 2;
-            let silent: Vec<Origin> = inputs
-                .iter()
-                .filter(|pid| pid.0.carries_event_time())
-                .filter(|pid| {
-                    last_delivery
-                        .get(*pid)
-                        .is_none_or(|t| turn.duration_since(*t) >= quiet_for)
-                })
-                .map(|pid| Origin::Input(*pid))
-                .collect();
-            let idle_engines: Vec<Origin> = worker
-                .detector
-                .with_idle_sources(turn)
-                .into_iter()
-                .map(Origin::ByProvince)
-                .collect();
-            let behind = source.backlog(&[silent, idle_engines].concat());
-            for (origin, lag) in &behind {
-                metrics
-                    .consumer_lag
-                    .with_label_values(&[origin.topic(), &origin.partition().to_string()])
-                    .set(*lag);
-                match origin {
-                    Origin::Input(pid) => {
-                        announce.insert(*pid);
-                    }
-                    Origin::ByProvince(p) => worker.detector.keep_alive(*p, turn),
-                }
-            }
-        }
         if !health.is_healthy() {
-            // Silence while the broker is away says nothing about the sources: without
-            // this, every partition would look idle and the watermark would run to the
-            // wall clock, making everything after the outage late.
-            announce.extend(inputs.iter().copied());
-            for p in worker.detector.partitions() {
-                worker.detector.keep_alive(p, turn);
-            }
-        }
-        for pid in std::mem::take(&mut announce) {
-            if pid.0.carries_event_time() {
-                forwarded.extend(route::progress(pid, None, internal_partitions));
+            // Silence while the broker is away says nothing about the sources: declaring
+            // them idle would run the watermark to the wall clock and make everything
+            // after the outage late.
+            clocks.hold_all(turn);
+        } else if last_idle_check.is_none_or(|t| turn.duration_since(t) >= Duration::from_secs(1)) {
+            last_idle_check = Some(turn);
+            let candidates = clocks.candidates(turn);
+            if !candidates.is_empty() {
+                let origins: Vec<Origin> = candidates.iter().map(|p| Origin::Input(*p)).collect();
+                let behind = source.backlog(&origins);
+                for (origin, lag) in &behind {
+                    metrics
+                        .consumer_lag
+                        .with_label_values(&[origin.topic(), &origin.partition().to_string()])
+                        .set(*lag);
+                    if let Origin::Input(pid) = origin {
+                        // Records waiting: stalled, not idle.
+                        clocks.hold(*pid, turn);
+                    }
+                }
+                for pid in candidates {
+                    if !behind.iter().any(|(o, _)| *o == Origin::Input(pid)) {
+                        tracing::debug!(
+                            topic = pid.0.topic(),
+                            partition = pid.1,
+                            "input partition idle"
+                        );
+                        clocks.declare_idle(pid);
+                        forwarded.extend(route::progress(pid, None, true, internal_partitions));
+                    }
+                }
             }
         }
         if let Err(e) = router.send_all(&forwarded).await {
@@ -587,20 +563,7 @@ pub async fn run(
             let Origin::ByProvince(p) = batch.origin else {
                 continue;
             };
-            let dead = worker.detector.ingest(p, &batch.records, turn)?;
-            // Records produced longer ago than the idle timeout: this engine is catching
-            // up (after a restart, a rebalance or a slow turn), and its sources' silence
-            // in wall-clock time is its own delay, not theirs.
-            let behind = batch
-                .records
-                .last()
-                .and_then(|r| r.produced_at_ms)
-                .is_some_and(|ms| {
-                    wall_clock_us() / 1000 - ms >= engine_config.idle_timeout.as_millis() as i64 / 2
-                });
-            if behind {
-                worker.detector.keep_alive(p, turn);
-            }
+            let dead = worker.detector.ingest(p, &batch.records)?;
             summary.dead_letters += dead.len() as u64;
             for d in &dead {
                 if limiter.admit(turn) {
@@ -620,7 +583,7 @@ pub async fn run(
                 "dead letters over --dlq-max-per-sec were counted, not produced"
             );
         }
-        let alerts = worker.detector.advance(turn, wall_clock_us()).await?;
+        let alerts = worker.detector.advance(wall_clock_us()).await?;
         alerts.iter().for_each(&mut on_alert);
         summary.add_alerts(&alerts);
         for a in &alerts {
@@ -631,10 +594,13 @@ pub async fn run(
             // Nothing is committed: on restart these records are read again.
             return Err(e.context("producing alerts and dead letters"));
         }
+        // Every input idle, and every engine has read that and everything before it.
         let idle = run_config.exit_when_idle
-            && seen_records
-            && worker.detector.all_idle(turn)
-            && turn.duration_since(last_record) >= engine_config.idle_timeout;
+            && clocks.all_idle()
+            && worker.detector.all_idle()
+            && source
+                .backlog(&origins_of(&worker.detector.partitions()))
+                .is_empty();
         if idle || turn.duration_since(last_checkpoint) >= run_config.checkpoint_interval {
             checkpoint_and_commit(
                 &mut worker,
@@ -689,6 +655,10 @@ pub async fn run(
     summary.rule_failures = metrics.rule_failures_total();
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+fn origins_of(internal: &[i32]) -> Vec<Origin> {
+    internal.iter().map(|p| Origin::ByProvince(*p)).collect()
 }
 
 /// Checkpoints every engine and commits the internal offsets with the checkpoints'

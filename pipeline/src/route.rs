@@ -14,8 +14,18 @@
 //! forward watermarks across a shuffle): the engine's watermark is then the one it would
 //! have computed reading the sources itself.
 //!
+//! Only the router can tell an idle source from a slow one: it sees the source's
+//! backlog in the broker, and its silence is measured where the records arrive. So the
+//! router decides idleness (`InputClocks`) and the markers carry the decision. An engine
+//! never consults a clock to decide what is late: its watermark depends only on the
+//! internal records it has read, so a restart, a rebalance or a slow turn downstream of
+//! the router changes no alert.
+//!
 //! A record that names no valid regency is forwarded to partition 0, where the engine's
 //! decoder dead-letters it with the exact reason: validity is decided in one place.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
@@ -36,10 +46,12 @@ pub enum Envelope<'a> {
         offset: i64,
         payload: Option<&'a [u8]>,
     },
-    /// A source partition is alive and has delivered event times up to `max_event`.
+    /// A source partition has delivered event times up to `max_event`, and is `idle`
+    /// (silent with nothing waiting) or not.
     Progress {
         source: PartitionId,
         max_event: Option<i64>,
+        idle: bool,
     },
 }
 
@@ -76,11 +88,16 @@ impl Envelope<'_> {
                 out.extend_from_slice(payload.unwrap_or_default());
                 out
             }
-            Envelope::Progress { source, max_event } => format!(
-                "P {} {} {}\n",
+            Envelope::Progress {
+                source,
+                max_event,
+                idle,
+            } => format!(
+                "P {} {} {} {}\n",
                 stream_code(source.0),
                 source.1,
-                max_event.map_or("-".to_string(), |t| t.to_string())
+                max_event.map_or("-".to_string(), |t| t.to_string()),
+                u8::from(*idle)
             )
             .into_bytes(),
         }
@@ -105,11 +122,16 @@ impl Envelope<'_> {
                 offset: offset.parse().context("bad source offset")?,
                 payload: (*has_payload == "1").then_some(body),
             }),
-            ["P", code, partition, max_event] => Ok(Envelope::Progress {
+            ["P", code, partition, max_event, idle] => Ok(Envelope::Progress {
                 source: source(code, partition)?,
                 max_event: match *max_event {
                     "-" => None,
                     t => Some(t.parse().context("bad progress time")?),
+                },
+                idle: match *idle {
+                    "0" => false,
+                    "1" => true,
+                    other => bail!("bad idle flag {other:?}"),
                 },
             }),
             _ => bail!("unknown internal header {header:?}"),
@@ -162,8 +184,18 @@ pub fn forward(source: PartitionId, records: &[InputRecord<'_>], partitions: i32
 
 /// A progress marker for every internal partition; sent after the records it covers, so
 /// no engine sees the progress before the records.
-pub fn progress(source: PartitionId, max_event: Option<i64>, partitions: i32) -> Vec<Outgoing> {
-    let payload = Envelope::Progress { source, max_event }.encode();
+pub fn progress(
+    source: PartitionId,
+    max_event: Option<i64>,
+    idle: bool,
+    partitions: i32,
+) -> Vec<Outgoing> {
+    let payload = Envelope::Progress {
+        source,
+        max_event,
+        idle,
+    }
+    .encode();
     (0..partitions)
         .map(|p| Outgoing {
             topic: TOPIC_BY_PROVINCE.to_string(),
@@ -181,6 +213,88 @@ pub fn max_event_time(records: &[InputRecord<'_>]) -> Option<i64> {
         .iter()
         .filter_map(|r| r.payload.and_then(crate::feed::event_time))
         .max()
+}
+
+/// The router's clocks on its input partitions: when each last delivered, and which it
+/// has declared idle. A partition is idle once it and every other partition of its
+/// stream have been silent for the idle timeout: a silent partition among busy
+/// siblings is far more often starved by the broker's fetch order than empty (outlets
+/// are spread over every partition), while a sparse stream (credits come once a month)
+/// goes quiet as a whole and must not stop the windows from closing. The caller also
+/// holds back a candidate with records waiting in the broker, and every partition while
+/// the broker is away.
+#[derive(Debug)]
+pub struct InputClocks {
+    idle_timeout: Duration,
+    last_delivery: BTreeMap<PartitionId, Instant>,
+    idle: BTreeSet<PartitionId>,
+}
+
+impl InputClocks {
+    pub fn new(idle_timeout: Duration) -> Self {
+        InputClocks {
+            idle_timeout,
+            last_delivery: BTreeMap::new(),
+            idle: BTreeSet::new(),
+        }
+    }
+
+    /// A partition assigned to this router: active until it proves idle.
+    pub fn assign(&mut self, pid: PartitionId, now: Instant) {
+        self.last_delivery.insert(pid, now);
+        self.idle.remove(&pid);
+    }
+
+    pub fn revoke(&mut self, pid: PartitionId) {
+        self.last_delivery.remove(&pid);
+        self.idle.remove(&pid);
+    }
+
+    /// Records arrived (or are known to be waiting): the partition is not idle, and its
+    /// silence starts again from `now`.
+    pub fn hold(&mut self, pid: PartitionId, now: Instant) {
+        if let Some(at) = self.last_delivery.get_mut(&pid) {
+            *at = now;
+            self.idle.remove(&pid);
+        }
+    }
+
+    /// Every partition is held: silence while the broker is away says nothing about
+    /// the sources.
+    pub fn hold_all(&mut self, now: Instant) {
+        let all: Vec<PartitionId> = self.last_delivery.keys().copied().collect();
+        for pid in all {
+            self.hold(pid, now);
+        }
+    }
+
+    /// Partitions not yet declared idle that have been silent long enough, along with
+    /// their whole stream, to be declared idle once no backlog holds them.
+    pub fn candidates(&self, now: Instant) -> Vec<PartitionId> {
+        let silent = |at: &Instant| now.duration_since(*at) >= self.idle_timeout;
+        self.last_delivery
+            .iter()
+            .filter(|(pid, at)| silent(at) && !self.idle.contains(*pid))
+            .filter(|((stream, _), _)| {
+                self.last_delivery
+                    .iter()
+                    .filter(|((s, _), _)| s == stream)
+                    .all(|(_, at)| silent(at))
+            })
+            .map(|(pid, _)| *pid)
+            .collect()
+    }
+
+    pub fn declare_idle(&mut self, pid: PartitionId) {
+        if self.last_delivery.contains_key(&pid) {
+            self.idle.insert(pid);
+        }
+    }
+
+    /// True when this router has inputs and has declared every one idle.
+    pub fn all_idle(&self) -> bool {
+        !self.last_delivery.is_empty() && self.last_delivery.keys().all(|p| self.idle.contains(p))
+    }
 }
 
 #[cfg(test)]
@@ -204,16 +318,19 @@ mod tests {
             Envelope::Progress {
                 source: (Stream::Disbursements, 2),
                 max_event: Some(-5),
+                idle: false,
             },
             Envelope::Progress {
                 source: (Stream::Transactions, 1),
                 max_event: None,
+                idle: true,
             },
         ] {
             assert_eq!(Envelope::decode(&e.encode()).unwrap(), e);
         }
         assert!(Envelope::decode(b"no header").is_err());
         assert!(Envelope::decode(b"R q 1 2 1\n{}").is_err());
+        assert!(Envelope::decode(b"P t 1 - 2\n").is_err());
     }
 
     #[test]
@@ -229,5 +346,38 @@ mod tests {
         assert_eq!(partition_of(Some(b"not json"), 4), 0);
         assert_eq!(partition_of(None, 4), 0);
         assert_eq!(partition_of(Some(br#"{"regency_code":"x"}"#), 4), 0);
+    }
+
+    fn t(n: i32) -> PartitionId {
+        (Stream::Transactions, n)
+    }
+
+    #[test]
+    fn a_partition_is_idle_only_once_its_whole_stream_has_been_silent() {
+        let t0 = Instant::now();
+        let mut clocks = InputClocks::new(Duration::from_secs(5));
+        let d = (Stream::Disbursements, 0);
+        for pid in [t(0), t(1), d] {
+            clocks.assign(pid, t0);
+        }
+        assert!(clocks.candidates(t0 + Duration::from_secs(4)).is_empty());
+        let later = t0 + Duration::from_secs(6);
+        clocks.hold(t(0), later);
+        // t(1) is starved among busy siblings; the disbursements went quiet as a whole.
+        assert_eq!(clocks.candidates(later), vec![d]);
+        clocks.declare_idle(d);
+        assert!(clocks.candidates(later).is_empty());
+        assert!(!clocks.all_idle());
+        let quiet = later + Duration::from_secs(6);
+        assert_eq!(clocks.candidates(quiet), vec![t(0), t(1)]);
+        clocks.declare_idle(t(0));
+        clocks.declare_idle(t(1));
+        assert!(clocks.all_idle());
+        // Records again: active, and silent from now on.
+        clocks.hold(t(1), quiet);
+        assert!(!clocks.all_idle());
+        assert!(clocks.candidates(quiet + Duration::from_secs(1)).is_empty());
+        clocks.revoke(t(1));
+        assert!(clocks.all_idle());
     }
 }

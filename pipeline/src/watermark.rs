@@ -4,90 +4,97 @@
 //! event time it has delivered. The watermark is the minimum of those over the
 //! partitions that are not idle, minus the allowed lateness, and it never goes back.
 //! A partition that has been assigned but has delivered nothing yet holds the watermark
-//! (its first records could be old) until it has been idle for `idle_timeout`; when every
-//! partition is idle the watermark follows the wall clock, so the last windows close on a
-//! quiet stream too. Wall-clock time is passed in by the caller, which keeps this pure.
+//! (its first records could be old) until it is declared idle; so does a partition of
+//! the outlet registry, which has no event time, until it has been read up to date. When
+//! every partition is idle the watermark follows the wall clock, so the last windows
+//! close on a quiet stream too.
+//!
+//! Idleness is declared from outside, never guessed here from this process's wall
+//! clock: the router reading the source partition decides it (`route::InputClocks`) and
+//! says so in its progress markers. The watermark is then a function of what the engine
+//! has read, the same after a restart, a rebalance or a slow turn as without one.
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::model::Stream;
 
 /// A source partition: which stream and which partition of it.
 pub type PartitionId = (Stream, i32);
 
-#[derive(Debug, Clone)]
-struct PartitionClock {
-    max_event: Option<i64>,
-    last_activity: Instant,
-}
-
 /// The watermark state as plain data, for `checkpoint`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WatermarkSnapshot {
     pub current: Option<i64>,
     pub partitions: Vec<(PartitionId, Option<i64>)>,
+    /// Partitions declared idle, which no longer hold the watermark.
+    pub idle: Vec<PartitionId>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Watermarks {
     lateness_us: i64,
-    idle_timeout: Duration,
-    partitions: BTreeMap<PartitionId, PartitionClock>,
+    /// Each partition's largest event time (`None`: nothing heard yet).
+    partitions: BTreeMap<PartitionId, Option<i64>>,
+    idle: BTreeSet<PartitionId>,
     current: Option<i64>,
 }
 
 impl Watermarks {
-    pub fn new(lateness: Duration, idle_timeout: Duration) -> Self {
+    pub fn new(lateness: std::time::Duration) -> Self {
         Watermarks {
             lateness_us: lateness.as_micros() as i64,
-            idle_timeout,
             partitions: BTreeMap::new(),
+            idle: BTreeSet::new(),
             current: None,
         }
     }
 
     /// A partition that will deliver records; it holds the watermark until it speaks or
-    /// goes idle.
-    pub fn assign(&mut self, id: PartitionId, now: Instant) {
-        self.partitions.entry(id).or_insert(PartitionClock {
-            max_event: None,
-            last_activity: now,
-        });
+    /// is declared idle.
+    pub fn assign(&mut self, id: PartitionId) {
+        self.partitions.entry(id).or_insert(None);
     }
 
     /// A partition taken away (rebalance) or exhausted (end of a replay file).
     pub fn release(&mut self, id: PartitionId) {
         self.partitions.remove(&id);
+        self.idle.remove(&id);
     }
 
     /// Records arrived on a partition; `max_event` is the largest event time among them.
-    pub fn observe(&mut self, id: PartitionId, max_event: Option<i64>, now: Instant) {
-        let clock = self.partitions.entry(id).or_insert(PartitionClock {
-            max_event: None,
-            last_activity: now,
-        });
-        clock.last_activity = now;
+    /// A partition that delivers is not idle.
+    pub fn observe(&mut self, id: PartitionId, max_event: Option<i64>) {
+        self.declare(id, max_event, false);
+    }
+
+    /// What the reader of a partition says of it: how far it has got, and whether it
+    /// has gone idle.
+    pub fn declare(&mut self, id: PartitionId, max_event: Option<i64>, idle: bool) {
+        let max = self.partitions.entry(id).or_insert(None);
         if let Some(t) = max_event {
-            clock.max_event = Some(clock.max_event.map_or(t, |m| m.max(t)));
+            *max = Some(max.map_or(t, |m| m.max(t)));
+        }
+        if idle {
+            self.idle.insert(id);
+        } else {
+            self.idle.remove(&id);
         }
     }
 
     /// Recomputes the watermark. `wall_clock_us` is the current time since the epoch, used
     /// only when every partition is idle.
-    pub fn advance(&mut self, now: Instant, wall_clock_us: i64) -> Option<i64> {
+    pub fn advance(&mut self, wall_clock_us: i64) -> Option<i64> {
         let mut active_min: Option<i64> = None;
         let mut any_active = false;
-        let idle = self.idle(now);
-        for (id, clock) in &self.partitions {
-            if idle.contains(id) {
+        for (id, max_event) in &self.partitions {
+            if self.idle.contains(id) {
                 continue;
             }
             any_active = true;
-            match clock.max_event {
+            match max_event {
                 // An active partition that has said nothing yet: wait for it.
                 None => return self.current,
-                Some(t) => active_min = Some(active_min.map_or(t, |m: i64| m.min(t))),
+                Some(t) => active_min = Some(active_min.map_or(*t, |m: i64| m.min(*t))),
             }
         }
         let candidate = if any_active {
@@ -117,72 +124,41 @@ impl Watermarks {
         self.lateness_us
     }
 
-    /// Partitions that no longer hold the watermark back: those of a stream that has been
-    /// silent as a whole for the idle timeout. A silent partition among busy siblings,
-    /// even one not heard from yet, is far more often starved by the broker's fetch order
-    /// than empty (outlets are spread over every partition), and letting it go would make
-    /// its backlog late when it arrives; a sparse stream (credits come once a month) goes
-    /// quiet as a whole and must not stop the windows from closing.
-    pub fn idle(&self, now: Instant) -> Vec<PartitionId> {
-        let silent = |c: &PartitionClock| now.duration_since(c.last_activity) >= self.idle_timeout;
-        let quiet_streams: Vec<Stream> = Stream::ALL
-            .into_iter()
-            .filter(|s| {
-                self.partitions
-                    .iter()
-                    .filter(|((stream, _), _)| stream == s)
-                    .all(|(_, c)| silent(c))
-            })
-            .collect();
-        self.partitions
-            .iter()
-            .filter(|((stream, _), c)| silent(c) && quiet_streams.contains(stream))
-            .map(|(id, _)| *id)
-            .collect()
+    /// True when there are partitions and every one is declared idle.
+    pub fn all_idle(&self) -> bool {
+        !self.partitions.is_empty() && self.partitions.keys().all(|p| self.idle.contains(p))
     }
 
-    /// True when every known partition has been idle for the idle timeout.
-    pub fn all_idle(&self, now: Instant) -> bool {
-        self.idle(now).len() == self.partitions.len()
-    }
-
-    /// The watermark and each partition's largest event time, for a checkpoint.
+    /// The watermark, each partition's largest event time and which are idle.
     pub fn snapshot(&self) -> WatermarkSnapshot {
         WatermarkSnapshot {
             current: self.current,
             partitions: self.partition_maxima().collect(),
+            idle: self.idle.iter().copied().collect(),
         }
     }
 
-    /// Restores a snapshot. Partitions count as heard from `now`: a restarted instance
-    /// must not take its own downtime for idleness and let the watermark run to the wall
-    /// clock before its sources have had a chance to speak.
-    pub fn restore(&mut self, snapshot: &WatermarkSnapshot, now: Instant) {
+    pub fn restore(&mut self, snapshot: &WatermarkSnapshot) {
         self.current = snapshot.current;
-        self.partitions = snapshot
-            .partitions
+        self.partitions = snapshot.partitions.iter().copied().collect();
+        self.idle = snapshot
+            .idle
             .iter()
-            .map(|(id, max_event)| {
-                (
-                    *id,
-                    PartitionClock {
-                        max_event: *max_event,
-                        last_activity: now,
-                    },
-                )
-            })
+            .filter(|p| self.partitions.contains_key(p))
+            .copied()
             .collect();
     }
 
     /// The largest event time seen on each partition, for the watermark metrics.
     pub fn partition_maxima(&self) -> impl Iterator<Item = (PartitionId, Option<i64>)> + '_ {
-        self.partitions.iter().map(|(id, c)| (*id, c.max_event))
+        self.partitions.iter().map(|(id, max)| (*id, *max))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const MIN: i64 = 60_000_000;
 
@@ -192,60 +168,69 @@ mod tests {
 
     #[test]
     fn is_the_minimum_over_partitions_minus_lateness() {
-        let t0 = Instant::now();
-        let mut w = Watermarks::new(Duration::from_secs(600), Duration::from_secs(30));
-        w.observe(p(0), Some(100 * MIN), t0);
-        w.observe(p(1), Some(40 * MIN), t0);
-        assert_eq!(w.advance(t0, 0), Some(30 * MIN));
-        w.observe(p(1), Some(200 * MIN), t0);
-        assert_eq!(w.advance(t0, 0), Some(90 * MIN));
+        let mut w = Watermarks::new(Duration::from_secs(600));
+        w.observe(p(0), Some(100 * MIN));
+        w.observe(p(1), Some(40 * MIN));
+        assert_eq!(w.advance(0), Some(30 * MIN));
+        w.observe(p(1), Some(200 * MIN));
+        assert_eq!(w.advance(0), Some(90 * MIN));
     }
 
     #[test]
     fn never_goes_back() {
-        let t0 = Instant::now();
-        let mut w = Watermarks::new(Duration::ZERO, Duration::from_secs(30));
-        w.observe(p(0), Some(100 * MIN), t0);
-        assert_eq!(w.advance(t0, 0), Some(100 * MIN));
-        w.observe(p(1), Some(10 * MIN), t0);
-        assert_eq!(w.advance(t0, 0), Some(100 * MIN));
+        let mut w = Watermarks::new(Duration::ZERO);
+        w.observe(p(0), Some(100 * MIN));
+        assert_eq!(w.advance(0), Some(100 * MIN));
+        w.observe(p(1), Some(10 * MIN));
+        assert_eq!(w.advance(0), Some(100 * MIN));
     }
 
     #[test]
-    fn a_silent_assigned_partition_holds_it_while_its_stream_is_busy() {
-        let t0 = Instant::now();
-        let mut w = Watermarks::new(Duration::ZERO, Duration::from_secs(30));
-        w.assign(p(1), t0);
-        w.observe(p(0), Some(100 * MIN), t0);
-        assert_eq!(w.advance(t0, 0), None);
-        let later = t0 + Duration::from_secs(31);
-        w.observe(p(0), Some(120 * MIN), later);
-        assert_eq!(w.advance(later, 0), None);
-        let quiet = later + Duration::from_secs(31);
-        assert_eq!(w.advance(quiet, 1_000 * MIN), Some(1_000 * MIN));
+    fn a_silent_assigned_partition_holds_it_until_declared_idle() {
+        let mut w = Watermarks::new(Duration::ZERO);
+        w.assign(p(1));
+        w.observe(p(0), Some(100 * MIN));
+        assert_eq!(w.advance(0), None);
+        w.declare(p(1), None, true);
+        assert_eq!(w.advance(0), Some(100 * MIN));
     }
 
     #[test]
-    fn a_silent_partition_among_busy_siblings_keeps_holding_it() {
-        let t0 = Instant::now();
-        let mut w = Watermarks::new(Duration::ZERO, Duration::from_secs(5));
-        w.observe(p(0), Some(100 * MIN), t0);
-        w.observe(p(1), Some(10 * MIN), t0);
-        w.observe((Stream::Disbursements, 0), Some(5 * MIN), t0);
-        let later = t0 + Duration::from_secs(6);
-        w.observe(p(0), Some(200 * MIN), later);
-        // Partition 1 is starved, not empty; the disbursements have gone quiet as a whole.
-        assert_eq!(w.advance(later, 0), Some(10 * MIN));
-        assert_eq!(w.idle(later), vec![(Stream::Disbursements, 0)]);
+    fn an_idle_partition_that_delivers_holds_it_again() {
+        let mut w = Watermarks::new(Duration::ZERO);
+        w.observe(p(0), Some(100 * MIN));
+        w.observe(p(1), Some(10 * MIN));
+        w.declare(p(1), None, true);
+        assert_eq!(w.advance(0), Some(100 * MIN));
+        w.observe(p(1), Some(20 * MIN));
+        w.observe(p(0), Some(300 * MIN));
+        // p(1) speaks again, so it bounds the watermark again (which never goes back).
+        assert_eq!(w.advance(0), Some(100 * MIN));
+        w.observe(p(1), Some(200 * MIN));
+        assert_eq!(w.advance(0), Some(200 * MIN));
     }
 
     #[test]
     fn follows_the_wall_clock_when_every_partition_is_idle() {
-        let t0 = Instant::now();
-        let mut w = Watermarks::new(Duration::from_secs(60), Duration::from_secs(5));
-        w.observe(p(0), Some(100 * MIN), t0);
-        let later = t0 + Duration::from_secs(6);
-        assert!(w.all_idle(later));
-        assert_eq!(w.advance(later, 1_000 * MIN), Some(999 * MIN));
+        let mut w = Watermarks::new(Duration::from_secs(60));
+        w.observe(p(0), Some(100 * MIN));
+        assert!(!w.all_idle());
+        w.declare(p(0), None, true);
+        assert!(w.all_idle());
+        assert_eq!(w.advance(1_000 * MIN), Some(999 * MIN));
+    }
+
+    #[test]
+    fn idleness_survives_a_snapshot() {
+        let mut w = Watermarks::new(Duration::ZERO);
+        w.observe(p(0), Some(100 * MIN));
+        w.observe(p(1), Some(10 * MIN));
+        w.declare(p(1), None, true);
+        w.advance(0);
+        let mut restored = Watermarks::new(Duration::ZERO);
+        restored.restore(&w.snapshot());
+        assert_eq!(restored.snapshot(), w.snapshot());
+        restored.observe(p(0), Some(150 * MIN));
+        assert_eq!(restored.advance(0), Some(150 * MIN));
     }
 }

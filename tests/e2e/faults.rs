@@ -22,7 +22,7 @@ struct World {
 }
 
 fn world(brokers: &str, scale: &str) -> World {
-    let tmp = tempfile::tempdir().unwrap();
+    let mut tmp = tempfile::tempdir().unwrap();
     let history = tmp.path().join("history");
     run_ok(
         pantau()
@@ -35,6 +35,11 @@ fn world(brokers: &str, scale: &str) -> World {
     assert!(expected.len() > 10, "too few alerts to compare");
     let state = tmp.path().join("state");
     let logs = tmp.path().join("logs");
+    if std::env::var_os("PANTAU_KEEP_TEST_DIRS").is_some() {
+        // For a post-mortem: the logs, the state and the replay stay.
+        eprintln!("keeping {}", tmp.path().display());
+        tmp.disable_cleanup(true);
+    }
     std::fs::create_dir_all(&logs).unwrap();
     World {
         state,
@@ -53,6 +58,7 @@ struct Instance {
 }
 
 impl Instance {
+    /// `name` is the instance id (`--instance-id`); its log file is named after it.
     fn start(brokers: &str, w: &World, name: &str, extra: &[&str]) -> Instance {
         let log = w.logs.join(format!("{name}-{}.log", free_port()));
         let metrics = format!("127.0.0.1:{}", free_port());
@@ -60,8 +66,8 @@ impl Instance {
             .env("RUST_LOG", "warn,pantau=info")
             .args(["run", "--brokers", brokers, "--group", "pantau-faults"])
             .arg("--exit-when-idle")
-            // Generous: the fault tests run beside others on two shared cores, and a turn
-            // slowed past the idle timeout would let the watermark run ahead.
+            // Generous: the fault tests run beside others on two shared cores, and an
+            // input silent this long with nothing waiting counts as finished.
             .args(if extra.contains(&"--idle-timeout") {
                 &[][..]
             } else {
@@ -154,13 +160,20 @@ fn assert_same_alerts(brokers: &str, w: &World) -> usize {
     let got = comparable(&produced);
     let missing: Vec<&String> = expected.keys().filter(|k| !got.contains_key(*k)).collect();
     let extra: Vec<&String> = got.keys().filter(|k| !expected.contains_key(*k)).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "{} alerts missing, {} not in the replay: missing {missing:?}, extra {extra:?}",
-        missing.len(),
-        extra.len()
-    );
-    assert_eq!(got, expected, "an alert differs from the replay's");
+    let describe = |ids: &[&String], alerts: &BTreeMap<String, serde_json::Value>| {
+        ids.iter()
+            .map(|id| {
+                let a = &alerts[*id];
+                format!(
+                    "{} {} {}..{}: {}",
+                    a["rule_id"], a["entity_id"], a["window_start"], a["window_end"], a["summary"]
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n  ")
+    };
+    // The DLQ first: a dead letter the replay does not have (a late record) is most
+    // often why an alert differs.
     let dead: BTreeSet<(String, String)> = read_topic(brokers, "pantau.dlq")
         .iter()
         .map(|b| serde_json::from_slice::<DeadLetter>(b).expect("a dead letter"))
@@ -171,8 +184,109 @@ fn assert_same_alerts(brokers: &str, w: &World) -> usize {
         .iter()
         .map(|d| (d.original.clone(), d.reason.clone()))
         .collect();
+    let dlq_diff = format!(
+        "DLQ: {} dead letters the replay has not, {} of its missing; reasons of the new: {:?}",
+        dead.difference(&expected_dead).count(),
+        expected_dead.difference(&dead).count(),
+        dead.difference(&expected_dead)
+            .map(|(_, reason)| reason.as_str())
+            .collect::<BTreeSet<_>>()
+    );
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{} alerts missing, {} not in the replay ({dlq_diff}; {}):\nmissing\n  {}\nextra\n  {}",
+        missing.len(),
+        extra.len(),
+        unforwarded(brokers),
+        describe(&missing, &expected),
+        describe(&extra, &got),
+    );
+    let differing: Vec<String> = expected
+        .iter()
+        .filter(|(id, a)| got[*id] != **a)
+        .map(|(id, a)| {
+            let fields = differing_fields(a, &got[id]).join("\n    ");
+            format!(
+                "{} {} {}:\n    {fields}",
+                a["rule_id"], a["entity_id"], a["window_start"]
+            )
+        })
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "{} alerts differ from the replay's ({dlq_diff}; {}; replay -> run):\n  {}",
+        differing.len(),
+        unforwarded(brokers),
+        differing.join("\n  ")
+    );
     assert_eq!(dead, expected_dead, "the DLQ differs from the replay's");
     copies.values().filter(|n| **n > 1).count()
+}
+
+/// Input records that never reached the internal topic, per source partition, as
+/// offset ranges: tells a router that lost records from an engine that did.
+fn unforwarded(brokers: &str) -> String {
+    let mut forwarded: BTreeMap<(String, i32), BTreeSet<i64>> = BTreeMap::new();
+    for bytes in read_topic(brokers, "pantau.by-province") {
+        if let Ok(pantau::route::Envelope::Record { source, offset, .. }) =
+            pantau::route::Envelope::decode(&bytes)
+        {
+            forwarded
+                .entry((source.0.topic().to_string(), source.1))
+                .or_default()
+                .insert(offset);
+        }
+    }
+    let mut report = Vec::new();
+    for topic in [
+        "bpnt.transactions",
+        "bpnt.disbursements",
+        "bpnt.transfers",
+        "bpnt.outlets",
+    ] {
+        let (_, ends) = crate::support::read_topic_with_ends(brokers, topic);
+        for (partition, end) in ends {
+            let seen = forwarded.get(&(topic.to_string(), partition));
+            let missing: Vec<i64> = (0..end)
+                .filter(|o| seen.is_none_or(|s| !s.contains(o)))
+                .collect();
+            if let (Some(first), Some(last)) = (missing.first(), missing.last()) {
+                report.push(format!(
+                    "{topic}:{partition} {} of {end} never forwarded ({first}..={last})",
+                    missing.len()
+                ));
+            }
+        }
+    }
+    if report.is_empty() {
+        "every input record was forwarded".to_string()
+    } else {
+        report.join("; ")
+    }
+}
+
+/// The paths at which two JSON values differ, with both values.
+fn differing_fields(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
+    match (a, b) {
+        (serde_json::Value::Object(x), serde_json::Value::Object(y)) => x
+            .keys()
+            .chain(y.keys())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .flat_map(|k| {
+                let (va, vb) = (&x.get(k), &y.get(k));
+                match (va, vb) {
+                    (Some(va), Some(vb)) => differing_fields(va, vb)
+                        .into_iter()
+                        .map(|d| format!("{k}.{d}"))
+                        .collect(),
+                    _ => vec![format!("{k}: {va:?} -> {vb:?}")],
+                }
+            })
+            .collect(),
+        _ if a == b => Vec::new(),
+        _ => vec![format!("{a} -> {b}")],
+    }
 }
 
 /// At least one run after the first took up state from a checkpoint.
@@ -193,7 +307,9 @@ fn killed_and_restarted(brokers: &str, w: &World, extra: &[&str]) -> (usize, Vec
     let delays_ms = [1700, 600, 2300];
     let mut logs = Vec::new();
     for (round, delay) in delays_ms.iter().enumerate() {
-        let mut run = Instance::start(brokers, w, &format!("killed-{round}"), extra);
+        // One name throughout: a restarted instance keeps its name, and with it the
+        // transactional ids that fence off its killed former self.
+        let mut run = Instance::start(brokers, w, "restarted", extra);
         if !run.wait_for_log("partitions assigned", Duration::from_secs(120)) {
             panic!("pantau ended before it was assigned:\n{}", run.log_text());
         }
@@ -207,7 +323,7 @@ fn killed_and_restarted(brokers: &str, w: &World, extra: &[&str]) -> (usize, Vec
         run.wait(Duration::from_secs(10));
         logs.push(run.log_text());
     }
-    logs.push(Instance::start(brokers, w, "survivor", extra).finish());
+    logs.push(Instance::start(brokers, w, "restarted", extra).finish());
     (assert_same_alerts(brokers, w), logs)
 }
 
@@ -244,7 +360,16 @@ fn killed_with_sigkill_mid_stream_and_restarted_it_raises_every_alert_of_a_clean
 }
 
 #[test]
-#[ignore = "fails: with --transactional on the mock cluster some alerts go missing and others differ from the replay (seen here); run with --ignored"]
+fn with_transactions_a_run_raises_each_alert_of_a_clean_replay_once() {
+    let mock = mock_cluster();
+    let brokers = mock.bootstrap_servers();
+    let w = world(&brokers, "0.3");
+    Instance::start(&brokers, &w, "transactional", &["--transactional"]).finish();
+    assert_eq!(assert_same_alerts(&brokers, &w), 0, "an alert came twice");
+}
+
+#[test]
+#[ignore = "no broker here can check it: librdkafka's mock cluster (2.12.1) acknowledges TxnOffsetCommit without storing the offsets and serves aborted records to read_committed consumers, so every restart starts from scratch; tansu 0.6 has no transactions"]
 fn with_transactions_a_killed_instance_raises_each_alert_exactly_once() {
     let mock = mock_cluster();
     let brokers = mock.bootstrap_servers();
@@ -258,7 +383,6 @@ fn with_transactions_a_killed_instance_raises_each_alert_exactly_once() {
 }
 
 #[test]
-#[ignore = "flaky: passes alone, but in the full parallel run the restart raised alerts that differ from the replay's (late records while catching up suspected); run with --ignored"]
 fn sigterm_mid_stream_exits_cleanly_and_a_restart_loses_and_repeats_nothing() {
     let broker = Tansu::start();
     let w = world(&broker.brokers, "0.5");
@@ -277,7 +401,7 @@ fn sigterm_mid_stream_exits_cleanly_and_a_restart_loses_and_repeats_nothing() {
     );
     assert!(log.contains("shutdown requested"), "{log}");
     println!("SIGTERM to exit: {:.1} s", asked.elapsed().as_secs_f64());
-    let log = Instance::start(&broker.brokers, &w, "restarted", &[]).finish();
+    let log = Instance::start(&broker.brokers, &w, "terminated", &[]).finish();
     assert!(log.contains("restored the state of a partition"), "{log}");
     assert_eq!(
         assert_same_alerts(&broker.brokers, &w),
@@ -287,7 +411,6 @@ fn sigterm_mid_stream_exits_cleanly_and_a_restart_loses_and_repeats_nothing() {
 }
 
 #[test]
-#[ignore = "flaky: passes alone and in pairs, but in the full parallel run its alerts sometimes differ from the replay's (seen here); cause not found yet; run with --ignored"]
 fn a_second_instance_joining_and_leaving_mid_stream_changes_no_alert() {
     let broker = Tansu::start();
     let w = world(&broker.brokers, "0.5");
@@ -326,7 +449,6 @@ fn health(addr: &str) -> Option<bool> {
 }
 
 #[test]
-#[ignore = "flaky: passes alone and in pairs, but in the full parallel run its alerts sometimes differ from the replay's (seen here); cause not found yet; run with --ignored"]
 fn the_broker_killed_and_restarted_mid_stream_loses_nothing_and_health_says_so() {
     let tmp = tempfile::tempdir().unwrap();
     let storage = "sqlite://./broker.db";

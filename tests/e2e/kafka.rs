@@ -48,6 +48,8 @@ fn run_on_tansu_raises_the_replay_alerts_and_commits_every_offset() {
             "--exit-when-idle",
         ])
         .args(["--idle-timeout", "5s", "--metrics-addr", &metrics_addr])
+        .arg("--state-dir")
+        .arg(tmp.path().join("state"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

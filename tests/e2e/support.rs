@@ -85,12 +85,19 @@ pub fn free_port() -> u16 {
 pub struct Tansu {
     child: Child,
     pub brokers: String,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Tansu {
-    /// A broker whose topics live in memory: fast, gone when it stops.
+    /// A broker whose topics live in a sqlite database of its own, gone when it stops.
+    /// Not tansu 0.6's memory storage: a fetch that starts inside a record batch there
+    /// skips to the next batch, so a consumer resuming from a committed offset loses the
+    /// rest of that batch (seen: fetch from 50 of a 100-record batch returns 100).
     pub fn start() -> Tansu {
-        Tansu::start_on(free_port(), "memory://tansu/", Path::new("."))
+        let dir = tempfile::tempdir().expect("a directory for tansu");
+        let mut broker = Tansu::start_on(free_port(), "sqlite://./broker.db", dir.path());
+        broker._dir = Some(dir);
+        broker
     }
 
     /// A broker on `port` with the given storage engine, run in `dir`
@@ -130,6 +137,7 @@ impl Tansu {
         Tansu {
             child,
             brokers: format!("127.0.0.1:{port}"),
+            _dir: None,
         }
     }
 

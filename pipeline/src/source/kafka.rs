@@ -169,8 +169,6 @@ pub struct Record {
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
     pub offset: i64,
-    /// When it was produced (ms since the epoch), if the broker says.
-    pub produced_at_ms: Option<i64>,
 }
 
 /// Records of one partition from one poll, in offset order.
@@ -331,7 +329,6 @@ impl KafkaSource {
                 key: msg.key().map(<[u8]>::to_vec),
                 payload: msg.payload().map(<[u8]>::to_vec),
                 offset: msg.offset(),
-                produced_at_ms: msg.timestamp().to_millis(),
             });
             n += 1;
         }
@@ -395,10 +392,7 @@ impl KafkaSource {
         candidates
             .iter()
             .filter_map(|origin| {
-                let position = positions
-                    .find_partition(origin.topic(), origin.partition())
-                    .map(|e| e.offset());
-                let (_, high) = tokio::task::block_in_place(|| {
+                let (low, high) = tokio::task::block_in_place(|| {
                     self.consumer.fetch_watermarks(
                         origin.topic(),
                         origin.partition(),
@@ -410,16 +404,42 @@ impl KafkaSource {
                 if let Some(h) = &self.consumer.context().health {
                     h.broker_up();
                 }
-                // No position yet: nothing fetched since the assignment. Claiming the whole
-                // partition as backlog would keep a fully consumed partition "stalled"
-                // for ever after a restart; its first fetch will tell.
-                let Some(Offset::Offset(p)) = position else {
-                    return None;
+                let position = match positions
+                    .find_partition(origin.topic(), origin.partition())
+                    .map(|e| e.offset())
+                {
+                    Some(Offset::Offset(p)) => p,
+                    // Nothing fetched since the assignment: reading starts at the
+                    // committed offset, or at the start of the partition.
+                    _ => self
+                        .committed
+                        .get(origin)
+                        .copied()
+                        .or_else(|| self.group_committed(origin))
+                        .unwrap_or(low),
                 };
-                let lag = high - p;
+                let lag = high - position;
                 (lag > 0).then_some((*origin, lag))
             })
             .collect()
+    }
+
+    /// The group's committed offset of one partition, if it has one.
+    fn group_committed(&self, origin: &Origin) -> Option<i64> {
+        let mut query = TopicPartitionList::new();
+        query.add_partition(origin.topic(), origin.partition());
+        let committed = tokio::task::block_in_place(|| {
+            self.consumer
+                .committed_offsets(query, Duration::from_secs(2))
+        })
+        .ok()?;
+        match committed
+            .find_partition(origin.topic(), origin.partition())?
+            .offset()
+        {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        }
     }
 
     pub fn consumer(&self) -> &StreamConsumer<RecordingContext> {
