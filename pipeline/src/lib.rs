@@ -35,6 +35,7 @@ pub mod eval;
 pub mod feed;
 pub mod health;
 pub mod kafka;
+pub mod lint;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;

@@ -15,7 +15,7 @@ use pantau::pipeline::{self, ReplayConfig, RunConfig};
 use pantau::sim::{self, SimConfig};
 use pantau::sink::kafka::KafkaSink;
 use pantau::source::kafka::SourceConfig;
-use pantau::{alert, bench, demo, eval, feed};
+use pantau::{alert, bench, demo, eval, feed, lint};
 
 #[derive(Parser)]
 #[command(
@@ -77,6 +77,24 @@ enum Command {
     /// Score alerts against the truth.jsonl of a simulated history: recall, precision
     /// and detection delay per category; exits non-zero below --min-recall/--min-precision.
     Eval(eval::EvalConfig),
+    /// Tools for rule authors: the tables a rule can read, and checks of a rules folder.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Print the tables a rule can read, with their columns and types.
+    Schema,
+    /// Check a rules folder: every file parses, plans against the tables and views,
+    /// returns entity_id, regency_code and score with usable types, and names only
+    /// returned columns in its title and summary. Exits non-zero on any problem.
+    Lint {
+        /// The rules folder (`*.sql`, shared queries in `views/`).
+        dir: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -89,6 +107,26 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Demo(config) => demo::run(&config).await,
+        Command::Rules {
+            command: RulesCommand::Schema,
+        } => {
+            print!("{}", lint::schema_text());
+            Ok(())
+        }
+        Command::Rules {
+            command: RulesCommand::Lint { dir },
+        } => {
+            let (problems, checked) = lint::lint_dir(&dir).await?;
+            for p in &problems {
+                println!("{p}");
+            }
+            if problems.is_empty() {
+                println!("{checked} rules checked, no problems");
+                Ok(())
+            } else {
+                anyhow::bail!("{} problems in {}", problems.len(), dir.display())
+            }
+        }
         Command::Simulate {
             sim,
             out,

@@ -212,7 +212,7 @@ pub fn hex_prefix(bytes: &[u8], n: usize) -> String {
         .collect()
 }
 
-fn sql_files(dir: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
+pub(crate) fn sql_files(dir: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read rules folder {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -430,6 +430,8 @@ impl SqlRunner {
         let mut config = SessionConfig::new()
             .with_target_partitions(1)
             .with_information_schema(false);
+        // Planning errors then say where in the SQL they are (`pantau rules lint`).
+        config.options_mut().sql_parser.collect_spans = true;
         config
             .options_mut()
             .optimizer

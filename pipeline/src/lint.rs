@@ -1,0 +1,414 @@
+//! Rule checks before anything runs: `pantau rules schema` prints the tables a rule can
+//! read, `pantau rules lint DIR` checks a rules folder. A rule passes when its file
+//! parses, its SQL plans against those tables (and the folder's views), it returns the
+//! columns every alert needs with usable types, and every `{column}` its title and
+//! summary name is one it returns. Each problem names the file, and where the SQL is
+//! at fault, the line and column in that file.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::error::DataFusionError;
+
+use crate::alert::REQUIRED_COLUMNS;
+use crate::rules::{self, Rule, SqlRunner, View};
+use crate::tables;
+
+/// One problem found in one file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub path: PathBuf,
+    /// Line and column in the file, where known.
+    pub at: Option<(u64, u64)>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.at {
+            Some((line, column)) => write!(
+                f,
+                "{}:{line}:{column}: {}",
+                self.path.display(),
+                self.message
+            ),
+            None => write!(f, "{}: {}", self.path.display(), self.message),
+        }
+    }
+}
+
+/// The tables a rule can read, with their columns and types, as text.
+pub fn schema_text() -> String {
+    let mut out = String::new();
+    for (name, base, description) in tables::catalogue() {
+        let schema = if name == tables::OUTLETS {
+            base
+        } else {
+            rules::windowed_schema(&base)
+        };
+        let _ = writeln!(out, "{name}: {description}");
+        for field in schema.fields() {
+            let _ = writeln!(
+                out,
+                "  {:<28} {}{}",
+                field.name(),
+                type_name(field.data_type()),
+                if field.is_nullable() { "" } else { " not null" }
+            );
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn type_name(t: &DataType) -> String {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "text".into(),
+        DataType::Int32 | DataType::Int64 => "integer".into(),
+        DataType::Float64 => "double".into(),
+        DataType::Boolean => "boolean".into(),
+        DataType::Date32 => "date".into(),
+        DataType::Timestamp(_, Some(_)) => "timestamp with time zone (µs)".into(),
+        DataType::Timestamp(_, None) => "timestamp (µs)".into(),
+        other => format!("{other}"),
+    }
+}
+
+/// The line of `text` where `sql` starts, so positions in the SQL become positions in
+/// the file (the metadata header comes first).
+fn sql_line_offset(text: &str, sql: &str) -> u64 {
+    let first = sql.lines().next().unwrap_or_default().trim();
+    text.lines()
+        .position(|l| l.trim() == first && !first.is_empty())
+        .unwrap_or(0) as u64
+}
+
+/// Where in the SQL DataFusion places an error: a span from its diagnostics, or the
+/// "Line: L, Column: C" its SQL parser writes.
+fn error_position(error: &DataFusionError) -> Option<(u64, u64)> {
+    if let Some(span) = error.diagnostic().and_then(|d| d.span) {
+        return Some((span.start.line, span.start.column));
+    }
+    let text = error.to_string();
+    let rest = &text[text.find("Line: ")? + "Line: ".len()..];
+    let (line, rest) = rest.split_once(',')?;
+    let column = rest.trim().strip_prefix("Column: ")?;
+    let column: String = column.chars().take_while(char::is_ascii_digit).collect();
+    Some((line.trim().parse().ok()?, column.parse().ok()?))
+}
+
+fn sql_problem(path: &Path, text: &str, sql: &str, error: &DataFusionError) -> Problem {
+    let offset = sql_line_offset(text, sql);
+    Problem {
+        path: path.to_path_buf(),
+        at: error_position(error).map(|(line, column)| (line + offset, column)),
+        message: error.message().to_string(),
+    }
+}
+
+fn is_text(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+fn is_number(t: &DataType) -> bool {
+    t.is_numeric()
+}
+
+/// What a rule's result must look like: the required columns with usable types, and
+/// every placeholder of its texts among its columns.
+fn check_output(rule: &Rule, schema: &Schema) -> Vec<String> {
+    let mut problems = Vec::new();
+    for column in REQUIRED_COLUMNS {
+        match schema.field_with_name(column) {
+            Err(_) => problems.push(format!(
+                "the query returns no `{column}` column (every rule must return {})",
+                REQUIRED_COLUMNS.join(", ")
+            )),
+            Ok(field) => {
+                let ok = if column == "score" {
+                    is_number(field.data_type())
+                } else {
+                    is_text(field.data_type())
+                };
+                if !ok {
+                    problems.push(format!(
+                        "`{column}` is {}, expected {}",
+                        type_name(field.data_type()),
+                        if column == "score" {
+                            "a number"
+                        } else {
+                            "text"
+                        }
+                    ));
+                }
+            }
+        }
+    }
+    for (what, template) in [("title", &rule.title), ("summary", &rule.summary)] {
+        for key in placeholders(template) {
+            if key != "regency_name" && schema.field_with_name(key).is_err() {
+                problems.push(format!(
+                    "the {what} names {{{key}}}, which the query does not return"
+                ));
+            }
+        }
+    }
+    problems
+}
+
+fn placeholders(template: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else {
+            break;
+        };
+        out.push(&rest[open + 1..open + close]);
+        rest = &rest[open + close + 1..];
+    }
+    out
+}
+
+/// Checks every rule and view of a folder; returns the problems (none: the folder is
+/// good) and how many rules were checked.
+pub async fn lint_dir(dir: &Path) -> anyhow::Result<(Vec<Problem>, usize)> {
+    let mut problems = Vec::new();
+    let runner = SqlRunner::new();
+    let views_dir = dir.join("views");
+    let mut pending: Vec<(PathBuf, String, View)> = Vec::new();
+    if views_dir.is_dir() {
+        for (path, text) in rules::sql_files(&views_dir)? {
+            match View::parse(&path, &text) {
+                Ok(view) => pending.push((path, text, view)),
+                Err(e) => problems.push(header_problem(&path, &e)),
+            }
+        }
+    }
+    // Views may read each other: register in rounds until none is left or a round makes
+    // no progress (then what failed last is what is wrong).
+    while !pending.is_empty() {
+        let attempted = pending.len();
+        let mut failed = Vec::new();
+        for (path, text, view) in pending {
+            let planned = runner
+                .context()
+                .sql(&format!("CREATE VIEW {} AS {}", view.name, view.sql))
+                .await;
+            if let Err(e) = planned {
+                failed.push((path, text, view, e));
+            }
+        }
+        if failed.len() == attempted {
+            for (path, text, view, e) in failed {
+                problems.push(sql_problem(&path, &text, &view.sql, &e));
+            }
+            break;
+        }
+        pending = failed
+            .into_iter()
+            .map(|(path, text, view, _)| (path, text, view))
+            .collect();
+    }
+    let files = rules::sql_files(dir)?;
+    let mut ids: Vec<(String, PathBuf)> = Vec::new();
+    for (path, text) in &files {
+        let rule = match Rule::parse(path, text) {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(header_problem(path, &e));
+                continue;
+            }
+        };
+        if let Some((_, other)) = ids.iter().find(|(id, _)| *id == rule.id) {
+            problems.push(Problem {
+                path: path.clone(),
+                at: None,
+                message: format!("rule id {:?} is also used by {}", rule.id, other.display()),
+            });
+        }
+        ids.push((rule.id.clone(), path.clone()));
+        let schema = match runner.context().sql(&rule.sql).await {
+            Ok(frame) => frame.schema().as_arrow().clone(),
+            Err(e) => {
+                problems.push(sql_problem(path, text, &rule.sql, &e));
+                continue;
+            }
+        };
+        problems.extend(
+            check_output(&rule, &schema)
+                .into_iter()
+                .map(|message| Problem {
+                    path: path.clone(),
+                    at: None,
+                    message,
+                }),
+        );
+    }
+    Ok((problems, files.len()))
+}
+
+/// A header error already names the file (and line); keep only the rest.
+fn header_problem(path: &Path, error: &anyhow::Error) -> Problem {
+    let text = format!("{error:#}");
+    let prefix = format!("{}:", path.display());
+    let (at, message) = match text.strip_prefix(&prefix) {
+        Some(rest) => match rest.split_once(": ") {
+            Some((line, message)) if line.parse::<u64>().is_ok() => {
+                (line.parse().ok().map(|l| (l, 1)), message.to_string())
+            }
+            _ => (None, rest.trim_start().to_string()),
+        },
+        None => (None, text.clone()),
+    };
+    Problem {
+        path: path.to_path_buf(),
+        at,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    const HEADER: &str = "-- id: {id}
+-- title: Uji {entity_id}
+-- category: price_markup
+-- severity: medium
+-- window: local_day
+-- entity: outlet
+-- summary: Skor {score} di {regency_name}
+";
+
+    fn rule(id: &str, sql: &str) -> String {
+        format!("{}\n{sql}\n", HEADER.replace("{id}", id))
+    }
+
+    #[tokio::test]
+    async fn the_shipped_rules_are_clean() {
+        let (problems, checked) = lint_dir(&rules::default_dir()).await.unwrap();
+        assert!(problems.is_empty(), "{problems:#?}");
+        assert!(checked >= 9, "only {checked} rules checked");
+    }
+
+    #[tokio::test]
+    async fn names_the_file_line_and_column_of_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "good.sql",
+            &rule(
+                "good",
+                "SELECT outlet_id AS entity_id, regency_code, CAST(COUNT(*) AS DOUBLE) AS score\nFROM transactions GROUP BY outlet_id, regency_code",
+            ),
+        );
+        // The typo is on the file's 10th line (8 header lines, a blank, then SQL).
+        write(
+            dir.path(),
+            "typo.sql",
+            &rule(
+                "typo",
+                "SELECT outlet_id AS entity_id, regency_code, 1.0 AS score\nFROM transactions WHERE amount >> > 5",
+            ),
+        );
+        write(
+            dir.path(),
+            "unknown_column.sql",
+            &rule(
+                "unknown_column",
+                "SELECT outlet_id AS entity_id, regency_code, 1.0 AS score\nFROM transactions WHERE no_such_column > 5",
+            ),
+        );
+        write(
+            dir.path(),
+            "no_score.sql",
+            &rule(
+                "no_score",
+                "SELECT outlet_id AS entity_id, regency_code, amount AS points FROM transactions",
+            ),
+        );
+        write(
+            dir.path(),
+            "text_score.sql",
+            &rule(
+                "text_score",
+                "SELECT outlet_id AS entity_id, regency_code, bank AS score FROM transactions",
+            ),
+        );
+        write(
+            dir.path(),
+            "bad_header.sql",
+            "-- id: x\n-- colour: red\nSELECT 1\n",
+        );
+        let (problems, checked) = lint_dir(dir.path()).await.unwrap();
+        assert_eq!(checked, 6);
+        let about = |file: &str| -> Vec<&Problem> {
+            problems
+                .iter()
+                .filter(|p| p.path.file_name().unwrap() == file)
+                .collect()
+        };
+        assert!(about("good.sql").is_empty(), "{problems:#?}");
+        let typo = about("typo.sql");
+        assert_eq!(typo.len(), 1, "{problems:#?}");
+        assert_eq!(typo[0].at.map(|(line, _)| line), Some(10), "{}", typo[0]);
+        let unknown = about("unknown_column.sql");
+        assert_eq!(unknown.len(), 1, "{problems:#?}");
+        assert!(
+            unknown[0].message.contains("no_such_column"),
+            "{}",
+            unknown[0]
+        );
+        let no_score = about("no_score.sql");
+        assert!(
+            no_score
+                .iter()
+                .any(|p| p.message.contains("no `score` column")),
+            "{problems:#?}"
+        );
+        assert!(
+            about("text_score.sql")
+                .iter()
+                .any(|p| p.message.contains("`score` is text, expected a number")),
+            "{problems:#?}"
+        );
+        let header = about("bad_header.sql");
+        assert_eq!(header.len(), 1, "{problems:#?}");
+        assert_eq!(header[0].at, Some((2, 1)));
+        assert!(header[0].message.contains("colour"), "{}", header[0]);
+    }
+
+    #[tokio::test]
+    async fn a_placeholder_the_query_does_not_return_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = rule(
+            "placeholder",
+            "SELECT outlet_id AS entity_id, regency_code, 1.0 AS score FROM transactions",
+        )
+        .replace("Skor {score}", "Skor {score} harga {median_price}");
+        write(dir.path(), "placeholder.sql", &text);
+        let (problems, _) = lint_dir(dir.path()).await.unwrap();
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(
+            problems[0].message.contains("{median_price}"),
+            "{}",
+            problems[0]
+        );
+    }
+
+    #[test]
+    fn the_schema_lists_every_table_with_typed_columns() {
+        let text = schema_text();
+        for (name, _, _) in tables::catalogue() {
+            assert!(text.contains(&format!("{name}: ")), "{name} missing");
+        }
+        assert!(text.contains("window_start"));
+        assert!(text.contains("amount"));
+        assert!(text.contains("integer"));
+    }
+}
