@@ -80,23 +80,49 @@ pub fn format_id_number(v: &Value) -> String {
 /// placeholder.
 pub fn fill(template: &str, row: &Map<String, Value>, regency_name: &str) -> String {
     let mut out = String::with_capacity(template.len() + 32);
+    for piece in template_pieces(template) {
+        match piece {
+            Piece::Text(text) => out.push_str(text),
+            Piece::Placeholder("regency_name") => out.push_str(regency_name),
+            Piece::Placeholder(key) => match row.get(key) {
+                Some(v) => out.push_str(&format_id_number(v)),
+                None => out.push('-'),
+            },
+        }
+    }
+    out
+}
+
+/// The `{column}` names a template uses (`regency_name` included).
+pub fn placeholders(template: &str) -> Vec<&str> {
+    template_pieces(template)
+        .into_iter()
+        .filter_map(|p| match p {
+            Piece::Placeholder(key) => Some(key),
+            Piece::Text(_) => None,
+        })
+        .collect()
+}
+
+enum Piece<'a> {
+    Text(&'a str),
+    Placeholder(&'a str),
+}
+
+/// A template split into literal text and `{name}` placeholders; an unclosed `{` is text.
+fn template_pieces(template: &str) -> Vec<Piece<'_>> {
+    let mut pieces = Vec::new();
     let mut rest = template;
     while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
         let Some(close) = rest[open..].find('}') else {
-            out.push_str(&rest[open..]);
-            return out;
+            break;
         };
-        let key = &rest[open + 1..open + close];
-        match (key, row.get(key)) {
-            ("regency_name", _) => out.push_str(regency_name),
-            (_, Some(v)) => out.push_str(&format_id_number(v)),
-            _ => out.push('-'),
-        }
+        pieces.push(Piece::Text(&rest[..open]));
+        pieces.push(Piece::Placeholder(&rest[open + 1..open + close]));
         rest = &rest[open + close + 1..];
     }
-    out.push_str(rest);
-    out
+    pieces.push(Piece::Text(rest));
+    pieces
 }
 
 /// Result batches → JSON rows, the shape both evidence and templates use.

@@ -123,6 +123,19 @@ pub struct CheckpointStore {
     root: PathBuf,
 }
 
+/// The batches of `<dir>/<stem>.arrow`, which the manifest says number `listed`.
+fn read_listed(dir: &Path, stem: &str, listed: usize) -> anyhow::Result<Vec<RecordBatch>> {
+    let batches = read_batches(&dir.join(format!("{stem}.arrow")))?;
+    if batches.len() != listed {
+        bail!(
+            "checkpoint {}: {stem} has {} batches, the manifest lists {listed}",
+            dir.display(),
+            batches.len()
+        );
+    }
+    Ok(batches)
+}
+
 fn static_table(name: &str) -> anyhow::Result<&'static str> {
     tables::RAW_TABLES
         .iter()
@@ -378,15 +391,7 @@ impl CheckpointStore {
         let mut raw = Vec::new();
         for (table, entries) in manifest.raw {
             let table = static_table(&table)?;
-            let batches = read_batches(&dir.join(format!("raw-{table}.arrow")))?;
-            if batches.len() != entries.len() {
-                bail!(
-                    "checkpoint {}: {table} has {} batches, the manifest lists {}",
-                    dir.display(),
-                    batches.len(),
-                    entries.len()
-                );
-            }
+            let batches = read_listed(&dir, &format!("raw-{table}"), entries.len())?;
             let parts = entries
                 .into_iter()
                 .zip(batches)
@@ -407,15 +412,7 @@ impl CheckpointStore {
         let mut rollups = Vec::new();
         for (table, dates) in manifest.rollups {
             let table = static_table(&table)?;
-            let batches = read_batches(&dir.join(format!("rollup-{table}.arrow")))?;
-            if batches.len() != dates.len() {
-                bail!(
-                    "checkpoint {}: rollup {table} has {} batches, the manifest lists {}",
-                    dir.display(),
-                    batches.len(),
-                    dates.len()
-                );
-            }
+            let batches = read_listed(&dir, &format!("rollup-{table}"), dates.len())?;
             rollups.push((table, dates.into_iter().zip(batches).collect()));
         }
         let seen_path = dir.join("seen.arrow");

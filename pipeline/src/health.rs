@@ -128,6 +128,20 @@ impl Health {
     }
 }
 
+/// A Kafka client's error callback: to the health state when there is one, else to the
+/// log. `client` names the client in the log ("producer", "client").
+pub fn report_client_error(
+    health: Option<&Health>,
+    error: &KafkaError,
+    reason: &str,
+    client: &str,
+) {
+    match health {
+        Some(h) => h.on_client_error(error, reason),
+        None => tracing::warn!(%error, reason, client, "Kafka error"),
+    }
+}
+
 /// Whether `error` means the broker cannot be reached (as opposed to the broker refusing
 /// one request). librdkafka reports connection refused, resets and DNS failures as
 /// transport or resolve errors, and a broker that is merely unresponsive as timeouts.

@@ -146,7 +146,7 @@ fn check_output(rule: &Rule, schema: &Schema) -> Vec<String> {
         }
     }
     for (what, template) in [("title", &rule.title), ("summary", &rule.summary)] {
-        for key in placeholders(template) {
+        for key in crate::alert::placeholders(template) {
             if key != "regency_name" && schema.field_with_name(key).is_err() {
                 problems.push(format!(
                     "the {what} names {{{key}}}, which the query does not return"
@@ -155,19 +155,6 @@ fn check_output(rule: &Rule, schema: &Schema) -> Vec<String> {
         }
     }
     problems
-}
-
-fn placeholders(template: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        let Some(close) = rest[open..].find('}') else {
-            break;
-        };
-        out.push(&rest[open + 1..open + close]);
-        rest = &rest[open + close + 1..];
-    }
-    out
 }
 
 /// Checks every rule and view of a folder; returns the problems (none: the folder is

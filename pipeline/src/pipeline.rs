@@ -330,31 +330,29 @@ impl Shared {
     }
 }
 
-impl RebalanceHook for Shared {
-    fn assigning(&self, consumer: &BaseConsumer<RecordingContext>, list: &mut TopicPartitionList) {
+impl Shared {
+    /// Runs a rebalance step on the parked worker; a failure is kept for the loop.
+    fn with_parked(&self, step: impl FnOnce(&mut Worker) -> anyhow::Result<()>) {
         let Ok(mut slot) = self.worker.lock() else {
             return self.fail("worker lock poisoned".into());
         };
         let Some(worker) = slot.as_mut() else {
             return self.fail("rebalance while the worker was busy".into());
         };
-        if let Err(e) = Shared::assign(worker, consumer, list) {
+        if let Err(e) = step(worker) {
             drop(slot);
             self.fail(format!("{e:#}"));
         }
     }
+}
+
+impl RebalanceHook for Shared {
+    fn assigning(&self, consumer: &BaseConsumer<RecordingContext>, list: &mut TopicPartitionList) {
+        self.with_parked(|worker| Shared::assign(worker, consumer, list));
+    }
 
     fn revoking(&self, consumer: &BaseConsumer<RecordingContext>, list: &TopicPartitionList) {
-        let Ok(mut slot) = self.worker.lock() else {
-            return self.fail("worker lock poisoned".into());
-        };
-        let Some(worker) = slot.as_mut() else {
-            return self.fail("rebalance while the worker was busy".into());
-        };
-        if let Err(e) = Shared::revoke(worker, consumer, list) {
-            drop(slot);
-            self.fail(format!("{e:#}"));
-        }
+        self.with_parked(|worker| Shared::revoke(worker, consumer, list));
     }
 }
 

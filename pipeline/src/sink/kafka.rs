@@ -36,10 +36,7 @@ pub struct ProducerContext {
 
 impl ClientContext for ProducerContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        match &self.health {
-            Some(h) => h.on_client_error(&error, reason),
-            None => tracing::warn!(%error, reason, "Kafka producer error"),
-        }
+        crate::health::report_client_error(self.health.as_deref(), &error, reason, "producer");
     }
 }
 

@@ -109,10 +109,7 @@ pub struct RecordingContext {
 
 impl ClientContext for RecordingContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        match &self.health {
-            Some(h) => h.on_client_error(&error, reason),
-            None => tracing::warn!(%error, reason, "Kafka client error"),
-        }
+        crate::health::report_client_error(self.health.as_deref(), &error, reason, "consumer");
     }
 }
 
