@@ -1,9 +1,11 @@
 //! A history folder (DESIGN.md §3: `transactions.jsonl`, `disbursements.jsonl`,
 //! `transfers.jsonl`, `outlets.jsonl`, any of them missing) read as four one-partition
-//! streams. The line number is the offset, so a dead letter points at its line.
+//! streams. The line number is the offset, so a dead letter points at its line. A file
+//! may be gzipped (`transactions.jsonl.gz`), as rule fixtures are to stay small in the
+//! repository.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use anyhow::Context;
@@ -12,9 +14,11 @@ use crate::model::Stream;
 
 struct FileStream {
     stream: Stream,
-    reader: BufReader<File>,
+    reader: BufReader<Box<dyn Read + Send>>,
     next_line: i64,
     done: bool,
+    /// Gzipped: its lines are not counted in the progress, which is in file bytes.
+    compressed: bool,
 }
 
 /// A chunk of consecutive lines of one file.
@@ -38,23 +42,34 @@ impl FolderSource {
         let mut files = Vec::new();
         let mut total_bytes = 0;
         for stream in Stream::ALL {
-            let path = dir.join(stream.file_name());
-            if !path.exists() {
+            let plain = dir.join(stream.file_name());
+            let gzipped = dir.join(format!("{}.gz", stream.file_name()));
+            let (path, compressed) = if plain.exists() {
+                (plain, false)
+            } else if gzipped.exists() {
+                (gzipped, true)
+            } else {
                 continue;
-            }
+            };
             let file =
                 File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-            total_bytes += file.metadata()?.len();
+            let reader: Box<dyn Read + Send> = if compressed {
+                Box::new(flate2::read::GzDecoder::new(file))
+            } else {
+                total_bytes += file.metadata()?.len();
+                Box::new(file)
+            };
             files.push(FileStream {
                 stream,
-                reader: BufReader::with_capacity(1 << 20, file),
+                reader: BufReader::with_capacity(1 << 20, reader),
                 next_line: 0,
                 done: false,
+                compressed,
             });
         }
         if files.is_empty() {
             anyhow::bail!(
-                "{} holds none of transactions.jsonl, disbursements.jsonl, transfers.jsonl, outlets.jsonl",
+                "{} holds none of transactions.jsonl, disbursements.jsonl, transfers.jsonl, outlets.jsonl (or their .gz)",
                 dir.display()
             );
         }
@@ -99,7 +114,9 @@ impl FolderSource {
                 file.done = true;
                 break;
             }
-            bytes += n as u64;
+            if !file.compressed {
+                bytes += n as u64;
+            }
             while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                 line.pop();
             }
