@@ -4,6 +4,7 @@
 -- severity: medium
 -- window: local_day
 -- entity: outlet
+-- cooldown: 7d
 -- owner: tim-data
 -- summary: Dari {purchases} transaksi KKS di {outlet_name} hari ini, {irregular} bermasalah: {mismatched} jumlah tagihan tidak sama dengan jumlah barang x harga (selisih total Rp {overcharged}) dan {ineligible} memuat barang yang tidak boleh dibeli dengan bantuan ({ineligible_goods}). Di e-Warong lain {regency_name}: {district_rate_pct}% transaksi bermasalah; peluang kebetulan p = {p_value}. Periksa struk dan stok barang.
 -- description: Share of an outlet's KKS purchases whose amount differs from the sum of items x unit prices by more than Rp 100 and 0.5%, or that list a good outside the program's food list (cooking oil, instant noodles, cigarettes, shampoo ... anything not rice, corn, sago, eggs, meat, fish, tofu, tempeh, beans, vegetables or fruit). Tested with a binomial tail against the rate of the regency's other outlets that day (floored at 1 in 1,000 receipts); fires at p < 1e-6 with at least 2 irregular receipts.

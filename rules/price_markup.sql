@@ -4,6 +4,7 @@
 -- severity: medium
 -- window: local_day
 -- entity: outlet
+-- cooldown: 7d
 -- owner: tim-data
 -- summary: {outlet_name} menjual {commodity} kepada KPM seharga Rp {outlet_price}/{unit} (median {outlet_sales} transaksi), {price_ratio} kali median {regency_name} Rp {district_median}/{unit} dari {district_outlets} e-Warong; skor robust z = {robust_z} (batas {z_threshold}). Komoditas lain di outlet ini berharga wajar ({weighed_commodities} komoditas dibandingkan). Verifikasi harga di lokasi dan bandingkan dengan HET.
 -- description: One commodity's median unit price at an outlet against the regency's median that day (view commodity_prices): robust z >= 3.5 and at least 20% above the median, on at least 5 sales, with at least 3 outlets in the regency. The outlet's other weighed commodities must be mostly at the regency's level (view weighed_goods): when most are elevated together it is a rigged scale, reported by short_quantity instead.

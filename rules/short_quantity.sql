@@ -4,6 +4,7 @@
 -- severity: high
 -- window: local_day
 -- entity: outlet
+-- cooldown: 7d
 -- owner: tim-data
 -- summary: Di {outlet_name}, setiap rupiah KPM hanya mendapat {food_per_rupiah_pct}% dari takaran di e-Warong lain {regency_name}: {elevated_commodities} dari {weighed_commodities} komoditas yang ditimbang lebih mahal per kg dengan rasio serupa ({commodities}). Pola ini menunjukkan timbangan yang dikurangi, bukan kenaikan harga satu barang. Timbang ulang paket di lokasi.
 -- description: Food per rupiah below the regency's on most commodities sold by the kilogram at once: at least 2 weighed commodities comparable with the regency (3+ sales at the outlet, 3+ outlets) and more than half of them at robust z >= 3.5 against the regency's median price per kg (view weighed_goods), by a median ratio of at least 1.1 (at least 10% less food per rupiah: a robust z alone would flag a few percent where the regency's prices are tight). A rigged scale shorts every weighed good by the same ratio; a markup raises one. food_per_rupiah_pct is the regency's median price over the outlet's, the median over the elevated commodities.

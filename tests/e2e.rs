@@ -16,3 +16,5 @@ mod kafka;
 mod replay;
 #[path = "e2e/rules.rs"]
 mod rules;
+#[path = "e2e/workflow.rs"]
+mod workflow;

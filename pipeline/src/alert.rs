@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::model::{Alert, Severity};
 use crate::regions::Regions;
 use crate::rules::{hex_prefix, Rule};
+use crate::suppress::Ongoing;
 
 /// Columns every rule must return; the rest is evidence.
 pub const REQUIRED_COLUMNS: [&str; 3] = ["entity_id", "regency_code", "score"];
@@ -214,15 +215,68 @@ pub fn make_alerts(
             title,
             summary,
             evidence: row,
+            shadow: rule.shadow,
         });
     }
     Ok(alerts)
 }
 
+const MONTHS: [&str; 12] = [
+    "Januari",
+    "Februari",
+    "Maret",
+    "April",
+    "Mei",
+    "Juni",
+    "Juli",
+    "Agustus",
+    "September",
+    "Oktober",
+    "November",
+    "Desember",
+];
+
+/// A date as Indonesians write it: `3 Januari 2023`.
+pub fn tanggal(at: DateTime<FixedOffset>) -> String {
+    use chrono::Datelike;
+    format!(
+        "{} {} {}",
+        at.day(),
+        MONTHS[at.month0() as usize],
+        at.year()
+    )
+}
+
+/// An alert that continues an episode (see `suppress`) says since when, how long, and
+/// how many detections since the last alert were not sent again.
+pub fn mark_ongoing(alert: &mut Alert, ongoing: Ongoing) {
+    let since = local_time(ongoing.since, *alert.window_start.offset());
+    let days = ((alert.window_end - since).num_hours() + 23) / 24;
+    alert.evidence.insert(
+        "ongoing_since".into(),
+        Value::String(since.format("%Y-%m-%d").to_string()),
+    );
+    alert.evidence.insert("ongoing_days".into(), days.into());
+    alert
+        .evidence
+        .insert("held_back".into(), ongoing.suppressed.into());
+    alert.summary.push_str(&format!(
+        " Berlangsung sejak {} ({days} hari).",
+        tanggal(since)
+    ));
+    if ongoing.suppressed > 0 {
+        alert.summary.push_str(&format!(
+            " {} deteksi sejak peringatan sebelumnya tidak dikirim ulang.",
+            ongoing.suppressed
+        ));
+    }
+}
+
 /// One readable line for a terminal.
 pub fn one_line(a: &Alert) -> String {
     format!(
-        "[{}] {} {} {} {}: {} — {}",
+        "[{}{}] {} {} {} {}: {} — {}",
+        if a.shadow { "SHADOW " } else { "" },
         a.severity.as_str().to_uppercase(),
         a.window_start.format("%Y-%m-%d %H:%M%:z"),
         a.category,

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::decode::OutletRow;
 use crate::engine::EngineSnapshot;
 use crate::model::{Bank, OutletStatus, Stream};
+use crate::suppress::Episode;
 use crate::tables;
 use crate::watermark::{PartitionId, WatermarkSnapshot};
 use crate::window::{BufferedMeta, Series, WindowSnapshot};
@@ -108,6 +109,10 @@ struct Manifest {
     /// Table → the local date of each batch, in file order.
     rollups: Vec<(String, Vec<i32>)>,
     registry: Vec<StoredOutlet>,
+    /// Cooldown episodes: (rule id, entity id, episode). Absent in checkpoints written
+    /// before suppression existed.
+    #[serde(default)]
+    episodes: Vec<(String, String, Episode)>,
 }
 
 /// A checkpoint read back: the state and the input offset it stands for.
@@ -343,6 +348,7 @@ impl CheckpointStore {
                 .map(|p| SourcePartition::of(*p))
                 .collect(),
             evicted_at: snapshot.evicted_at,
+            episodes: snapshot.episodes.clone(),
             max_event: w.max_event,
             next_end: w
                 .next_end
@@ -473,6 +479,7 @@ impl CheckpointStore {
                     idle,
                 },
                 evicted_at: manifest.evicted_at,
+                episodes: manifest.episodes,
             },
         })
     }
@@ -524,6 +531,8 @@ mod tests {
             lateness: Duration::from_secs(600),
             idle_timeout: Duration::MAX,
             rules: crate::rules::default_dir(),
+            rule_budget: std::time::Duration::from_secs(30),
+            snooze: None,
         };
         let rules = crate::rules::load_dir(&config.rules).unwrap();
         let mut engine = Engine::new(&config, rules, Metrics::new());

@@ -17,7 +17,7 @@ use rdkafka::mocking::MockCluster;
 use crate::engine::EngineConfig;
 use crate::kafka::KafkaConfig;
 use crate::metrics::{self, Metrics};
-use crate::model::{Alert, Stream, TOPIC_ALERTS, TOPIC_DLQ};
+use crate::model::{Alert, Stream, ALL_TOPICS};
 use crate::pipeline::{self, RunConfig};
 use crate::sim::{self, SimConfig};
 use crate::sink::kafka::KafkaSink;
@@ -63,11 +63,7 @@ pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
     );
     let history = sim::simulate(&config.sim)?;
     let mock = MockCluster::new(1).context("cannot start the embedded broker")?;
-    for topic in Stream::ALL.iter().map(|s| s.topic()).chain([
-        TOPIC_ALERTS,
-        TOPIC_DLQ,
-        crate::route::TOPIC_BY_PROVINCE,
-    ]) {
+    for topic in ALL_TOPICS {
         mock.create_topic(topic, config.partitions, 1)
             .with_context(|| format!("cannot create topic {topic} on the embedded broker"))?;
     }
@@ -133,6 +129,7 @@ pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
         instance_id: format!("pantau-demo-{}", std::process::id()),
         shutdown_timeout: Duration::from_secs(30),
         dlq_max_per_sec: 1000,
+        reload_interval: Duration::from_secs(2),
     };
     let mut alerts: Vec<Alert> = Vec::new();
     let pipeline = pipeline::run(

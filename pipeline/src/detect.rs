@@ -17,9 +17,11 @@ use crate::checkpoint::CheckpointStore;
 use crate::engine::{Engine, EngineConfig, RawRecord};
 use crate::metrics::Metrics;
 use crate::model::{Alert, DeadLetter};
+use crate::reload::Change;
 use crate::route::Envelope;
 use crate::rules::RuleSet;
 use crate::source::kafka::{CommitOffset, Origin, Record};
+use crate::suppress::SnoozeList;
 use crate::watermark::PartitionId;
 
 struct PartitionEngine {
@@ -43,22 +45,52 @@ pub struct Detector {
     engines: BTreeMap<i32, PartitionEngine>,
     store: CheckpointStore,
     config: EngineConfig,
+    /// The rule set in force: engines of partitions assigned later start with it.
+    rules: RuleSet,
+    snoozes: Arc<SnoozeList>,
     metrics: Arc<Metrics>,
 }
 
 impl Detector {
-    pub fn new(store: CheckpointStore, config: &EngineConfig, metrics: Arc<Metrics>) -> Detector {
+    pub fn new(
+        store: CheckpointStore,
+        config: &EngineConfig,
+        rules: RuleSet,
+        metrics: Arc<Metrics>,
+    ) -> Detector {
         Detector {
             engines: BTreeMap::new(),
             store,
             config: config.clone(),
+            rules,
+            snoozes: Arc::default(),
             metrics,
         }
     }
 
-    fn new_engine(&self) -> anyhow::Result<Engine> {
-        let rules: RuleSet = crate::rules::load_dir(&self.config.rules)?;
-        Ok(Engine::new(&self.config, rules, self.metrics.clone()))
+    fn new_engine(&self) -> Engine {
+        let mut engine = Engine::new(&self.config, self.rules.clone(), self.metrics.clone());
+        engine.set_snoozes(self.snoozes.clone());
+        engine
+    }
+
+    /// Hands every engine, and those of partitions assigned later, a change of the rules
+    /// or of the snooze list; window state stays.
+    pub fn apply(&mut self, change: Change) {
+        match change {
+            Change::Rules(set) => {
+                for pe in self.engines.values_mut() {
+                    pe.engine.reload(set.clone());
+                }
+                self.rules = set;
+            }
+            Change::Snoozes(list) => {
+                for pe in self.engines.values_mut() {
+                    pe.engine.set_snoozes(list.clone());
+                }
+                self.snoozes = list;
+            }
+        }
     }
 
     /// Takes up a partition. `committed` is the group's committed offset and its
@@ -68,7 +100,7 @@ impl Detector {
         partition: i32,
         committed: Option<(i64, String)>,
     ) -> anyhow::Result<Start> {
-        let mut engine = self.new_engine()?;
+        let mut engine = self.new_engine();
         tracing::debug!(partition, ?committed, "assigning");
         let (start, position, checkpointed) = match committed {
             None => (Start::Beginning, 0, false),

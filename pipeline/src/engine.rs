@@ -15,11 +15,12 @@ use anyhow::Context;
 use base64::Engine as _;
 use chrono::Utc;
 
-use crate::alert::{make_alerts, rows_of};
+use crate::alert::{make_alerts, mark_ongoing, rows_of};
 use crate::decode::{self, Input, Provenance, Reason, Rejection};
 use crate::metrics::Metrics;
 use crate::model::{Alert, DeadLetter, Stream};
 use crate::rules::{Rule, RuleSet, SqlRunner, View, ROLLUPS};
+use crate::suppress::{Cooldowns, Episode, SnoozeList, Verdict};
 use crate::watermark::{PartitionId, WatermarkSnapshot, Watermarks};
 use crate::window::{first_date, ClosedWindow, Purpose, WindowSnapshot, WindowSpec, WindowState};
 
@@ -38,6 +39,15 @@ pub struct EngineConfig {
     /// Folder of rule files (`*.sql`).
     #[arg(long, default_value_os_t = crate::rules::default_dir())]
     pub rules: std::path::PathBuf,
+    /// The longest one rule may run over one window; past it the rule is skipped for
+    /// that window (pantau_rule_failures_total{reason="timeout"}) and the others run.
+    /// A rule's `-- budget:` line overrides it.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub rule_budget: Duration,
+    /// Snooze list the monitoring team edits: CSV with `entity_id,rule_id,until,reason,who`
+    /// (`*` as rule_id: every rule). `pantau run` re-reads it when it changes.
+    #[arg(long)]
+    pub snooze: Option<std::path::PathBuf>,
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -47,13 +57,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     );
     let n: f64 = num
         .parse()
-        .map_err(|_| format!("{s:?}: expected a number and a unit (ms, s, m, h), e.g. 10m"))?;
+        .map_err(|_| format!("{s:?}: expected a number and a unit (ms, s, m, h, d), e.g. 10m"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" | "" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
+        "d" => n * 86_400.0,
+        _ => return Err(format!("{s:?}: unit must be ms, s, m, h or d")),
     };
     Ok(Duration::from_secs_f64(secs))
 }
@@ -71,6 +82,11 @@ pub struct Engine {
     /// Views not yet registered: creating one needs the async SQL context, so it waits
     /// for the first window to close.
     views_pending: Vec<View>,
+    /// Views registered in the SQL context, to drop when the rules are reloaded.
+    views_registered: Vec<String>,
+    cooldowns: Cooldowns,
+    snoozes: Arc<SnoozeList>,
+    rule_budget: Duration,
     window: WindowState,
     watermarks: Watermarks,
     runner: SqlRunner,
@@ -87,6 +103,8 @@ pub struct EngineSnapshot {
     pub window: WindowSnapshot,
     pub watermark: WatermarkSnapshot,
     pub evicted_at: Option<i64>,
+    /// Cooldown episodes per (rule, entity).
+    pub episodes: Vec<(String, String, Episode)>,
 }
 
 fn dead_letter(
@@ -123,6 +141,10 @@ impl Engine {
         Engine {
             rules,
             views_pending: views,
+            views_registered: Vec::new(),
+            cooldowns: Cooldowns::default(),
+            snoozes: Arc::default(),
+            rule_budget: config.rule_budget,
             window: WindowState::new(&specs),
             watermarks: Watermarks::new(config.lateness),
             runner: SqlRunner::new(),
@@ -133,6 +155,28 @@ impl Engine {
 
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// Takes up a new rule set while running. Window state is kept: windows of specs
+    /// still in use keep their progress, a new spec starts after the last closed day,
+    /// and cooldown episodes carry on for rules that keep their id.
+    pub fn reload(&mut self, set: RuleSet) {
+        let RuleSet { rules, views } = set;
+        for name in self.views_registered.drain(..) {
+            if let Err(e) = self.runner.context().deregister_table(name.as_str()) {
+                tracing::warn!(view = %name, error = %e, "could not drop a view on reload");
+            }
+        }
+        self.runner.forget_plans();
+        self.views_pending = views;
+        let specs: Vec<WindowSpec> = rules.iter().map(|r| r.window).collect();
+        self.window.set_specs(&specs);
+        self.rules = rules;
+    }
+
+    /// The snooze list in force from the next window on.
+    pub fn set_snoozes(&mut self, snoozes: Arc<SnoozeList>) {
+        self.snoozes = snoozes;
     }
 
     /// A partition was assigned to this instance (or a replay file opened). It holds
@@ -157,6 +201,7 @@ impl Engine {
             window: self.window.snapshot(),
             watermark: self.watermarks.snapshot(),
             evicted_at: self.evicted_at,
+            episodes: self.cooldowns.snapshot(),
         }
     }
 
@@ -167,6 +212,7 @@ impl Engine {
         self.window = WindowState::restore(&specs, snapshot.window);
         self.watermarks.restore(&snapshot.watermark);
         self.evicted_at = snapshot.evicted_at;
+        self.cooldowns = Cooldowns::restore(snapshot.episodes);
     }
 
     /// A partition was revoked, or a replay file is exhausted.
@@ -360,6 +406,7 @@ impl Engine {
             .is_none_or(|at| watermark - at >= EVICT_EVERY_US)
         {
             self.window.evict(watermark, self.watermarks.lateness_us());
+            self.cooldowns.evict(watermark);
             self.evicted_at = Some(watermark);
             self.metrics
                 .buffered_rows
@@ -376,8 +423,9 @@ impl Engine {
             let attempted = pending.len();
             let mut failed = Vec::new();
             for view in pending {
-                if let Err(e) = self.runner.create_view(&view).await {
-                    failed.push((view, e));
+                match self.runner.create_view(&view).await {
+                    Ok(()) => self.views_registered.push(view.name.clone()),
+                    Err(e) => failed.push((view, e)),
                 }
             }
             if failed.is_empty() {
@@ -388,7 +436,7 @@ impl Engine {
                     // The rules reading it fail on their own and are counted there.
                     self.metrics
                         .rule_failures
-                        .with_label_values(&[&format!("view:{}", view.name)])
+                        .with_label_values(&[&format!("view:{}", view.name), "error"])
                         .inc();
                     tracing::error!(view = %view.name, error = %format!("{e:#}"), "view failed to register; rules reading it will fail");
                 }
@@ -408,52 +456,108 @@ impl Engine {
         }
         let mut alerts = Vec::new();
         let detected_at = Utc::now();
-        for rule in self.rules.iter().filter(|r| r.window == window.series.spec) {
+        let rules: Vec<Rule> = self
+            .rules
+            .iter()
+            .filter(|r| r.window == window.series.spec)
+            .cloned()
+            .collect();
+        for rule in &rules {
             let started = Instant::now();
-            let outcome = match self.runner.query(&rule.sql).await {
-                Ok(batches) => rows_of(&batches).and_then(|rows| {
-                    Ok(make_alerts(
-                        rule,
-                        window.start,
-                        window.end,
-                        rows,
-                        detected_at,
-                    )?)
-                }),
-                Err(e) => Err(e.into()),
+            let budget = rule.budget.unwrap_or(self.rule_budget);
+            let outcome = match tokio::time::timeout(budget, self.runner.query(&rule.sql)).await {
+                Ok(Ok(batches)) => rows_of(&batches)
+                    .and_then(|rows| {
+                        Ok(make_alerts(
+                            rule,
+                            window.start,
+                            window.end,
+                            rows,
+                            detected_at,
+                        )?)
+                    })
+                    .map_err(|e| ("error", e)),
+                Ok(Err(e)) => Err(("error", e.into())),
+                Err(_) => Err((
+                    "timeout",
+                    anyhow::anyhow!("ran longer than its budget of {budget:?}"),
+                )),
             };
             self.metrics
                 .rule_seconds
                 .with_label_values(&[&rule.id])
                 .observe(started.elapsed().as_secs_f64());
             match outcome {
-                Ok(found) => {
-                    for a in &found {
-                        self.metrics
-                            .alerts
-                            .with_label_values(&[
-                                &a.rule_id,
-                                &a.category,
-                                a.severity.as_str(),
-                                &a.regency_code,
-                            ])
-                            .inc();
-                    }
-                    alerts.extend(found);
-                }
-                Err(e) => {
+                Ok(found) => alerts.extend(self.suppress(rule, window, found)),
+                Err((reason, e)) => {
                     // One failing rule must not stop the others or the pipeline.
                     self.metrics
                         .rule_failures
-                        .with_label_values(&[&rule.id])
+                        .with_label_values(&[&rule.id, reason])
                         .inc();
-                    tracing::error!(rule = %rule.id, window_start = window.start, error = %format!("{e:#}"), "rule failed; skipped for this window");
+                    tracing::error!(rule = %rule.id, version = %rule.version, window_start = window.start, reason, error = %format!("{e:#}"), "rule skipped for this window");
                 }
             }
         }
         // Deterministic order whatever the rule or batch order was.
         alerts.sort_by(|a, b| a.alert_id.cmp(&b.alert_id));
         Ok(alerts)
+    }
+
+    /// Applies the snooze list and the rule's cooldown to what one rule found in one
+    /// window; counts what it holds back and what it raises.
+    fn suppress(&mut self, rule: &Rule, window: &ClosedWindow, found: Vec<Alert>) -> Vec<Alert> {
+        let mut raised = Vec::with_capacity(found.len());
+        for mut alert in found {
+            let snooze = self
+                .snoozes
+                .covering(&rule.id, &alert.entity_id, window.end);
+            let verdict = self.cooldowns.judge(
+                &rule.id,
+                &alert.entity_id,
+                rule.cooldown,
+                (window.start, window.end),
+                snooze.is_some(),
+            );
+            let reason = match verdict {
+                Verdict::Raise { ongoing } => {
+                    if let Some(ongoing) = ongoing {
+                        mark_ongoing(&mut alert, ongoing);
+                    }
+                    let counter = if alert.shadow {
+                        &self.metrics.shadow_alerts
+                    } else {
+                        &self.metrics.alerts
+                    };
+                    counter
+                        .with_label_values(&[
+                            &alert.rule_id,
+                            &alert.category,
+                            alert.severity.as_str(),
+                            &alert.regency_code,
+                        ])
+                        .inc();
+                    raised.push(alert);
+                    continue;
+                }
+                Verdict::Cooldown => "cooldown",
+                Verdict::Snoozed => "snoozed",
+            };
+            self.metrics
+                .alerts_suppressed
+                .with_label_values(&[&rule.id, reason])
+                .inc();
+            // The alert id, not the entity: a card entity is personal data.
+            match snooze {
+                Some(s) => {
+                    tracing::info!(alert_id = %alert.alert_id, rule = %rule.id, until = %s.until, who = %s.who, reason = %s.reason, "alert snoozed")
+                }
+                None => {
+                    tracing::debug!(alert_id = %alert.alert_id, rule = %rule.id, "alert held back by the cooldown")
+                }
+            }
+        }
+        raised
     }
 
     async fn build_rollups(&mut self) -> anyhow::Result<()> {
@@ -500,6 +604,8 @@ mod tests {
             lateness: Duration::from_secs(600),
             idle_timeout: Duration::from_secs(3600),
             rules: std::path::PathBuf::new(),
+            rule_budget: Duration::from_secs(30),
+            snooze: None,
         };
         Engine::new(&config, RuleSet::default(), Metrics::new())
     }
@@ -560,5 +666,93 @@ mod tests {
         assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
         assert_eq!(parse_duration("200ms"), Ok(Duration::from_millis(200)));
         assert!(parse_duration("10 minutes").is_err());
+    }
+
+    fn rule(id: &str, extra_header: &str, select: &str) -> Rule {
+        let text = format!(
+            "-- id: {id}\n-- title: Uji\n-- category: price_markup\n-- severity: low\n\
+             -- window: local_day\n-- entity: outlet\n-- summary: {{entity_id}}\n{extra_header}{select}\n"
+        );
+        Rule::parse(std::path::Path::new(&format!("{id}.sql")), &text).unwrap()
+    }
+
+    const PER_OUTLET: &str =
+        "SELECT outlet_id AS entity_id, regency_code, 1.0 AS score FROM transactions GROUP BY outlet_id, regency_code";
+
+    fn engine_with(rules: Vec<Rule>) -> Engine {
+        let mut e = engine();
+        e.reload(RuleSet {
+            rules,
+            views: Vec::new(),
+        });
+        e
+    }
+
+    #[tokio::test]
+    async fn a_rule_over_its_budget_is_skipped_and_counted_while_the_others_run() {
+        let slow = rule(
+            "slow",
+            "-- budget: 200ms\n",
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 100000000) \
+             SELECT t.outlet_id AS entity_id, t.regency_code, CAST(count(*) AS DOUBLE) AS score \
+             FROM transactions t CROSS JOIN r GROUP BY t.outlet_id, t.regency_code",
+        );
+        let mut e = engine_with(vec![slow, rule("fast", "", PER_OUTLET)]);
+        ingest(&mut e, &txn(1, "2023-01-05T12:00:00+07:00"), 0);
+        let alerts = e.finish().await.unwrap();
+        let rules: Vec<&str> = alerts.iter().map(|a| a.rule_id.as_str()).collect();
+        assert_eq!(rules, vec!["fast"]);
+        let failures = |reason: &str| {
+            e.metrics
+                .rule_failures
+                .with_label_values(&["slow", reason])
+                .get()
+        };
+        assert_eq!((failures("timeout"), failures("error")), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_reloaded_rule_keeps_the_open_windows_and_its_alerts_carry_the_new_version() {
+        let v1 = rule("per_outlet", "", PER_OUTLET);
+        let mut e = engine_with(vec![v1.clone()]);
+        ingest(&mut e, &txn(1, "2023-01-05T12:00:00+07:00"), 0);
+        ingest(&mut e, &txn(2, "2023-01-06T12:00:00+07:00"), 1);
+        let day_one = e.advance(0).await.unwrap();
+        assert_eq!(day_one.len(), 1);
+        assert_eq!(day_one[0].rule_version, v1.version);
+
+        // Shadow, and another version: the day already buffered runs under it.
+        let v2 = rule("per_outlet", "-- mode: shadow\n", PER_OUTLET);
+        assert_ne!(v2.version, v1.version);
+        e.reload(RuleSet {
+            rules: vec![v2.clone()],
+            views: Vec::new(),
+        });
+        ingest(&mut e, &txn(3, "2023-01-07T12:00:00+07:00"), 2);
+        let day_two = e.advance(0).await.unwrap();
+        assert_eq!(day_two.len(), 1, "the buffered day was lost on reload");
+        assert_eq!(day_two[0].rule_version, v2.version);
+        assert!(day_two[0].shadow);
+        assert_eq!(
+            e.metrics
+                .shadow_alerts
+                .with_label_values(&["per_outlet", "price_markup", "low", "3604"])
+                .get(),
+            1
+        );
+
+        // Snoozed from now on: detected, counted, not raised.
+        e.set_snoozes(Arc::new(SnoozeList::parse(
+            "snooze.csv",
+            "entity_id,rule_id,until,reason,who\nO1,*,2023-01-31,cek,Tikor\n",
+        )));
+        assert!(e.finish().await.unwrap().is_empty());
+        assert_eq!(
+            e.metrics
+                .alerts_suppressed
+                .with_label_values(&["per_outlet", "snoozed"])
+                .get(),
+            1
+        );
     }
 }

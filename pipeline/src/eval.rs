@@ -606,6 +606,7 @@ mod tests {
             title: String::new(),
             summary: String::new(),
             evidence: serde_json::Map::new(),
+            shadow: false,
         }
     }
 

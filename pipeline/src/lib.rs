@@ -14,16 +14,21 @@
 //!        ▼
 //!  alert     rows → alerts with deterministic ids, Bahasa Indonesia text
 //!        ▼
+//!  suppress  cooldown per rule and entity, the snooze list
+//!        ▼
 //!  sink::{kafka, files}  pantau.alerts / pantau.dlq, alerts.jsonl / dlq.jsonl
 //! ```
 //! `pipeline` wires a source, the engine and a sink together. Over Kafka it runs two
 //! steps: `route` forwards input records to the internal topic by province, and
 //! `detect` keeps one engine per internal partition, checkpointed by `checkpoint`.
+//! `reload` takes up rule and snooze changes while running.
 //! `health` tracks the broker for `/health`, `dlq` bounds the dead-letter rate,
 //! `metrics` serves `/metrics`; `sim` makes simulated districts; `demo` runs it all
-//! in-process; `eval` scores alerts against the anomalies a simulation injected.
+//! in-process; `eval` scores alerts against the anomalies a simulation injected;
+//! `lint`, `fixtures` and `backtest` are the rule author's tools (`pantau rules ...`).
 
 pub mod alert;
+pub mod backtest;
 pub mod bench;
 pub mod checkpoint;
 pub mod decode;
@@ -33,6 +38,7 @@ pub mod dlq;
 pub mod engine;
 pub mod eval;
 pub mod feed;
+pub mod fixtures;
 pub mod health;
 pub mod kafka;
 pub mod lint;
@@ -40,12 +46,14 @@ pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod regions;
+pub mod reload;
 pub mod route;
 pub mod rules;
 pub mod sim;
 pub mod sink;
 pub mod slot_table;
 pub mod source;
+pub mod suppress;
 pub mod tables;
 pub mod udf;
 pub mod watermark;

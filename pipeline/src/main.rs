@@ -15,7 +15,7 @@ use pantau::pipeline::{self, ReplayConfig, RunConfig};
 use pantau::sim::{self, SimConfig};
 use pantau::sink::kafka::KafkaSink;
 use pantau::source::kafka::SourceConfig;
-use pantau::{alert, bench, demo, eval, feed, lint};
+use pantau::{alert, backtest, bench, demo, eval, feed, fixtures, lint};
 
 #[derive(Parser)]
 #[command(
@@ -95,6 +95,20 @@ enum RulesCommand {
         /// The rules folder (`*.sql`, shared queries in `views/`).
         dir: PathBuf,
     },
+    /// Run the fixtures under DIR/tests/ (a small history, fixture.json naming the rules
+    /// checked, expected.jsonl the alerts they must raise). Fails when a fixture fails
+    /// or a rule of DIR has none.
+    Test {
+        /// The rules folder.
+        dir: PathBuf,
+        /// Rewrite each expected.jsonl from what the rules raise now (review the diff).
+        #[arg(long)]
+        update: bool,
+    },
+    /// Run one rule over a history folder and report its alerts by district and week,
+    /// precision and recall where truth.jsonl is present, and the alerts it adds and
+    /// removes against the live version of the same id.
+    Backtest(backtest::BacktestConfig),
 }
 
 #[tokio::main]
@@ -127,6 +141,12 @@ async fn main() -> anyhow::Result<()> {
                 anyhow::bail!("{} problems in {}", problems.len(), dir.display())
             }
         }
+        Command::Rules {
+            command: RulesCommand::Test { dir, update },
+        } => fixtures::run(&dir, update).await,
+        Command::Rules {
+            command: RulesCommand::Backtest(config),
+        } => backtest::run(&config).await,
         Command::Simulate {
             sim,
             out,

@@ -25,6 +25,11 @@ pub struct Metrics {
     pub alert_produce_errors: IntCounter,
     pub windows_closed: IntCounterVec,
     pub rule_failures: IntCounterVec,
+    pub shadow_alerts: IntCounterVec,
+    pub alerts_suppressed: IntCounterVec,
+    pub rule_reloads: IntCounterVec,
+    pub rules_loaded: IntGaugeVec,
+    pub snoozes: IntGauge,
     pub rule_seconds: HistogramVec,
     pub window_close_seconds: HistogramVec,
     pub decode_seconds: HistogramVec,
@@ -60,6 +65,18 @@ fn single(r: &Registry, name: &str, help: &str) -> IntCounter {
     c
 }
 
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn int_gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
 fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
     let buckets = vec![
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -71,10 +88,10 @@ fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Histogram
 }
 
 impl Metrics {
-    /// Failed rule runs so far, over every rule.
-    pub fn rule_failures_total(&self) -> u64 {
+    /// A counter's value summed over all its labels.
+    pub fn total(counter: &IntCounterVec) -> u64 {
         use prometheus::core::Collector;
-        self.rule_failures
+        counter
             .collect()
             .iter()
             .flat_map(|family| family.get_metric())
@@ -192,8 +209,37 @@ impl Metrics {
             rule_failures: counter(
                 &r,
                 "pantau_rule_failures_total",
-                "Rule evaluations that failed and were skipped",
-                &["rule"],
+                "Rule evaluations skipped for a window: `error` (the query failed) or `timeout` (over its time budget)",
+                &["rule", "reason"],
+            ),
+            shadow_alerts: counter(
+                &r,
+                "pantau_shadow_alerts_total",
+                "Alerts raised by rules in shadow mode (to pantau.alerts.shadow, notifying no one)",
+                &["rule", "category", "severity", "regency"],
+            ),
+            alerts_suppressed: counter(
+                &r,
+                "pantau_alerts_suppressed_total",
+                "Detections not raised: `cooldown` (the entity was alerted within the rule's cooldown) or `snoozed` (on the snooze list)",
+                &["rule", "reason"],
+            ),
+            rule_reloads: counter(
+                &r,
+                "pantau_rule_reloads_total",
+                "Rule file changes picked up while running: `applied`, or `refused` (failed lint; the previous version keeps running)",
+                &["outcome"],
+            ),
+            rules_loaded: gauge_vec(
+                &r,
+                "pantau_rules_loaded",
+                "Rules running, by mode (`live` or `shadow`)",
+                &["mode"],
+            ),
+            snoozes: int_gauge(
+                &r,
+                "pantau_snoozes",
+                "Entries of the snooze list in force",
             ),
             rule_seconds: histogram(
                 &r,

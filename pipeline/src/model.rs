@@ -13,7 +13,21 @@ pub const TOPIC_DISBURSEMENTS: &str = "bpnt.disbursements";
 pub const TOPIC_TRANSFERS: &str = "bpnt.transfers";
 pub const TOPIC_OUTLETS: &str = "bpnt.outlets";
 pub const TOPIC_ALERTS: &str = "pantau.alerts";
+/// Alerts of rules in shadow mode: watched by rule authors, notified to no one.
+pub const TOPIC_SHADOW_ALERTS: &str = "pantau.alerts.shadow";
 pub const TOPIC_DLQ: &str = "pantau.dlq";
+/// Every topic `pantau run` reads or writes; it creates those missing (a broker that
+/// cannot, like librdkafka's mock cluster, must have them made beforehand).
+pub const ALL_TOPICS: [&str; 8] = [
+    TOPIC_TRANSACTIONS,
+    TOPIC_DISBURSEMENTS,
+    TOPIC_TRANSFERS,
+    TOPIC_OUTLETS,
+    TOPIC_ALERTS,
+    TOPIC_SHADOW_ALERTS,
+    TOPIC_DLQ,
+    crate::route::TOPIC_BY_PROVINCE,
+];
 
 /// The four input streams pantau consumes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -284,6 +298,9 @@ pub struct Alert {
     pub summary: String,
     /// The figures that fired the rule and the peer figures they were compared with.
     pub evidence: serde_json::Map<String, serde_json::Value>,
+    /// Raised by a rule in shadow mode: goes to `pantau.alerts.shadow`, notifies no one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
 }
 
 /// An input record pantau could not accept, with its provenance and the reason.

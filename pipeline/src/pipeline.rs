@@ -20,15 +20,17 @@ use crate::engine::{Engine, EngineConfig, RawRecord};
 use crate::kafka::KafkaConfig;
 use crate::metrics::Metrics;
 use crate::model::{Alert, Stream};
+use crate::reload::{report_loaded, Change, Watcher};
 use crate::route::{self, InputClocks, InputRecord, TOPIC_BY_PROVINCE};
-use crate::rules;
-use crate::sink::files::JsonLines;
+use crate::rules::{self, RuleSet};
+use crate::sink::files::{AlertFiles, JsonLines};
 use crate::sink::kafka::{KafkaSink, Outgoing};
 use crate::source::files::FolderSource;
 use crate::source::kafka::{
     offset_list, origins, Assignment, CommitOffset, KafkaSource, Origin, RebalanceHook,
     RecordingContext, SourceConfig,
 };
+use crate::suppress::SnoozeList;
 use crate::watermark::PartitionId;
 
 /// What a run saw, for the closing summary.
@@ -38,6 +40,10 @@ pub struct Summary {
     pub dead_letters: u64,
     pub alerts: u64,
     pub by_category: BTreeMap<String, u64>,
+    /// Alerts of rules in shadow mode (not in `alerts`).
+    pub shadow_alerts: u64,
+    /// Detections held back by a cooldown or a snooze.
+    pub suppressed: u64,
     /// Rule runs that failed and were skipped; each is in the log with its error.
     pub rule_failures: u64,
     pub elapsed: Duration,
@@ -45,10 +51,20 @@ pub struct Summary {
 
 impl Summary {
     fn add_alerts(&mut self, alerts: &[Alert]) {
-        self.alerts += alerts.len() as u64;
         for a in alerts {
-            *self.by_category.entry(a.category.clone()).or_default() += 1;
+            if a.shadow {
+                self.shadow_alerts += 1;
+            } else {
+                self.alerts += 1;
+                *self.by_category.entry(a.category.clone()).or_default() += 1;
+            }
         }
+    }
+
+    /// Takes the counts only the metrics know.
+    fn add_metrics(&mut self, metrics: &Metrics) {
+        self.rule_failures = Metrics::total(&metrics.rule_failures);
+        self.suppressed = Metrics::total(&metrics.alerts_suppressed);
     }
 
     pub fn print(&self) {
@@ -64,6 +80,18 @@ impl Summary {
         );
         for (category, n) in &self.by_category {
             println!("  {category:<20} {n}");
+        }
+        if self.shadow_alerts > 0 {
+            println!(
+                "{} alerts of rules in shadow mode (not notified)",
+                self.shadow_alerts
+            );
+        }
+        if self.suppressed > 0 {
+            println!(
+                "{} detections held back by a cooldown or the snooze list (pantau_alerts_suppressed_total)",
+                self.suppressed
+            );
         }
         if self.rule_failures > 0 {
             println!(
@@ -109,15 +137,48 @@ pub async fn replay(
     config: &ReplayConfig,
     engine_config: &EngineConfig,
     metrics: Arc<Metrics>,
+    on_alert: impl FnMut(&Alert),
+) -> anyhow::Result<Summary> {
+    let rules = rules::load_dir(&engine_config.rules)?;
+    replay_rules(config, engine_config, rules, metrics, on_alert).await
+}
+
+/// Reads the snooze list an engine config names (none: empty); a bad line is logged and
+/// the rest kept.
+pub fn load_snoozes(
+    engine_config: &EngineConfig,
+    metrics: &Metrics,
+) -> anyhow::Result<Arc<SnoozeList>> {
+    let Some(path) = &engine_config.snooze else {
+        return Ok(Arc::default());
+    };
+    let list = SnoozeList::load(path)?;
+    for problem in &list.problems {
+        tracing::warn!(%problem, "snooze line ignored");
+    }
+    metrics.snoozes.set(list.len() as i64);
+    Ok(Arc::new(list))
+}
+
+/// `replay` with a rule set given rather than read from `--rules` (`pantau rules test`
+/// and `backtest` run fixtures and candidate rules this way). Alerts of shadow rules
+/// go to `on_alert` too, marked, and to the shadow file beside `--out`.
+pub async fn replay_rules(
+    config: &ReplayConfig,
+    engine_config: &EngineConfig,
+    rules: RuleSet,
+    metrics: Arc<Metrics>,
     mut on_alert: impl FnMut(&Alert),
 ) -> anyhow::Result<Summary> {
     let started = Instant::now();
-    let rules = rules::load_dir(&engine_config.rules)?;
+    let has_shadow = rules.rules.iter().any(|r| r.shadow);
+    report_loaded(&rules, &metrics);
     // Files never go idle: the next line is always there to read, and an exhausted
     // file is released.
     let mut engine = Engine::new(engine_config, rules, metrics.clone());
+    engine.set_snoozes(load_snoozes(engine_config, &metrics)?);
     let mut source = FolderSource::open(&config.dir)?;
-    let mut alerts_out = JsonLines::create(&config.out)?;
+    let mut alerts_out = AlertFiles::create(&config.out, has_shadow)?;
     let mut dlq_out = JsonLines::create(&dlq_path_for(&config.out))?;
     let progress = ProgressBar::new(source.total_bytes());
     progress.set_style(
@@ -169,7 +230,7 @@ pub async fn replay(
     alerts_out.finish()?;
     dlq_out.finish()?;
     progress.finish_and_clear();
-    summary.rule_failures = metrics.rule_failures_total();
+    summary.add_metrics(&metrics);
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
@@ -200,6 +261,10 @@ pub struct RunConfig {
     /// At shutdown, the longest wait to finish the batch in hand, checkpoint and commit.
     #[arg(long, default_value = "30s", value_parser = crate::engine::parse_duration)]
     pub shutdown_timeout: Duration,
+    /// How often the rules folder and the snooze file are looked at for changes, which
+    /// are then taken up without a restart.
+    #[arg(long, default_value = "2s", value_parser = crate::engine::parse_duration)]
+    pub reload_interval: Duration,
     /// Dead letters produced in full per second at most; beyond it they are counted
     /// (pantau_dead_letters_shed_total) and summarised in the log, so a flood of bad
     /// input cannot flood the DLQ.
@@ -373,18 +438,23 @@ pub async fn run(
 ) -> anyhow::Result<Summary> {
     let started = Instant::now();
     // Fail on a broken rule set before joining the group.
-    rules::load_dir(&engine_config.rules)?;
-    kafka
-        .ensure_topics(&[
-            crate::model::TOPIC_TRANSACTIONS,
-            crate::model::TOPIC_DISBURSEMENTS,
-            crate::model::TOPIC_TRANSFERS,
-            crate::model::TOPIC_OUTLETS,
-            crate::model::TOPIC_ALERTS,
-            crate::model::TOPIC_DLQ,
-            TOPIC_BY_PROVINCE,
-        ])
-        .await?;
+    let rule_set = rules::load_dir(&engine_config.rules)?;
+    report_loaded(&rule_set, &metrics);
+    let snoozes = load_snoozes(engine_config, &metrics)?;
+    let mut watcher = Watcher::new(
+        &engine_config.rules,
+        engine_config.snooze.as_deref(),
+        run_config.reload_interval,
+        rule_set.clone(),
+    )?;
+    let mut detector = Detector::new(
+        CheckpointStore::new(run_config.state_dir.join(&source_config.group)),
+        engine_config,
+        rule_set,
+        metrics.clone(),
+    );
+    detector.apply(Change::Snoozes(snoozes));
+    kafka.ensure_topics(&crate::model::ALL_TOPICS).await?;
     let internal_partitions = kafka.partition_count(TOPIC_BY_PROVINCE)?;
     let health = metrics.health();
     let transactional_id = |role: &str| {
@@ -406,10 +476,9 @@ pub async fn run(
         router.begin()?;
         alerts_sink.begin()?;
     }
-    let store = CheckpointStore::new(run_config.state_dir.join(&source_config.group));
     let shared = Arc::new(Shared {
         worker: Mutex::new(Some(Worker {
-            detector: Detector::new(store, engine_config, metrics.clone()),
+            detector,
             alerts: alerts_sink,
             routed: BTreeMap::new(),
         })),
@@ -437,6 +506,9 @@ pub async fn run(
         }
         let mut worker = shared.take()?;
         let now = Instant::now();
+        for change in watcher.poll(now, &metrics).await {
+            worker.detector.apply(change);
+        }
         let mut forwarded = Vec::new();
         for event in source.take_rebalances() {
             match event {
@@ -650,7 +722,7 @@ pub async fn run(
     tokio::time::timeout(run_config.shutdown_timeout, finish)
         .await
         .context("shutdown took longer than --shutdown-timeout")??;
-    summary.rule_failures = metrics.rule_failures_total();
+    summary.add_metrics(&metrics);
     summary.elapsed = started.elapsed();
     Ok(summary)
 }

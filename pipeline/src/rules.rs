@@ -21,6 +21,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
@@ -55,9 +56,18 @@ pub struct Rule {
     /// First 12 hex digits of the SHA-256 of the file.
     pub version: String,
     pub path: PathBuf,
+    /// `-- mode: shadow`: the rule runs and is counted, but its alerts go to the shadow
+    /// topic (`pantau.alerts.shadow`) and notify no one.
+    pub shadow: bool,
+    /// `-- cooldown: 7d`: after an alert on an entity, that entity's next detections
+    /// within this long are suppressed (counted); zero raises every window.
+    pub cooldown: Duration,
+    /// `-- budget: 5s`: the longest one window's run may take; overrides
+    /// `--rule-budget`.
+    pub budget: Option<Duration>,
 }
 
-const KEYS: [&str; 9] = [
+const KEYS: [&str; 12] = [
     "id",
     "title",
     "category",
@@ -67,6 +77,9 @@ const KEYS: [&str; 9] = [
     "summary",
     "description",
     "owner",
+    "mode",
+    "cooldown",
+    "budget",
 ];
 
 /// A shared query in the rules folder's `views/` subfolder, registered under its name so
@@ -168,19 +181,44 @@ impl Rule {
             .parse()
             .with_context(|| format!("{name}: bad window"))?;
         let version = hex_prefix(&Sha256::digest(text.as_bytes()), 12);
+        let title = take("title")?;
+        let category = take("category")?;
+        let entity_type = take("entity")?;
+        let summary = take("summary")?;
+        let shadow = match meta.remove("mode").as_deref() {
+            None | Some("live") => false,
+            Some("shadow") => true,
+            Some(other) => bail!("{name}: mode {other:?} is not live or shadow"),
+        };
+        let mut duration = |key: &str| -> anyhow::Result<Option<Duration>> {
+            meta.remove(key)
+                .map(|text| {
+                    crate::engine::parse_duration(&text)
+                        .map_err(|e| anyhow::anyhow!("{name}: {key}: {e}"))
+                })
+                .transpose()
+        };
+        let cooldown = duration("cooldown")?.unwrap_or_default();
+        let budget = duration("budget")?;
+        if budget.is_some_and(|b| b.is_zero()) {
+            bail!("{name}: budget must be more than zero");
+        }
         Ok(Rule {
             id,
-            title: take("title")?,
-            category: take("category")?,
+            title,
+            category,
             severity,
             window,
-            entity_type: take("entity")?,
-            summary: take("summary")?,
+            entity_type,
+            summary,
             description: meta.remove("description").unwrap_or_default(),
             owner: meta.remove("owner").unwrap_or_default(),
             sql,
             version,
             path: path.to_path_buf(),
+            shadow,
+            cooldown,
+            budget,
         })
     }
 }
@@ -511,6 +549,13 @@ impl SqlRunner {
         // Joins and sorts keep what they built in the plan: start each run afresh.
         let plan = reset_plan_states(plan)?;
         datafusion::physical_plan::collect(plan, self.ctx.task_ctx()).await
+    }
+
+    /// Drops every cached plan: after a reload a rule's plan may embed an old view.
+    pub fn forget_plans(&self) {
+        if let Ok(mut plans) = self.plans.lock() {
+            plans.clear();
+        }
     }
 
     pub fn context(&self) -> &SessionContext {

@@ -332,15 +332,7 @@ fn killed_and_restarted(brokers: &str, w: &World, extra: &[&str]) -> (usize, Vec
 fn mock_cluster(
 ) -> rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
     let mock = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
-    for topic in [
-        "bpnt.transactions",
-        "bpnt.disbursements",
-        "bpnt.transfers",
-        "bpnt.outlets",
-        "pantau.alerts",
-        "pantau.dlq",
-        "pantau.by-province",
-    ] {
+    for topic in pantau::model::ALL_TOPICS {
         mock.create_topic(topic, 4, 1).expect("topic");
     }
     mock

@@ -59,6 +59,8 @@ fn replay(cfg: &SimConfig) -> Fixture {
         lateness: Duration::from_secs(600),
         idle_timeout: Duration::from_secs(10),
         rules: workspace_root().join("rules"),
+        rule_budget: Duration::from_secs(30),
+        snooze: None,
     };
     let mut alerts = Vec::new();
     let summary = tokio::runtime::Runtime::new()

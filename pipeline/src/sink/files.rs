@@ -54,3 +54,46 @@ pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result
         })
         .collect()
 }
+
+/// The alert files of a replay: live alerts in the file asked for, alerts of shadow
+/// rules in `<name>.shadow.jsonl` beside it (only when the rule set has shadow rules).
+pub struct AlertFiles {
+    live: JsonLines,
+    shadow: Option<JsonLines>,
+}
+
+/// `alerts.jsonl` → `alerts.shadow.jsonl`.
+pub fn shadow_path_for(alerts: &Path) -> std::path::PathBuf {
+    let stem = alerts
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "alerts".into());
+    alerts.with_file_name(format!("{stem}.shadow.jsonl"))
+}
+
+impl AlertFiles {
+    pub fn create(path: &Path, with_shadow: bool) -> anyhow::Result<AlertFiles> {
+        Ok(AlertFiles {
+            live: JsonLines::create(path)?,
+            shadow: with_shadow
+                .then(|| JsonLines::create(&shadow_path_for(path)))
+                .transpose()?,
+        })
+    }
+
+    pub fn write(&mut self, alerts: &[crate::model::Alert]) -> anyhow::Result<()> {
+        let (shadow, live): (Vec<_>, Vec<_>) = alerts.iter().cloned().partition(|a| a.shadow);
+        self.live.write(&live)?;
+        match &mut self.shadow {
+            Some(out) => out.write(&shadow),
+            None if shadow.is_empty() => Ok(()),
+            None => anyhow::bail!("a shadow alert without a shadow file"),
+        }
+    }
+
+    pub fn finish(self) -> anyhow::Result<()> {
+        self.live.finish()?;
+        self.shadow.map(JsonLines::finish).transpose()?;
+        Ok(())
+    }
+}

@@ -23,7 +23,7 @@ use rdkafka::{ClientContext, TopicPartitionList};
 use crate::health::Health;
 
 use crate::kafka::KafkaConfig;
-use crate::model::{Alert, DeadLetter, TOPIC_ALERTS, TOPIC_DLQ};
+use crate::model::{Alert, DeadLetter, TOPIC_ALERTS, TOPIC_DLQ, TOPIC_SHADOW_ALERTS};
 
 /// How long a transaction step may wait for the broker before it counts as failed.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -57,7 +57,12 @@ pub struct Outgoing {
 impl Outgoing {
     pub fn alert(a: &Alert) -> anyhow::Result<Outgoing> {
         Ok(Outgoing {
-            topic: TOPIC_ALERTS.to_string(),
+            topic: if a.shadow {
+                TOPIC_SHADOW_ALERTS
+            } else {
+                TOPIC_ALERTS
+            }
+            .to_string(),
             partition: None,
             key: Some(a.entity_id.clone()),
             payload: serde_json::to_vec(a)?,
