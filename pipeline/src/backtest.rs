@@ -15,9 +15,8 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::Datelike;
 
-use crate::engine::EngineConfig;
 use crate::eval::{self, CategoryRow};
-use crate::fixtures::alerts_of;
+use crate::fixtures::{alerts_of, engine_config};
 use crate::model::{Alert, Truth};
 use crate::regions::Regions;
 use crate::rules::{self, Rule, RuleSet};
@@ -128,14 +127,7 @@ pub async fn backtest(config: &BacktestConfig) -> anyhow::Result<Backtest> {
         rule.shadow = false;
         rule.cooldown = Duration::ZERO;
     }
-    let engine = EngineConfig {
-        lateness: Duration::from_secs(600),
-        idle_timeout: Duration::from_secs(10),
-        rules: config.rules.clone(),
-        rule_budget: Duration::from_secs(60),
-        snooze: None,
-    };
-    let alerts = alerts_of(&config.history, &engine, set).await?;
+    let alerts = alerts_of(&config.history, &engine_config(&config.rules, None), set).await?;
     let truth_path = config.history.join("truth.jsonl");
     let truth: Option<Vec<Truth>> = truth_path
         .is_file()

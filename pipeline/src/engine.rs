@@ -456,13 +456,7 @@ impl Engine {
         }
         let mut alerts = Vec::new();
         let detected_at = Utc::now();
-        let rules: Vec<Rule> = self
-            .rules
-            .iter()
-            .filter(|r| r.window == window.series.spec)
-            .cloned()
-            .collect();
-        for rule in &rules {
+        for rule in self.rules.iter().filter(|r| r.window == window.series.spec) {
             let started = Instant::now();
             let budget = rule.budget.unwrap_or(self.rule_budget);
             let outcome = match tokio::time::timeout(budget, self.runner.query(&rule.sql)).await {
@@ -488,7 +482,14 @@ impl Engine {
                 .with_label_values(&[&rule.id])
                 .observe(started.elapsed().as_secs_f64());
             match outcome {
-                Ok(found) => alerts.extend(self.suppress(rule, window, found)),
+                Ok(found) => alerts.extend(hold_back(
+                    &mut self.cooldowns,
+                    &self.snoozes,
+                    &self.metrics,
+                    rule,
+                    window,
+                    found,
+                )),
                 Err((reason, e)) => {
                     // One failing rule must not stop the others or the pipeline.
                     self.metrics
@@ -502,62 +503,6 @@ impl Engine {
         // Deterministic order whatever the rule or batch order was.
         alerts.sort_by(|a, b| a.alert_id.cmp(&b.alert_id));
         Ok(alerts)
-    }
-
-    /// Applies the snooze list and the rule's cooldown to what one rule found in one
-    /// window; counts what it holds back and what it raises.
-    fn suppress(&mut self, rule: &Rule, window: &ClosedWindow, found: Vec<Alert>) -> Vec<Alert> {
-        let mut raised = Vec::with_capacity(found.len());
-        for mut alert in found {
-            let snooze = self
-                .snoozes
-                .covering(&rule.id, &alert.entity_id, window.end);
-            let verdict = self.cooldowns.judge(
-                &rule.id,
-                &alert.entity_id,
-                rule.cooldown,
-                (window.start, window.end),
-                snooze.is_some(),
-            );
-            let reason = match verdict {
-                Verdict::Raise { ongoing } => {
-                    if let Some(ongoing) = ongoing {
-                        mark_ongoing(&mut alert, ongoing);
-                    }
-                    let counter = if alert.shadow {
-                        &self.metrics.shadow_alerts
-                    } else {
-                        &self.metrics.alerts
-                    };
-                    counter
-                        .with_label_values(&[
-                            &alert.rule_id,
-                            &alert.category,
-                            alert.severity.as_str(),
-                            &alert.regency_code,
-                        ])
-                        .inc();
-                    raised.push(alert);
-                    continue;
-                }
-                Verdict::Cooldown => "cooldown",
-                Verdict::Snoozed => "snoozed",
-            };
-            self.metrics
-                .alerts_suppressed
-                .with_label_values(&[&rule.id, reason])
-                .inc();
-            // The alert id, not the entity: a card entity is personal data.
-            match snooze {
-                Some(s) => {
-                    tracing::info!(alert_id = %alert.alert_id, rule = %rule.id, until = %s.until, who = %s.who, reason = %s.reason, "alert snoozed")
-                }
-                None => {
-                    tracing::debug!(alert_id = %alert.alert_id, rule = %rule.id, "alert held back by the cooldown")
-                }
-            }
-        }
-        raised
     }
 
     async fn build_rollups(&mut self) -> anyhow::Result<()> {
@@ -587,6 +532,67 @@ impl Engine {
     pub fn buffered_rows(&self) -> usize {
         self.window.buffered_rows()
     }
+}
+
+/// Applies the snooze list and the rule's cooldown to what one rule found in one
+/// window; counts what it holds back and what it raises.
+fn hold_back(
+    cooldowns: &mut Cooldowns,
+    snoozes: &SnoozeList,
+    metrics: &Metrics,
+    rule: &Rule,
+    window: &ClosedWindow,
+    found: Vec<Alert>,
+) -> Vec<Alert> {
+    let mut raised = Vec::with_capacity(found.len());
+    for mut alert in found {
+        let snooze = snoozes.covering(&rule.id, &alert.entity_id, window.end);
+        let verdict = cooldowns.judge(
+            &rule.id,
+            &alert.entity_id,
+            rule.cooldown,
+            (window.start, window.end),
+            snooze.is_some(),
+        );
+        let reason = match verdict {
+            Verdict::Raise { ongoing } => {
+                if let Some(ongoing) = ongoing {
+                    mark_ongoing(&mut alert, ongoing);
+                }
+                let counter = if alert.shadow {
+                    &metrics.shadow_alerts
+                } else {
+                    &metrics.alerts
+                };
+                counter
+                    .with_label_values(&[
+                        &alert.rule_id,
+                        &alert.category,
+                        alert.severity.as_str(),
+                        &alert.regency_code,
+                    ])
+                    .inc();
+                raised.push(alert);
+                continue;
+            }
+            Verdict::Cooldown => "cooldown",
+            Verdict::Snoozed => "snoozed",
+        };
+        metrics
+            .alerts_suppressed
+            .with_label_values(&[&rule.id, reason])
+            .inc();
+        // The alert id, not the entity: a card entity is personal data.
+        match snooze {
+            Some(s) => {
+                tracing::info!(alert_id = %alert.alert_id, rule = %rule.id, until = %s.until, who = %s.who, reason = %s.reason, "alert snoozed")
+            }
+            None => {
+                tracing::debug!(alert_id = %alert.alert_id, rule = %rule.id, "alert held back by the cooldown")
+            }
+        }
+    }
+    raised
 }
 
 #[cfg(test)]

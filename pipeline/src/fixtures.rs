@@ -134,14 +134,15 @@ pub fn fixture_dirs(rules_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(dirs)
 }
 
-fn engine_config(rules_dir: &Path, fixture: &Path) -> EngineConfig {
-    let snooze = fixture.join("snooze.csv");
+/// The engine settings the rule author's commands replay with: the CLI's defaults
+/// (replay lifts the idle timeout itself), a generous budget, an optional snooze file.
+pub fn engine_config(rules_dir: &Path, snooze: Option<PathBuf>) -> EngineConfig {
     EngineConfig {
         lateness: Duration::from_secs(600),
         idle_timeout: Duration::from_secs(10),
         rules: rules_dir.to_path_buf(),
         rule_budget: Duration::from_secs(60),
-        snooze: snooze.is_file().then_some(snooze),
+        snooze,
     }
 }
 
@@ -151,31 +152,20 @@ pub async fn alerts_of(
     engine: &EngineConfig,
     set: RuleSet,
 ) -> anyhow::Result<Vec<Alert>> {
-    let scratch = tempfile_dir()?;
+    // The replay's output files are not kept: the alerts come back in memory.
+    let scratch = tempfile::tempdir().context("cannot create a scratch folder")?;
     let config = ReplayConfig {
         dir: history.to_path_buf(),
-        out: scratch.join("alerts.jsonl"),
+        out: scratch.path().join("alerts.jsonl"),
         batch_size: 4096,
     };
     let mut alerts = Vec::new();
-    let result = replay_rules(&config, engine, set, Metrics::new(), |a| {
+    replay_rules(&config, engine, set, Metrics::new(), |a| {
         alerts.push(a.clone())
     })
-    .await;
-    let _ = std::fs::remove_dir_all(&scratch);
-    result.with_context(|| format!("replaying {}", history.display()))?;
+    .await
+    .with_context(|| format!("replaying {}", history.display()))?;
     Ok(alerts)
-}
-
-/// A scratch folder for the replay's output files, which these commands do not keep.
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "pantau-rules-{}-{}",
-        std::process::id(),
-        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
-    ));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    Ok(dir)
 }
 
 /// Compares what the checked rules raised with what is expected.
@@ -248,7 +238,8 @@ pub async fn run_fixture(
             );
         }
     }
-    let mut actual = alerts_of(fixture, &engine_config(rules_dir, fixture), set.clone()).await?;
+    let snooze = Some(fixture.join("snooze.csv")).filter(|p| p.is_file());
+    let mut actual = alerts_of(fixture, &engine_config(rules_dir, snooze), set.clone()).await?;
     actual.retain(|a| spec.rules.contains(&a.rule_id));
     actual.sort_by_key(|a| key_of(&a.rule_id, &a.entity_id, &a.window_start));
     let expected_path = fixture.join("expected.jsonl");

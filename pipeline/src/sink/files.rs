@@ -82,7 +82,8 @@ impl AlertFiles {
     }
 
     pub fn write(&mut self, alerts: &[crate::model::Alert]) -> anyhow::Result<()> {
-        let (shadow, live): (Vec<_>, Vec<_>) = alerts.iter().cloned().partition(|a| a.shadow);
+        let (shadow, live): (Vec<&crate::model::Alert>, Vec<_>) =
+            alerts.iter().partition(|a| a.shadow);
         self.live.write(&live)?;
         match &mut self.shadow {
             Some(out) => out.write(&shadow),
