@@ -16,5 +16,7 @@ mod kafka;
 mod replay;
 #[path = "e2e/rules.rs"]
 mod rules;
+#[path = "e2e/stack.rs"]
+mod stack;
 #[path = "e2e/workflow.rs"]
 mod workflow;

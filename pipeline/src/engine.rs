@@ -19,6 +19,7 @@ use crate::alert::{make_alerts, mark_ongoing, rows_of};
 use crate::decode::{self, Input, Provenance, Reason, Rejection};
 use crate::metrics::Metrics;
 use crate::model::{Alert, DeadLetter, Stream};
+use crate::program::{self, Figures};
 use crate::rules::{Rule, RuleSet, SqlRunner, View, ROLLUPS};
 use crate::suppress::{Cooldowns, Episode, SnoozeList, Verdict};
 use crate::watermark::{PartitionId, WatermarkSnapshot, Watermarks};
@@ -93,6 +94,16 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     /// Watermark of the last eviction.
     evicted_at: Option<i64>,
+    figures: Figures,
+}
+
+/// The window series an engine keeps: its rules' and the program figures'.
+fn window_specs(rules: &[Rule]) -> Vec<WindowSpec> {
+    rules
+        .iter()
+        .map(|r| r.window)
+        .chain([program::WINDOW])
+        .collect()
 }
 
 const EVICT_EVERY_US: i64 = 3_600_000_000;
@@ -137,7 +148,7 @@ fn dead_letter(
 impl Engine {
     pub fn new(config: &EngineConfig, set: RuleSet, metrics: Arc<Metrics>) -> Engine {
         let RuleSet { rules, views } = set;
-        let specs: Vec<WindowSpec> = rules.iter().map(|r| r.window).collect();
+        let specs = window_specs(&rules);
         Engine {
             rules,
             views_pending: views,
@@ -150,6 +161,7 @@ impl Engine {
             runner: SqlRunner::new(),
             metrics,
             evicted_at: None,
+            figures: Figures::default(),
         }
     }
 
@@ -169,8 +181,7 @@ impl Engine {
         }
         self.runner.forget_plans();
         self.views_pending = views;
-        let specs: Vec<WindowSpec> = rules.iter().map(|r| r.window).collect();
-        self.window.set_specs(&specs);
+        self.window.set_specs(&window_specs(&rules));
         self.rules = rules;
     }
 
@@ -208,8 +219,7 @@ impl Engine {
     /// Takes up the state of a snapshot, as if this engine had processed what the
     /// snapshot's engine had.
     pub fn restore(&mut self, snapshot: EngineSnapshot) {
-        let specs: Vec<WindowSpec> = self.rules.iter().map(|r| r.window).collect();
-        self.window = WindowState::restore(&specs, snapshot.window);
+        self.window = WindowState::restore(&window_specs(&self.rules), snapshot.window);
         self.watermarks.restore(&snapshot.watermark);
         self.evicted_at = snapshot.evicted_at;
         self.cooldowns = Cooldowns::restore(snapshot.episodes);
@@ -372,13 +382,28 @@ impl Engine {
         self.metrics
             .watermark_lag
             .set((wall_clock_us - watermark) as f64 / 1e6);
+        let mut oldest_per_topic: BTreeMap<&str, i64> = BTreeMap::new();
         for ((stream, partition), max) in self.watermarks.partition_maxima() {
             if let Some(max) = max {
                 self.metrics
                     .partition_max_event
                     .with_label_values(&[stream.topic(), &partition.to_string()])
                     .set(max as f64 / 1e6);
+                oldest_per_topic
+                    .entry(stream.topic())
+                    .and_modify(|t| *t = (*t).min(max))
+                    .or_insert(max);
             }
+        }
+        for (topic, t) in oldest_per_topic {
+            self.metrics
+                .topic_watermark
+                .with_label_values(&[topic])
+                .set(t as f64 / 1e6);
+            self.metrics
+                .topic_watermark_lag
+                .with_label_values(&[topic])
+                .set((wall_clock_us - t) as f64 / 1e6);
         }
     }
 
@@ -453,6 +478,19 @@ impl Engine {
         self.runner.register(&window.tables)?;
         if window.purpose == Purpose::Rollup {
             self.build_rollups().await?;
+            self.figures.day_closed(&self.runner, &self.metrics).await;
+        }
+        // After the input ends, a replay closes day-range windows for as long as any
+        // rollup could fall into them; the figures of those empty days would describe
+        // no one, so they stop with the data.
+        let has_data = self
+            .window
+            .max_event()
+            .is_some_and(|max| window.end <= max + crate::window::MICROS_PER_DAY);
+        if window.series.spec == program::WINDOW && has_data {
+            self.figures
+                .period_closed(&self.runner, &self.metrics)
+                .await;
         }
         let mut alerts = Vec::new();
         let detected_at = Utc::now();
@@ -760,5 +798,105 @@ mod tests {
                 .get(),
             1
         );
+    }
+
+    fn ingest_disbursements(engine: &mut Engine, payloads: &[String]) {
+        let records: Vec<RawRecord> = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| RawRecord {
+                key: Some(b"K"),
+                payload: Some(p.as_bytes()),
+                offset: i as i64,
+            })
+            .collect();
+        let dead = engine.ingest(Stream::Disbursements, 0, &records).unwrap();
+        assert!(dead.is_empty(), "{dead:?}");
+    }
+
+    #[tokio::test]
+    async fn closed_days_publish_realization_purchases_and_prices_per_regency() {
+        let mut e = engine();
+        let credit = |card: &str, at: &str| {
+            format!(
+                r#"{{"disbursement_id":"D{card}","bank":"BNI","card_id":"{card}","regency_code":"3604","period":"2023-01","months":1,"amount":200000,"credited_at":"{at}"}}"#
+            )
+        };
+        let kks = |id: &str, card: &str, at: &str, price: i64| {
+            format!(
+                r#"{{"txn_id":"{id}","bank":"BNI","occurred_at":"{at}","outlet_id":"O1","terminal_id":"T1","regency_code":"3604","card_id":"{card}","payment":"KKS","type":"purchase","amount":{amount},"balance_after":0,"items":[{{"commodity":"BERAS","qty":10,"unit":"kg","unit_price":{price}}}]}}"#,
+                amount = 10 * price
+            )
+        };
+        let credits: Vec<String> = ["K1", "K2", "K3", "K4"]
+            .iter()
+            .map(|c| credit(c, "2023-01-02T09:00:00+07:00"))
+            .collect();
+        ingest_disbursements(&mut e, &credits);
+        for (offset, (id, card, price)) in [
+            ("T1", "K1", 12_000),
+            ("T2", "K2", 13_000),
+            ("T3", "K2", 20_000),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            ingest(
+                &mut e,
+                &kks(id, card, "2023-01-03T10:00:00+07:00", price),
+                offset as i64,
+            );
+        }
+        ingest(&mut e, &txn(9, "2023-01-03T11:00:00+07:00"), 3);
+        e.finish().await.unwrap();
+        let m = &e.metrics;
+        let current = ["3604", "2023-01"];
+        assert_eq!(m.kpm_credited.with_label_values(&current).get(), 4.0);
+        assert_eq!(m.kpm_spending.with_label_values(&current).get(), 2.0);
+        assert_eq!(m.realization.with_label_values(&current).get(), 0.5);
+        assert_eq!(
+            m.benefit_credited.with_label_values(&current).get(),
+            800_000.0
+        );
+        // K2 spent 330,000 from a 200,000 credit: counted up to its credit.
+        assert_eq!(m.benefit_spent.with_label_values(&current).get(), 320_000.0);
+        assert_eq!(m.purchases.with_label_values(&["3604", "KKS"]).get(), 3);
+        assert_eq!(m.purchases.with_label_values(&["3604", "QRIS"]).get(), 1);
+        assert_eq!(
+            m.purchase_rupiah.with_label_values(&["3604", "KKS"]).get(),
+            450_000
+        );
+        assert_eq!(
+            m.unit_price_median
+                .with_label_values(&["3604", "BERAS", "kg"])
+                .get(),
+            13_000.0
+        );
+        let info = m.render();
+        assert!(
+            info.contains(r#"pantau_regency_info{name="Kabupaten Serang",province="Banten",province_code="36",regency="3604"} 1"#),
+            "{info}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_period_replaces_the_previous_periods_realization_series() {
+        let mut e = engine();
+        let credits: Vec<String> = [("2023-01", "2023-01-02"), ("2023-02", "2023-02-01")]
+            .iter()
+            .map(|(period, day)| {
+                format!(
+                    r#"{{"disbursement_id":"D{period}","bank":"BNI","card_id":"K1","regency_code":"3604","period":"{period}","months":1,"amount":200000,"credited_at":"{day}T09:00:00+07:00"}}"#
+                )
+            })
+            .collect();
+        ingest_disbursements(&mut e, &credits);
+        e.finish().await.unwrap();
+        let text = e.metrics.render();
+        assert!(
+            text.contains(r#"pantau_kpm_credited{period="2023-02",regency="3604"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"period="2023-01""#), "{text}");
     }
 }

@@ -98,6 +98,32 @@ where
     Ok(())
 }
 
+/// Produces records at `pace` seconds of event time per second of wall-clock time (a
+/// live-looking feed for dashboards), in chunks of up to `chunk` records.
+pub async fn produce_paced(
+    sink: &KafkaSink,
+    records: &[Outgoing],
+    chunk: usize,
+    pace: f64,
+) -> anyhow::Result<()> {
+    let started = tokio::time::Instant::now();
+    let first = records.iter().find_map(|r| event_time(&r.payload));
+    produce(sink, records, chunk, |sent| {
+        let due = first
+            .zip(records.get(sent).and_then(|r| event_time(&r.payload)))
+            .map(|(first, t)| {
+                let event_secs = (t - first).max(0) as f64 / 1e6;
+                started + std::time::Duration::from_secs_f64(event_secs / pace)
+            });
+        async move {
+            if let Some(due) = due {
+                tokio::time::sleep_until(due).await;
+            }
+        }
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

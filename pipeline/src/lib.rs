@@ -23,7 +23,9 @@
 //! `detect` keeps one engine per internal partition, checkpointed by `checkpoint`.
 //! `reload` takes up rule and snooze changes while running.
 //! `health` tracks the broker for `/health`, `dlq` bounds the dead-letter rate,
-//! `metrics` serves `/metrics`; `sim` makes simulated districts; `demo` runs it all
+//! `metrics` serves `/metrics`, `program` computes the realization, spending and price
+//! figures it publishes for the dashboards, and `store` keeps alerts and the outlet
+//! registry in PostgreSQL for the district drill-down; `sim` makes simulated districts; `demo` runs it all
 //! in-process; `eval` scores alerts against the anomalies a simulation injected;
 //! `lint`, `fixtures` and `backtest` are the rule author's tools (`pantau rules ...`).
 
@@ -45,6 +47,7 @@ pub mod lint;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod program;
 pub mod regions;
 pub mod reload;
 pub mod route;
@@ -53,6 +56,7 @@ pub mod sim;
 pub mod sink;
 pub mod slot_table;
 pub mod source;
+pub mod store;
 pub mod suppress;
 pub mod tables;
 pub mod udf;

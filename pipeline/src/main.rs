@@ -15,7 +15,7 @@ use pantau::pipeline::{self, ReplayConfig, RunConfig};
 use pantau::sim::{self, SimConfig};
 use pantau::sink::kafka::KafkaSink;
 use pantau::source::kafka::SourceConfig;
-use pantau::{alert, backtest, bench, demo, eval, feed, fixtures, lint};
+use pantau::{alert, backtest, bench, demo, eval, feed, fixtures, lint, store};
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +47,10 @@ enum Command {
         /// Partitions of the topics created on the broker.
         #[arg(long, default_value_t = 4)]
         partitions: i32,
+        /// With --brokers: produce at this many seconds of event time per second (1440:
+        /// a simulated day per minute) instead of as fast as the broker takes them.
+        #[arg(long, requires = "brokers")]
+        pace: Option<f64>,
     },
     /// Run the pipeline over a history folder as fast as it can.
     Replay {
@@ -77,10 +81,45 @@ enum Command {
     /// Score alerts against the truth.jsonl of a simulated history: recall, precision
     /// and detection delay per category; exits non-zero below --min-recall/--min-precision.
     Eval(eval::EvalConfig),
+    /// The alert store the district drill-down dashboard reads (PostgreSQL).
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Tools for rule authors: the tables a rule can read, and checks of a rules folder.
     Rules {
         #[command(subcommand)]
         command: RulesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Follow pantau.alerts and bpnt.outlets into the store, committing offsets after
+    /// each write; runs until interrupted.
+    Run {
+        #[command(flatten)]
+        kafka: KafkaConfig,
+        #[command(flatten)]
+        store: store::StoreConfig,
+        #[command(flatten)]
+        follow: store::FollowConfig,
+        /// Address of the store's /metrics.
+        #[arg(long, default_value = "127.0.0.1:9465")]
+        metrics_addr: SocketAddr,
+    },
+    /// Write alert files (a replay's alerts.jsonl) and outlet registry files
+    /// (outlets.jsonl) into the store. Unreadable lines are listed and make it exit
+    /// non-zero; every readable line is written.
+    Load {
+        #[command(flatten)]
+        store: store::StoreConfig,
+        /// Alert files, one alert per line.
+        #[arg(long, num_args = 1..)]
+        alerts: Vec<PathBuf>,
+        /// Outlet registry files, one outlet per line.
+        #[arg(long, num_args = 1..)]
+        outlets: Vec<PathBuf>,
     },
 }
 
@@ -109,6 +148,18 @@ enum RulesCommand {
     /// precision and recall where truth.jsonl is present, and the alerts it adds and
     /// removes against the live version of the same id.
     Backtest(backtest::BacktestConfig),
+}
+
+/// Fresh metrics, served on `addr` for as long as the returned task is kept.
+async fn serve_metrics(
+    addr: SocketAddr,
+) -> anyhow::Result<(std::sync::Arc<Metrics>, tokio::task::JoinHandle<()>)> {
+    let metrics = Metrics::new();
+    let (bound, server) = metrics::serve(metrics.clone(), metrics.health(), addr)
+        .await
+        .context("starting the metrics endpoint")?;
+    tracing::info!(addr = %bound, "serving /metrics");
+    Ok((metrics, server))
 }
 
 #[tokio::main]
@@ -152,8 +203,12 @@ async fn main() -> anyhow::Result<()> {
             out,
             brokers,
             partitions,
+            pace,
         } => {
             sim.validate()?;
+            if pace.is_some_and(|p| p <= 0.0 || !p.is_finite()) {
+                anyhow::bail!("--pace must be a positive number of event seconds per second");
+            }
             let history = sim::simulate(&sim)?;
             if let Some(dir) = &out {
                 sim::write_folder(&history, dir)?;
@@ -181,7 +236,10 @@ async fn main() -> anyhow::Result<()> {
                         .collect(),
                 );
                 let sink = KafkaSink::new(&kafka, None)?;
-                feed::produce(&sink, &records, 50_000, |_| async {}).await?;
+                match pace {
+                    Some(pace) => feed::produce_paced(&sink, &records, 500, pace).await?,
+                    None => feed::produce(&sink, &records, 50_000, |_| async {}).await?,
+                }
                 println!("produced {} records to {}", records.len(), kafka.brokers);
             }
             Ok(())
@@ -206,6 +264,40 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Store {
+            command:
+                StoreCommand::Run {
+                    kafka,
+                    store,
+                    follow,
+                    metrics_addr,
+                },
+        } => {
+            let (metrics, _server) = serve_metrics(metrics_addr).await?;
+            store::follow(&kafka, &store, &follow, metrics).await
+        }
+        Command::Store {
+            command:
+                StoreCommand::Load {
+                    store,
+                    alerts,
+                    outlets,
+                },
+        } => {
+            let loaded = store::load(&store, &alerts, &outlets).await?;
+            for problem in &loaded.problems {
+                println!("{problem}");
+            }
+            println!(
+                "stored {} alerts and {} outlets",
+                loaded.alerts, loaded.outlets
+            );
+            if loaded.problems.is_empty() {
+                Ok(())
+            } else {
+                anyhow::bail!("{} lines could not be read", loaded.problems.len())
+            }
+        }
         Command::Run {
             kafka,
             source,
@@ -213,11 +305,7 @@ async fn main() -> anyhow::Result<()> {
             engine,
             metrics_addr,
         } => {
-            let metrics = Metrics::new();
-            let (addr, _server) = metrics::serve(metrics.clone(), metrics.health(), metrics_addr)
-                .await
-                .context("starting the metrics endpoint")?;
-            tracing::info!(%addr, "serving /metrics");
+            let (metrics, _server) = serve_metrics(metrics_addr).await?;
             let summary = pipeline::run(&kafka, &source, &run, &engine, metrics, |a| {
                 tracing::info!(alert_id = %a.alert_id, rule = %a.rule_id, regency = %a.regency_code, "alert");
             })

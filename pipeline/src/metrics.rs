@@ -48,6 +48,20 @@ pub struct Metrics {
     pub dead_letters_shed: IntCounterVec,
     pub broker_up: IntGauge,
     pub broker_outages: IntCounter,
+    pub topic_watermark: GaugeVec,
+    pub topic_watermark_lag: GaugeVec,
+    pub purchases: IntCounterVec,
+    pub purchase_rupiah: IntCounterVec,
+    pub unit_price_median: GaugeVec,
+    pub kpm_credited: GaugeVec,
+    pub kpm_spending: GaugeVec,
+    pub realization: GaugeVec,
+    pub benefit_credited: GaugeVec,
+    pub benefit_spent: GaugeVec,
+    pub regency_info: IntGaugeVec,
+    pub stored: IntCounterVec,
+    pub store_rejected: IntCounterVec,
+    pub store_errors: IntCounter,
     /// One per registry, so every holder of these metrics reports to the same state that
     /// `/health` and `pantau_broker_up` show.
     health: Arc<Health>,
@@ -67,6 +81,12 @@ fn single(r: &Registry, name: &str, help: &str) -> IntCounter {
 
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn float_gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
     r.register(Box::new(g.clone())).expect("unique metric");
     g
 }
@@ -311,9 +331,106 @@ impl Metrics {
             ),
             broker_up,
             broker_outages,
+            topic_watermark: float_gauge_vec(
+                &r,
+                "pantau_topic_watermark_seconds",
+                "Per input topic: the oldest of its partitions' newest event times, seconds since the epoch (how far that topic has got)",
+                &["topic"],
+            ),
+            topic_watermark_lag: float_gauge_vec(
+                &r,
+                "pantau_topic_watermark_lag_seconds",
+                "Per input topic: wall-clock time minus pantau_topic_watermark_seconds",
+                &["topic"],
+            ),
+            purchases: counter(
+                &r,
+                "pantau_purchases_total",
+                "Purchases (reversals not counted) by regency and payment kind (KKS, DEBIT, QRIS), added when their local day closes",
+                &["regency", "payment"],
+            ),
+            purchase_rupiah: counter(
+                &r,
+                "pantau_purchase_rupiah_total",
+                "Rupiah of purchases by regency and payment kind, added when their local day closes",
+                &["regency", "payment"],
+            ),
+            unit_price_median: float_gauge_vec(
+                &r,
+                "pantau_unit_price_median_rupiah",
+                "Median unit price of KKS sales on the latest closed local day, by regency, commodity and unit",
+                &["regency", "commodity", "unit"],
+            ),
+            kpm_credited: float_gauge_vec(
+                &r,
+                "pantau_kpm_credited",
+                "KPM (cards) credited for the regency's current benefit period",
+                &["regency", "period"],
+            ),
+            kpm_spending: float_gauge_vec(
+                &r,
+                "pantau_kpm_spending",
+                "KPM credited for the current period who have spent since their credit",
+                &["regency", "period"],
+            ),
+            realization: float_gauge_vec(
+                &r,
+                "pantau_realization_ratio",
+                "Realization: pantau_kpm_spending / pantau_kpm_credited for the regency's current period (0 to 1)",
+                &["regency", "period"],
+            ),
+            benefit_credited: float_gauge_vec(
+                &r,
+                "pantau_benefit_credited_rupiah",
+                "Rupiah credited for the regency's current benefit period",
+                &["regency", "period"],
+            ),
+            benefit_spent: float_gauge_vec(
+                &r,
+                "pantau_benefit_spent_rupiah",
+                "Rupiah of the current period's credit spent so far (each card counted up to its credit)",
+                &["regency", "period"],
+            ),
+            regency_info: gauge_vec(
+                &r,
+                "pantau_regency_info",
+                "Always 1: the name and province of a regency pantau reports on, to join on `regency`",
+                &["regency", "name", "province_code", "province"],
+            ),
+            stored: counter(
+                &r,
+                "pantau_store_rows_total",
+                "Rows `pantau store` wrote to PostgreSQL, by table (alerts, outlets)",
+                &["table"],
+            ),
+            store_rejected: counter(
+                &r,
+                "pantau_store_rejected_total",
+                "Records `pantau store` could not read, by topic (logged with their offset)",
+                &["topic"],
+            ),
+            store_errors: single(
+                &r,
+                "pantau_store_errors_total",
+                "Failed PostgreSQL connections or writes of `pantau store` (each retried)",
+            ),
             health,
             registry: r,
         })
+    }
+
+    /// Drops a regency's series of a period that is no longer its current one.
+    pub fn forget_period(&self, regency: &str, period: &str) {
+        for gauge in [
+            &self.kpm_credited,
+            &self.kpm_spending,
+            &self.realization,
+            &self.benefit_credited,
+            &self.benefit_spent,
+        ] {
+            // Absent when the old period was never published here: nothing to drop.
+            let _ = gauge.remove_label_values(&[regency, period]);
+        }
     }
 
     /// The broker-connection state these metrics report.

@@ -484,7 +484,12 @@ pub async fn run(
         })),
         failure: Mutex::new(None),
     });
-    let mut source = KafkaSource::subscribe(kafka, source_config, Some(health.clone()))?;
+    let mut source = KafkaSource::subscribe(
+        kafka,
+        source_config,
+        Some(health.clone()),
+        Some(metrics.consumer_lag.clone()),
+    )?;
     source.start(shared.clone())?;
     let mut limiter = DeadLetterLimiter::new(run_config.dlq_max_per_sec);
     let mut summary = Summary::default();
@@ -585,11 +590,7 @@ pub async fn run(
             if !candidates.is_empty() {
                 let origins: Vec<Origin> = candidates.iter().map(|p| Origin::Input(*p)).collect();
                 let behind = source.backlog(&origins);
-                for (origin, lag) in &behind {
-                    metrics
-                        .consumer_lag
-                        .with_label_values(&[origin.topic(), &origin.partition().to_string()])
-                        .set(*lag);
+                for (origin, _) in &behind {
                     if let Origin::Input(pid) = origin {
                         // Records waiting: stalled, not idle.
                         clocks.hold(*pid, turn);

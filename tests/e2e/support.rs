@@ -243,3 +243,261 @@ pub fn http_get(addr: &str, path: &str) -> Option<String> {
     text.split_once("\r\n\r\n")
         .map(|(_, body)| body.to_string())
 }
+
+/// A PostgreSQL server of its own (initdb into a temporary folder) on a loopback port,
+/// with trust authentication, killed when dropped. As root it runs as the `postgres`
+/// user, since PostgreSQL refuses to run as root.
+pub struct Postgres {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+/// The folder of PostgreSQL's server programs: `PG_BIN`, or Debian's newest.
+fn pg_bin() -> PathBuf {
+    if let Ok(dir) = std::env::var("PG_BIN") {
+        return PathBuf::from(dir);
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.flatten().map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    versions.sort();
+    versions.pop().expect(
+        "PostgreSQL server programs in /usr/lib/postgresql/*/bin (apt-get install postgresql; .ci/run does), or PG_BIN",
+    )
+}
+
+/// The uid and gid to run PostgreSQL as: `postgres` when we are root.
+fn pg_identity() -> Option<(u32, u32)> {
+    let me = Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&me.stdout).trim() != "0" {
+        return None;
+    }
+    let id = |flag: &str| -> u32 {
+        let out = Command::new("id")
+            .args([flag, "postgres"])
+            .output()
+            .expect("id");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("a postgres user (Debian's postgresql package makes it)")
+    };
+    Some((id("-u"), id("-g")))
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().expect("a directory for PostgreSQL");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).expect("data dir");
+        let identity = pg_identity();
+        if let Some((uid, gid)) = identity {
+            std::os::unix::fs::chown(&data, Some(uid), Some(gid)).expect("chown data dir");
+        }
+        let as_postgres = |program: &str| {
+            let mut c = Command::new(pg_bin().join(program));
+            if let Some((uid, gid)) = identity {
+                c.uid(uid).gid(gid);
+            }
+            c.stdout(Stdio::null()).stderr(Stdio::null());
+            c
+        };
+        let status = as_postgres("initdb")
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C"])
+            .status()
+            .expect("initdb starts");
+        assert!(status.success(), "initdb failed");
+        let port = free_port();
+        let child = as_postgres("postgres")
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-k"])
+            .arg(dir.path())
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .spawn()
+            .expect("postgres starts");
+        let pg = Postgres {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while pg.try_query("postgres", "postgres", "SELECT 1").is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL did not answer on {port} within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        pg
+    }
+
+    pub fn url(&self, user: &str, db: &str) -> String {
+        format!("postgres://{user}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Runs SQL (one or more statements) and returns the rows of the last, as text.
+    pub fn try_query(
+        &self,
+        user: &str,
+        db: &str,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, tokio_postgres::Error> {
+        let url = self.url(user, db);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+            let conn = tokio::spawn(connection);
+            let messages = client.simple_query(sql).await?;
+            drop(client);
+            let _ = conn.await;
+            let mut rows = Vec::new();
+            for m in messages {
+                match m {
+                    tokio_postgres::SimpleQueryMessage::Row(row) => rows.push(
+                        (0..row.len())
+                            .map(|i| row.get(i).map(str::to_owned))
+                            .collect(),
+                    ),
+                    // A new statement's rows replace the previous statement's.
+                    tokio_postgres::SimpleQueryMessage::CommandComplete(_) => {}
+                    _ => {}
+                }
+            }
+            Ok(rows)
+        })
+    }
+
+    pub fn query(&self, user: &str, db: &str, sql: &str) -> Vec<Vec<Option<String>>> {
+        self.try_query(user, db, sql)
+            .unwrap_or_else(|e| panic!("as {user} on {db}: {sql}\nfailed: {e:?}"))
+    }
+
+    /// The docker-compose setup: an owner role `pantau` with its database, and the
+    /// read-only `grafana` role of deploy/postgres/grafana.sql.
+    pub fn with_pantau_roles() -> Postgres {
+        let pg = Postgres::start();
+        pg.query("postgres", "postgres", "CREATE ROLE pantau LOGIN");
+        pg.query(
+            "postgres",
+            "postgres",
+            "CREATE DATABASE pantau OWNER pantau",
+        );
+        let grants = std::fs::read_to_string(workspace_root().join("deploy/postgres/grafana.sql"))
+            .expect("deploy/postgres/grafana.sql");
+        pg.query("postgres", "pantau", &grants);
+        pg
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Prometheus server (Debian's `prometheus`) on a loopback port, scraping the given
+/// jobs every second, killed when dropped.
+pub struct Prometheus {
+    child: Child,
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    pub fn start(jobs: &[(&str, &str)]) -> Prometheus {
+        let dir = tempfile::tempdir().expect("a directory for Prometheus");
+        let mut config = String::from(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
+        );
+        for (job, target) in jobs {
+            config.push_str(&format!(
+                "  - job_name: {job}\n    static_configs:\n      - targets: [\"{target}\"]\n"
+            ));
+        }
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, config).expect("prometheus.yml");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let bin = std::env::var("PROMETHEUS").unwrap_or_else(|_| "prometheus".into());
+        let child = Command::new(&bin)
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {bin}: {e}. apt-get install prometheus (.ci/run does)")
+            });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while http_get(&addr, "/-/ready").is_none_or(|body| !body.contains("Ready")) {
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus not ready on {addr} within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Prometheus {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// Runs a PromQL query through the HTTP API (`/api/v1/query`, or `query_range` over
+    /// `range` at a 5 s step) and returns its `data.result`; panics when it does not parse.
+    pub fn query(&self, promql: &str, range: Option<(f64, f64)>) -> Vec<serde_json::Value> {
+        let url = format!(
+            "http://{}/api/v1/{}",
+            self.addr,
+            if range.is_some() {
+                "query_range"
+            } else {
+                "query"
+            }
+        );
+        // Prometheus explains a bad query in a 400's JSON body: read it, do not stop at 400.
+        let mut request = ureq::get(&url)
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .query("query", promql);
+        if let Some((start, end)) = range {
+            request = request
+                .query("start", format!("{start:.3}"))
+                .query("end", format!("{end:.3}"))
+                .query("step", "5");
+        }
+        let body = match request.call() {
+            Ok(mut response) => response.body_mut().read_to_string().expect("a body"),
+            Err(e) => panic!("querying Prometheus for {promql}: {e}"),
+        };
+        let answer: serde_json::Value = serde_json::from_str(&body).expect("JSON from Prometheus");
+        assert_eq!(answer["status"], "success", "{promql}: {body}");
+        answer["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -18,10 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use prometheus::IntGaugeVec;
 use rdkafka::bindings::rd_kafka_resp_err_t as RDKafkaRespErr;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::health::Health;
@@ -105,11 +107,28 @@ pub struct RecordingContext {
     events: Mutex<Vec<Assignment>>,
     hook: Mutex<Option<Arc<dyn RebalanceHook>>>,
     health: Option<Arc<Health>>,
+    /// `pantau_consumer_lag_records`, filled from librdkafka's statistics.
+    lag: Option<IntGaugeVec>,
 }
 
 impl ClientContext for RecordingContext {
     fn error(&self, error: KafkaError, reason: &str) {
         crate::health::report_client_error(self.health.as_deref(), &error, reason, "consumer");
+    }
+
+    /// librdkafka's own view of each assigned partition's lag (its high watermark minus
+    /// the position), for every partition and not just the ones being read.
+    fn stats(&self, statistics: Statistics) {
+        let Some(lag) = &self.lag else { return };
+        for (topic, t) in &statistics.topics {
+            for p in t.partitions.values() {
+                // -1: the internal "unassigned" partition, or a lag not known yet.
+                if p.partition >= 0 && p.consumer_lag >= 0 {
+                    lag.with_label_values(&[topic, &p.partition.to_string()])
+                        .set(p.consumer_lag);
+                }
+            }
+        }
     }
 }
 
@@ -209,14 +228,18 @@ impl KafkaSource {
         kafka: &KafkaConfig,
         config: &SourceConfig,
         health: Option<Arc<Health>>,
+        lag: Option<IntGaugeVec>,
     ) -> anyhow::Result<KafkaSource> {
+        let stats_interval = if lag.is_some() { "5000" } else { "0" };
         let context = RecordingContext {
             events: Mutex::new(Vec::new()),
             hook: Mutex::new(None),
             health,
+            lag,
         };
         let consumer: StreamConsumer<RecordingContext> = kafka
             .client()
+            .set("statistics.interval.ms", stats_interval)
             .set("group.id", &config.group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
