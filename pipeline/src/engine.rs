@@ -94,16 +94,18 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     /// Watermark of the last eviction.
     evicted_at: Option<i64>,
-    figures: Figures,
+    /// The dashboards' figures; `None` where no one scrapes them (a replay).
+    figures: Option<Figures>,
 }
 
-/// The window series an engine keeps: its rules' and the program figures'.
-fn window_specs(rules: &[Rule]) -> Vec<WindowSpec> {
-    rules
-        .iter()
-        .map(|r| r.window)
-        .chain([program::WINDOW])
-        .collect()
+/// The window series an engine keeps: its rules', and the program figures' if it
+/// publishes them.
+fn window_specs(rules: &[Rule], figures: bool) -> Vec<WindowSpec> {
+    let mut specs: Vec<WindowSpec> = rules.iter().map(|r| r.window).collect();
+    if figures {
+        specs.push(program::WINDOW);
+    }
+    specs
 }
 
 const EVICT_EVERY_US: i64 = 3_600_000_000;
@@ -148,7 +150,7 @@ fn dead_letter(
 impl Engine {
     pub fn new(config: &EngineConfig, set: RuleSet, metrics: Arc<Metrics>) -> Engine {
         let RuleSet { rules, views } = set;
-        let specs = window_specs(&rules);
+        let specs = window_specs(&rules, true);
         Engine {
             rules,
             views_pending: views,
@@ -161,8 +163,17 @@ impl Engine {
             runner: SqlRunner::new(),
             metrics,
             evicted_at: None,
-            figures: Figures::default(),
+            figures: Some(Figures::default()),
         }
+    }
+
+    /// An engine that does not compute the program figures: a replay serves no
+    /// `/metrics`, and the daily realization query over a hundred days of card rollups
+    /// costs a fifth of its throughput (README, Benchmark).
+    pub fn without_figures(mut self) -> Engine {
+        self.figures = None;
+        self.window.set_specs(&window_specs(&self.rules, false));
+        self
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -181,7 +192,8 @@ impl Engine {
         }
         self.runner.forget_plans();
         self.views_pending = views;
-        self.window.set_specs(&window_specs(&rules));
+        self.window
+            .set_specs(&window_specs(&rules, self.figures.is_some()));
         self.rules = rules;
     }
 
@@ -219,7 +231,8 @@ impl Engine {
     /// Takes up the state of a snapshot, as if this engine had processed what the
     /// snapshot's engine had.
     pub fn restore(&mut self, snapshot: EngineSnapshot) {
-        self.window = WindowState::restore(&window_specs(&self.rules), snapshot.window);
+        let specs = window_specs(&self.rules, self.figures.is_some());
+        self.window = WindowState::restore(&specs, snapshot.window);
         self.watermarks.restore(&snapshot.watermark);
         self.evicted_at = snapshot.evicted_at;
         self.cooldowns = Cooldowns::restore(snapshot.episodes);
@@ -478,7 +491,9 @@ impl Engine {
         self.runner.register(&window.tables)?;
         if window.purpose == Purpose::Rollup {
             self.build_rollups().await?;
-            self.figures.day_closed(&self.runner, &self.metrics).await;
+            if let Some(figures) = &self.figures {
+                figures.day_closed(&self.runner, &self.metrics).await;
+            }
         }
         // After the input ends, a replay closes day-range windows for as long as any
         // rollup could fall into them; the figures of those empty days would describe
@@ -487,10 +502,10 @@ impl Engine {
             .window
             .max_event()
             .is_some_and(|max| window.end <= max + crate::window::MICROS_PER_DAY);
-        if window.series.spec == program::WINDOW && has_data {
-            self.figures
-                .period_closed(&self.runner, &self.metrics)
-                .await;
+        if let Some(figures) = self.figures.as_mut().filter(|_| has_data) {
+            if window.series.spec == program::WINDOW {
+                figures.period_closed(&self.runner, &self.metrics).await;
+            }
         }
         let mut alerts = Vec::new();
         let detected_at = Utc::now();

@@ -175,7 +175,7 @@ pub async fn replay_rules(
     report_loaded(&rules, &metrics);
     // Files never go idle: the next line is always there to read, and an exhausted
     // file is released.
-    let mut engine = Engine::new(engine_config, rules, metrics.clone());
+    let mut engine = Engine::new(engine_config, rules, metrics.clone()).without_figures();
     engine.set_snoozes(load_snoozes(engine_config, &metrics)?);
     let mut source = FolderSource::open(&config.dir)?;
     let mut alerts_out = AlertFiles::create(&config.out, has_shadow)?;
