@@ -46,6 +46,7 @@ pub mod kafka;
 pub mod lint;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod pipeline;
 pub mod program;
 pub mod regions;

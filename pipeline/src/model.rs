@@ -303,6 +303,17 @@ pub struct Alert {
     pub shadow: bool,
 }
 
+impl Alert {
+    /// The outlet an alert is about: its entity, or the outlet its evidence names (a
+    /// terminal's, a supplier ring's). None for alerts about a card or a regency.
+    pub fn outlet_id(&self) -> Option<&str> {
+        if self.entity_type == "outlet" {
+            return Some(&self.entity_id);
+        }
+        self.evidence.get("outlet_id").and_then(|v| v.as_str())
+    }
+}
+
 /// An input record pantau could not accept, with its provenance and the reason.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {

@@ -110,17 +110,6 @@ fn severity_rank(alert: &Alert) -> i32 {
     }
 }
 
-fn outlet_of(alert: &Alert) -> Option<String> {
-    if alert.entity_type == "outlet" {
-        return Some(alert.entity_id.clone());
-    }
-    alert
-        .evidence
-        .get("outlet_id")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-}
-
 /// A connection to the store with its schema in place.
 pub struct Store {
     client: Client,
@@ -196,7 +185,7 @@ impl Store {
             };
             let severity: Vec<&str> = alerts.iter().map(|a| a.severity.as_str()).collect();
             let ranks: Vec<i32> = alerts.iter().map(severity_rank).collect();
-            let outlet_ids: Vec<Option<String>> = alerts.iter().map(outlet_of).collect();
+            let outlet_ids: Vec<Option<&str>> = alerts.iter().map(Alert::outlet_id).collect();
             let scores: Vec<f64> = alerts.iter().map(|a| a.score).collect();
             let evidence: Vec<Value> = alerts
                 .iter()

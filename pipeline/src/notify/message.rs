@@ -1,0 +1,317 @@
+//! What a Tikor member reads: an alert turned into a subject, a plain-text and an HTML
+//! body, in Bahasa Indonesia, from the templates in `notify/templates/` (`alert.txt`,
+//! `alert.html`, and `categories.toml` for each category's name and expected action).
+//!
+//! A template uses `{name}` placeholders: `severity`, `category_name`, `action`,
+//! `place`, `when`, `title`, `summary`, `dashboard_link`, `alert_id`, `outlet_name`,
+//! `kecamatan`, `regency_name`. HTML gets every value escaped.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use chrono::Duration;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::alert::{fill, placeholders, tanggal};
+use crate::model::{Alert, Severity};
+use crate::regions::Regions;
+
+pub const PLACEHOLDERS: [&str; 12] = [
+    "severity",
+    "category_name",
+    "action",
+    "place",
+    "when",
+    "title",
+    "summary",
+    "dashboard_link",
+    "alert_id",
+    "outlet_name",
+    "kecamatan",
+    "regency_name",
+];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryText {
+    pub name: String,
+    pub action: String,
+}
+
+/// The registry entry of the outlet an alert is about, as the notifier knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutletInfo {
+    pub name: String,
+    pub district_code: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    pub dashboard_link: String,
+}
+
+/// The team's templates, checked when loaded.
+#[derive(Debug, Clone)]
+pub struct Templates {
+    text: String,
+    html: String,
+    categories: BTreeMap<String, CategoryText>,
+}
+
+fn severity_word(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Low => "RENDAH",
+        Severity::Medium => "SEDANG",
+        Severity::High => "TINGGI",
+        Severity::Critical => "KRITIS",
+    }
+}
+
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The district dashboard, opened on the alert's regency from a week before its window
+/// to a day after.
+pub fn dashboard_link(base: &str, alert: &Alert) -> String {
+    let from = (alert.window_start - Duration::days(7)).timestamp_millis();
+    let to = (alert.window_end + Duration::days(1)).timestamp_millis();
+    format!(
+        "{}/d/pantau-district?var-regency={}&from={from}&to={to}",
+        base.trim_end_matches('/'),
+        alert.regency_code
+    )
+}
+
+impl Templates {
+    /// Reads `alert.txt`, `alert.html` and `categories.toml` from `dir`. A placeholder
+    /// the notifier cannot fill is an error naming the file.
+    pub fn load(dir: &Path) -> anyhow::Result<Templates> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+        };
+        let templates = Templates {
+            text: read("alert.txt")?,
+            html: read("alert.html")?,
+            categories: toml::from_str(&read("categories.toml")?)
+                .with_context(|| format!("{}", dir.join("categories.toml").display()))?,
+        };
+        for (name, template) in [
+            ("alert.txt", &templates.text),
+            ("alert.html", &templates.html),
+        ] {
+            let unknown: Vec<&str> = placeholders(template)
+                .into_iter()
+                .filter(|p| !PLACEHOLDERS.contains(p))
+                .collect();
+            if !unknown.is_empty() {
+                bail!(
+                    "{}: unknown placeholders {unknown:?}; known: {}",
+                    dir.join(name).display(),
+                    PLACEHOLDERS.join(", ")
+                );
+            }
+        }
+        Ok(templates)
+    }
+
+    /// The shipped templates, `notify/templates/` beside the crate.
+    pub fn default_dir() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../notify/templates")
+    }
+
+    pub fn render(
+        &self,
+        alert: &Alert,
+        outlet: Option<&OutletInfo>,
+        dashboard_url: &str,
+    ) -> Message {
+        let regions = Regions::get();
+        let regency_name = regions
+            .regency(&alert.regency_code)
+            .map(|r| r.name.clone())
+            .unwrap_or_else(|| alert.regency_code.clone());
+        let kecamatan = outlet.and_then(|o| {
+            regions
+                .districts(&alert.regency_code)
+                .iter()
+                .find(|d| d.code == o.district_code)
+                .map(|d| d.name.clone())
+        });
+        let place = match (outlet, alert.outlet_id()) {
+            (Some(o), Some(id)) => format!(
+                "e-Warong {} ({id}), Kecamatan {}, {regency_name}",
+                o.name,
+                kecamatan.as_deref().unwrap_or("-")
+            ),
+            (None, Some(id)) => format!("e-Warong {id}, {regency_name}"),
+            _ => regency_name.clone(),
+        };
+        // A window ends at the start of the day after its last day.
+        let last = alert.window_end - Duration::microseconds(1);
+        let when = if alert.window_start.date_naive() == last.date_naive() {
+            tanggal(alert.window_start)
+        } else {
+            format!("{} s.d. {}", tanggal(alert.window_start), tanggal(last))
+        };
+        let category = self.categories.get(&alert.category);
+        let link = dashboard_link(dashboard_url, alert);
+        let values: Vec<(&str, String)> = vec![
+            ("severity", severity_word(alert.severity).to_owned()),
+            (
+                "category_name",
+                category.map_or_else(|| alert.category.clone(), |c| c.name.clone()),
+            ),
+            (
+                "action",
+                category.map_or_else(
+                    || "Verifikasi di lapangan bersama bank penyalur.".to_owned(),
+                    |c| c.action.clone(),
+                ),
+            ),
+            ("place", place.clone()),
+            ("when", when),
+            ("title", alert.title.clone()),
+            ("summary", alert.summary.clone()),
+            ("dashboard_link", link.clone()),
+            ("alert_id", alert.alert_id.clone()),
+            (
+                "outlet_name",
+                outlet.map(|o| o.name.clone()).unwrap_or_default(),
+            ),
+            ("kecamatan", kecamatan.unwrap_or_default()),
+        ];
+        let row = |escape: bool| -> Map<String, Value> {
+            values
+                .iter()
+                .map(|(k, v)| {
+                    let v = if escape { escape_html(v) } else { v.clone() };
+                    ((*k).to_owned(), Value::String(v))
+                })
+                .collect()
+        };
+        let regency_html = escape_html(&regency_name);
+        Message {
+            subject: format!(
+                "[{}] {} di {place}",
+                severity_word(alert.severity),
+                category.map_or(alert.category.as_str(), |c| c.name.as_str())
+            ),
+            text: fill(&self.text, &row(false), &regency_name),
+            html: fill(&self.html, &row(true), &regency_html),
+            dashboard_link: link,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert() -> Alert {
+        let start = chrono::DateTime::parse_from_rfc3339("2023-01-04T00:00:00+07:00").unwrap();
+        let mut evidence = Map::new();
+        evidence.insert("outlet_id".into(), "EW-3604-0096".into());
+        Alert {
+            alert_id: "3ce025511af9ace7899671c4d1366588".into(),
+            rule_id: "price_markup".into(),
+            rule_version: "144ecd3b749c".into(),
+            category: "price_markup".into(),
+            severity: Severity::Medium,
+            entity_type: "outlet".into(),
+            entity_id: "EW-3604-0096".into(),
+            regency_code: "3604".into(),
+            window_start: start,
+            window_end: start + Duration::days(1),
+            detected_at: start + Duration::days(1),
+            score: 15.24,
+            title: "Harga BERAS di e-Warong <Karya> jauh di atas median".into(),
+            summary: "e-Warong menjual BERAS Rp 17.000/kg, 1,50 kali median Rp 11.350/kg.".into(),
+            evidence,
+            shadow: false,
+        }
+    }
+
+    #[test]
+    fn a_message_names_the_outlet_its_kecamatan_what_to_do_and_links_the_dashboard() {
+        let templates = Templates::load(&Templates::default_dir()).unwrap();
+        let outlet = OutletInfo {
+            name: "KUBE Karya Bersama".into(),
+            district_code: "3604020".into(),
+        };
+        let m = templates.render(&alert(), Some(&outlet), "http://grafana:3000/");
+        let kecamatan = &Regions::get()
+            .districts("3604")
+            .iter()
+            .find(|d| d.code == "3604020")
+            .unwrap()
+            .name;
+        assert_eq!(
+            m.subject,
+            format!("[SEDANG] Harga di atas kewajaran (tepat harga) di e-Warong KUBE Karya Bersama (EW-3604-0096), Kecamatan {kecamatan}, Kabupaten Serang")
+        );
+        assert!(
+            m.text.contains("Waktu kejadian: 4 Januari 2023\n"),
+            "{}",
+            m.text
+        );
+        assert!(
+            m.text.contains("Tindak lanjut: Kunjungi e-Warong"),
+            "{}",
+            m.text
+        );
+        assert!(m.text.contains("<Karya>"), "plain text is not escaped");
+        assert!(m.html.contains("&lt;Karya&gt;"), "{}", m.html);
+        assert_eq!(
+            m.dashboard_link,
+            "http://grafana:3000/d/pantau-district?var-regency=3604&from=1672160400000&to=1672938000000"
+        );
+        assert!(m.text.contains(&m.dashboard_link));
+        assert!(
+            !m.text.contains('{'),
+            "every placeholder filled: {}",
+            m.text
+        );
+    }
+
+    #[test]
+    fn every_shipped_category_has_a_name_and_an_action() {
+        let templates = Templates::load(&Templates::default_dir()).unwrap();
+        for category in [
+            crate::model::category::SEASONAL_OUTLET,
+            crate::model::category::SUPPLIER_DEPENDENT,
+            crate::model::category::CARD_COLLECTION,
+            crate::model::category::PRICE_MARKUP,
+            crate::model::category::SHORT_QUANTITY,
+            crate::model::category::PAPERWORK_MISMATCH,
+            crate::model::category::NON_TRANSACTING,
+            crate::model::category::CARD_MANY_PLACES,
+            crate::model::category::REALIZATION_LAG,
+        ] {
+            assert!(templates.categories.contains_key(category), "{category}");
+        }
+    }
+
+    #[test]
+    fn a_template_with_an_unknown_placeholder_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["alert.html", "categories.toml"] {
+            std::fs::copy(Templates::default_dir().join(name), dir.path().join(name)).unwrap();
+        }
+        std::fs::write(dir.path().join("alert.txt"), "{title} di {outlet}\n").unwrap();
+        let error = Templates::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            error.contains("alert.txt") && error.contains("\"outlet\""),
+            "{error}"
+        );
+    }
+}
