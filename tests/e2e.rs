@@ -12,6 +12,8 @@ mod contract;
 mod faults;
 #[path = "e2e/kafka.rs"]
 mod kafka;
+#[path = "e2e/notify.rs"]
+mod notify;
 #[path = "e2e/replay.rs"]
 mod replay;
 #[path = "e2e/rules.rs"]

@@ -29,6 +29,34 @@ impl KafkaConfig {
         c
     }
 
+    /// A consumer in its own group that reads `topics` from their beginning, only what was
+    /// committed, and commits nothing by itself: for the services that follow pantau's
+    /// output (the alert store, the notifier). The topics are created if missing, since
+    /// subscribing to one that does not exist yet waits for librdkafka's next metadata
+    /// refresh (five minutes) after someone else creates it.
+    pub async fn follower(
+        &self,
+        group: &str,
+        topics: &[&str],
+    ) -> anyhow::Result<rdkafka::consumer::StreamConsumer> {
+        self.ensure_topics(topics)
+            .await
+            .with_context(|| format!("creating {}", topics.join(", ")))?;
+        let consumer: rdkafka::consumer::StreamConsumer = self
+            .client()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            // Alerts of an aborted transaction (pantau run --transactional) never happened.
+            .set("isolation.level", "read_committed")
+            .create()
+            .context("cannot create a Kafka consumer")?;
+        consumer
+            .subscribe(topics)
+            .with_context(|| format!("subscribing to {}", topics.join(", ")))?;
+        Ok(consumer)
+    }
+
     /// The topics the cluster does not know yet.
     fn missing_topics<'a>(&self, topics: &[&'a str]) -> anyhow::Result<Vec<&'a str>> {
         let consumer: BaseConsumer = self

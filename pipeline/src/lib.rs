@@ -25,7 +25,8 @@
 //! `health` tracks the broker for `/health`, `dlq` bounds the dead-letter rate,
 //! `metrics` serves `/metrics`, `program` computes the realization, spending and price
 //! figures it publishes for the dashboards, and `store` keeps alerts and the outlet
-//! registry in PostgreSQL for the district drill-down; `sim` makes simulated districts; `demo` runs it all
+//! registry in PostgreSQL for the district drill-down; `notify` tells each district's
+//! Tikor about its alerts; `sim` makes simulated districts; `demo` runs it all
 //! in-process; `eval` scores alerts against the anomalies a simulation injected;
 //! `lint`, `fixtures` and `backtest` are the rule author's tools (`pantau rules ...`).
 

@@ -86,6 +86,17 @@ enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Deliver each alert of pantau.alerts to its district's Tikor channels (routing file),
+    /// in Bahasa Indonesia; runs until interrupted.
+    Notify {
+        #[command(flatten)]
+        kafka: KafkaConfig,
+        #[command(flatten)]
+        notify: pantau::notify::deliver::NotifyConfig,
+        /// Address of the notifier's /metrics.
+        #[arg(long, default_value = "127.0.0.1:9466")]
+        metrics_addr: SocketAddr,
+    },
     /// Tools for rule authors: the tables a rule can read, and checks of a rules folder.
     Rules {
         #[command(subcommand)]
@@ -312,6 +323,14 @@ async fn main() -> anyhow::Result<()> {
             .await?;
             summary.print();
             Ok(())
+        }
+        Command::Notify {
+            kafka,
+            notify,
+            metrics_addr,
+        } => {
+            let (metrics, _server) = serve_metrics(metrics_addr).await?;
+            pantau::notify::deliver::run(&kafka, &notify, metrics).await
         }
         Command::Bench(config) => bench::run(&config).await,
         Command::Eval(config) => eval::run(&config),

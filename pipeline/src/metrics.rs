@@ -62,6 +62,9 @@ pub struct Metrics {
     pub stored: IntCounterVec,
     pub store_rejected: IntCounterVec,
     pub store_errors: IntCounter,
+    pub notifications: IntCounterVec,
+    pub notify_rejected: IntCounter,
+    pub notify_unrouted: IntCounterVec,
     /// One per registry, so every holder of these metrics reports to the same state that
     /// `/health` and `pantau_broker_up` show.
     health: Arc<Health>,
@@ -413,6 +416,23 @@ impl Metrics {
                 &r,
                 "pantau_store_errors_total",
                 "Failed PostgreSQL connections or writes of `pantau store` (each retried)",
+            ),
+            notifications: counter(
+                &r,
+                "pantau_notifications_total",
+                "Notification tries of `pantau notify` by channel and regency: `sent`, `failed` (a try failed), `retried` (a try after a failure), `dead_lettered` (to pantau.notify.dlq after the last try)",
+                &["channel", "regency", "outcome"],
+            ),
+            notify_rejected: single(
+                &r,
+                "pantau_notify_rejected_total",
+                "Records on pantau.alerts `pantau notify` could not read (logged with their offset)",
+            ),
+            notify_unrouted: counter(
+                &r,
+                "pantau_notify_unrouted_total",
+                "Live alerts no route of the routing file covers, by regency",
+                &["regency"],
             ),
             health,
             registry: r,

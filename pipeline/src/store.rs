@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, FixedOffset};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::Value;
 use tokio_postgres::{Client, NoTls};
@@ -358,24 +358,9 @@ pub async fn follow(
     follow: &FollowConfig,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
-    // Subscribing to a topic that does not exist yet would wait for librdkafka's next
-    // metadata refresh (five minutes) after pantau creates it.
-    kafka
-        .ensure_topics(&[TOPIC_ALERTS, Stream::Outlets.topic()])
-        .await
-        .context("creating pantau.alerts and bpnt.outlets")?;
-    let consumer: StreamConsumer = kafka
-        .client()
-        .set("group.id", &follow.group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        // Alerts of an aborted transaction (pantau run --transactional) never happened.
-        .set("isolation.level", "read_committed")
-        .create()
-        .context("cannot create the store's Kafka consumer")?;
-    consumer
-        .subscribe(&[TOPIC_ALERTS, Stream::Outlets.topic()])
-        .context("subscribing to pantau.alerts and bpnt.outlets")?;
+    let consumer = kafka
+        .follower(&follow.group, &[TOPIC_ALERTS, Stream::Outlets.topic()])
+        .await?;
     let mut store = Store::connect(config).await?;
     tracing::info!(group = %follow.group, "store following pantau.alerts and bpnt.outlets");
     let mut stop = std::pin::pin!(tokio::signal::ctrl_c());

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::support::{
-    free_port, pantau, read_topic, replay, run_ok, simulate, workspace_root, Postgres, Prometheus,
-    Tansu,
+    free_port, pantau, read_topic, run_ok, small_month_of_alerts, workspace_root, Postgres,
+    Prometheus, Tansu,
 };
 
 fn yaml(path: &str) -> Value {
@@ -684,13 +684,7 @@ fn every_dashboard_query_answers_from_a_live_pipeline_and_the_alert_store() {
 fn store_load_writes_a_replay_once_and_names_the_lines_it_could_not_read() {
     let pg = Postgres::with_pantau_roles();
     let tmp = tempfile::tempdir().unwrap();
-    let history = tmp.path().join("history");
-    simulate(
-        &history,
-        &["--months", "1", "--scale", "0.3", "--seed", "4"],
-    );
-    let (alerts, _) = replay(&history, tmp.path(), &[]);
-    assert!(!alerts.is_empty());
+    let (history, alerts) = small_month_of_alerts(tmp.path());
     let alerts_file = tmp.path().join("alerts.jsonl");
     let url = pg.url("pantau", "pantau");
     let load = |files: &[&Path]| {

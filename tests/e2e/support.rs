@@ -58,6 +58,19 @@ pub fn replay(dir: &Path, out: &Path, args: &[&str]) -> (Vec<Alert>, Vec<DeadLet
     )
 }
 
+/// A small simulated month (`DIR/history`) and the alerts its replay raises
+/// (`DIR/alerts.jsonl`), for the consumers of `pantau.alerts`.
+pub fn small_month_of_alerts(dir: &Path) -> (PathBuf, Vec<Alert>) {
+    let history = dir.join("history");
+    simulate(
+        &history,
+        &["--months", "1", "--scale", "0.3", "--seed", "4"],
+    );
+    let (alerts, _) = replay(&history, dir, &[]);
+    assert!(!alerts.is_empty());
+    (history, alerts)
+}
+
 pub fn truth(dir: &Path) -> Vec<Truth> {
     read_jsonl(&dir.join("truth.jsonl")).expect("truth.jsonl")
 }

@@ -2,8 +2,11 @@
 //! ([`routes`]), and what it reads ([`message`]), in Bahasa Indonesia, from templates the
 //! team edits under `notify/templates/`.
 //!
-//! Delivery (the `pantau notify` consumer, its channels, retries and digests) builds on
-//! these; see issue 8.
+//! [`deliver`] is the `pantau notify` consumer: a worker per channel ([`channel`]: a
+//! signed webhook, the Telegram bot API), retries with backoff, dead letters to
+//! `pantau.notify.dlq`, offsets committed once every route of an alert is done.
 
+pub mod channel;
+pub mod deliver;
 pub mod message;
 pub mod routes;
