@@ -495,15 +495,15 @@ impl Engine {
                 figures.day_closed(&self.runner, &self.metrics).await;
             }
         }
-        // After the input ends, a replay closes day-range windows for as long as any
-        // rollup could fall into them; the figures of those empty days would describe
-        // no one, so they stop with the data.
-        let has_data = self
-            .window
-            .max_event()
-            .is_some_and(|max| window.end <= max + crate::window::MICROS_PER_DAY);
-        if let Some(figures) = self.figures.as_mut().filter(|_| has_data) {
-            if window.series.spec == program::WINDOW {
+        if window.series.spec == program::WINDOW {
+            // After the input ends, a replay closes day-range windows for as long as any
+            // rollup could fall into them; the figures of those empty days would describe
+            // no one, so they stop with the data.
+            let has_data = self
+                .window
+                .max_event()
+                .is_some_and(|max| window.end <= max + crate::window::MICROS_PER_DAY);
+            if let Some(figures) = self.figures.as_mut().filter(|_| has_data) {
                 figures.period_closed(&self.runner, &self.metrics).await;
             }
         }

@@ -126,3 +126,40 @@ impl KafkaConfig {
         Ok(())
     }
 }
+
+/// A record of the topics that follow pantau's output read: an alert or a registry entry.
+pub enum Followed {
+    Alert(Box<crate::model::Alert>),
+    Outlet(Box<crate::model::Outlet>),
+}
+
+/// Reads a record of `pantau.alerts` or `bpnt.outlets` (by its topic).
+pub fn parse_followed(topic: &str, payload: &[u8]) -> anyhow::Result<Followed> {
+    Ok(if topic == crate::model::TOPIC_OUTLETS {
+        Followed::Outlet(Box::new(serde_json::from_slice(payload)?))
+    } else {
+        Followed::Alert(Box::new(serde_json::from_slice(payload)?))
+    })
+}
+
+/// Reads a followed record; one that cannot be read is counted in
+/// `pantau_unreadable_records_total` and logged with its offset. `pantau run`
+/// dead-letters a bad registry record, and an unreadable alert is a bug upstream: the
+/// follower can only say so and go on.
+pub fn read_followed(
+    message: &rdkafka::message::BorrowedMessage<'_>,
+    metrics: &crate::metrics::Metrics,
+) -> Option<Followed> {
+    use rdkafka::Message;
+    match parse_followed(message.topic(), message.payload().unwrap_or_default()) {
+        Ok(record) => Some(record),
+        Err(e) => {
+            metrics
+                .unreadable
+                .with_label_values(&[message.topic()])
+                .inc();
+            tracing::warn!(topic = message.topic(), partition = message.partition(), offset = message.offset(), error = %e, "unreadable record skipped");
+            None
+        }
+    }
+}

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -60,60 +61,60 @@ pub struct Metrics {
     pub benefit_spent: GaugeVec,
     pub regency_info: IntGaugeVec,
     pub stored: IntCounterVec,
-    pub store_rejected: IntCounterVec,
+    pub unreadable: IntCounterVec,
     pub store_errors: IntCounter,
     pub notifications: IntCounterVec,
-    pub notify_rejected: IntCounter,
     pub notify_unrouted: IntCounterVec,
     /// One per registry, so every holder of these metrics reports to the same state that
     /// `/health` and `pantau_broker_up` show.
     health: Arc<Health>,
 }
 
+/// Registers a metric and hands it back; names are fixed in this file, so a clash or a
+/// malformed name is a bug caught by every test that makes `Metrics`.
+fn registered<M: Collector + Clone + 'static>(r: &Registry, metric: prometheus::Result<M>) -> M {
+    let metric = metric.expect("valid metric");
+    r.register(Box::new(metric.clone())).expect("unique metric");
+    metric
+}
+
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(c.clone())).expect("unique metric");
-    c
+    registered(r, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 fn single(r: &Registry, name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::new(name, help).expect("valid metric");
-    r.register(Box::new(c.clone())).expect("unique metric");
-    c
+    registered(r, IntCounter::new(name, help))
 }
 
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(g.clone())).expect("unique metric");
-    g
+    registered(r, IntGaugeVec::new(Opts::new(name, help), labels))
 }
 
 fn float_gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
-    let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(g.clone())).expect("unique metric");
-    g
+    registered(r, GaugeVec::new(Opts::new(name, help), labels))
 }
 
 fn int_gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::new(name, help).expect("valid metric");
-    r.register(Box::new(g.clone())).expect("unique metric");
-    g
+    registered(r, IntGauge::new(name, help))
+}
+
+fn float_gauge(r: &Registry, name: &str, help: &str) -> Gauge {
+    registered(r, Gauge::new(name, help))
 }
 
 fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
     let buckets = vec![
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
     ];
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
-        .expect("valid metric");
-    r.register(Box::new(h.clone())).expect("unique metric");
-    h
+    registered(
+        r,
+        HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels),
+    )
 }
 
 impl Metrics {
     /// A counter's value summed over all its labels.
     pub fn total(counter: &IntCounterVec) -> u64 {
-        use prometheus::core::Collector;
         counter
             .collect()
             .iter()
@@ -124,72 +125,49 @@ impl Metrics {
 
     pub fn new() -> Arc<Metrics> {
         let r = Registry::new();
-        let alert_produce_errors = IntCounter::new(
+        let alert_produce_errors = single(
+            &r,
             "pantau_alert_produce_errors_total",
             "Alerts or dead letters the broker refused",
-        )
-        .expect("valid metric");
-        r.register(Box::new(alert_produce_errors.clone()))
-            .expect("unique metric");
-        let commits = IntCounter::new(
+        );
+        let commits = single(
+            &r,
             "pantau_offset_commits_total",
             "Offset commits made after acknowledgement",
-        )
-        .expect("valid metric");
-        r.register(Box::new(commits.clone()))
-            .expect("unique metric");
-        let watermark = Gauge::new(
+        );
+        let watermark = float_gauge(
+            &r,
             "pantau_watermark_seconds",
             "Current watermark, seconds since the epoch",
-        )
-        .expect("valid metric");
-        r.register(Box::new(watermark.clone()))
-            .expect("unique metric");
-        let watermark_lag = Gauge::new(
+        );
+        let watermark_lag = float_gauge(
+            &r,
             "pantau_watermark_lag_seconds",
             "Wall-clock time minus the watermark",
-        )
-        .expect("valid metric");
-        r.register(Box::new(watermark_lag.clone()))
-            .expect("unique metric");
-        let partition_max_event = GaugeVec::new(
-            Opts::new(
-                "pantau_partition_event_time_seconds",
-                "Largest event time seen per input topic and partition",
-            ),
+        );
+        let partition_max_event = float_gauge_vec(
+            &r,
+            "pantau_partition_event_time_seconds",
+            "Largest event time seen per input topic and partition",
             &["topic", "partition"],
-        )
-        .expect("valid metric");
-        r.register(Box::new(partition_max_event.clone()))
-            .expect("unique metric");
-        let buffered_rows = IntGauge::new("pantau_buffered_rows", "Raw rows held for open windows")
-            .expect("valid metric");
-        r.register(Box::new(buffered_rows.clone()))
-            .expect("unique metric");
-        let consumer_lag = IntGaugeVec::new(
-            Opts::new(
-                "pantau_consumer_lag_records",
-                "High watermark minus position per partition",
-            ),
+        );
+        let buffered_rows = int_gauge(&r, "pantau_buffered_rows", "Raw rows held for open windows");
+        let consumer_lag = gauge_vec(
+            &r,
+            "pantau_consumer_lag_records",
+            "High watermark minus position per partition (librdkafka's statistics, every 5 s)",
             &["topic", "partition"],
-        )
-        .expect("valid metric");
-        r.register(Box::new(consumer_lag.clone()))
-            .expect("unique metric");
-        let broker_up = IntGauge::new(
+        );
+        let broker_up = int_gauge(
+            &r,
             "pantau_broker_up",
             "1 while the Kafka broker is reachable, 0 during an outage",
-        )
-        .expect("valid metric");
-        r.register(Box::new(broker_up.clone()))
-            .expect("unique metric");
-        let broker_outages = IntCounter::new(
+        );
+        let broker_outages = single(
+            &r,
             "pantau_broker_outages_total",
             "Times the Kafka broker became unreachable",
-        )
-        .expect("valid metric");
-        r.register(Box::new(broker_outages.clone()))
-            .expect("unique metric");
+        );
         let health = Arc::new(Health::new(broker_up.clone(), broker_outages.clone()));
         Arc::new(Metrics {
             records_consumed: counter(
@@ -314,18 +292,16 @@ impl Metrics {
                 "pantau_internal_records_rejected_total",
                 "Unreadable records on the internal topic (a bug or tampering), skipped",
             ),
-            checkpoint_seconds: {
-                let h = prometheus::Histogram::with_opts(
+            checkpoint_seconds: registered(
+                &r,
+                prometheus::Histogram::with_opts(
                     HistogramOpts::new(
                         "pantau_checkpoint_seconds",
                         "Time to write one partition's checkpoint",
                     )
                     .buckets(vec![0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
-                )
-                .expect("valid metric");
-                r.register(Box::new(h.clone())).expect("unique metric");
-                h
-            },
+                ),
+            ),
             dead_letters_shed: counter(
                 &r,
                 "pantau_dead_letters_shed_total",
@@ -406,10 +382,10 @@ impl Metrics {
                 "Rows `pantau store` wrote to PostgreSQL, by table (alerts, outlets)",
                 &["table"],
             ),
-            store_rejected: counter(
+            unreadable: counter(
                 &r,
-                "pantau_store_rejected_total",
-                "Records `pantau store` could not read, by topic (logged with their offset)",
+                "pantau_unreadable_records_total",
+                "Records on pantau.alerts or bpnt.outlets that `pantau store` or `pantau notify` could not read, by topic (each logged with its offset; pantau run dead-letters a bad registry record)",
                 &["topic"],
             ),
             store_errors: single(
@@ -422,11 +398,6 @@ impl Metrics {
                 "pantau_notifications_total",
                 "Notification tries of `pantau notify` by channel and regency: `sent`, `failed` (a try failed), `retried` (a try after a failure), `dead_lettered` (to pantau.notify.dlq after the last try)",
                 &["channel", "regency", "outcome"],
-            ),
-            notify_rejected: single(
-                &r,
-                "pantau_notify_rejected_total",
-                "Records on pantau.alerts `pantau notify` could not read (logged with their offset)",
             ),
             notify_unrouted: counter(
                 &r,

@@ -24,7 +24,7 @@ use serde_json::Value;
 use tokio_postgres::{Client, NoTls};
 
 use crate::health::Backoff;
-use crate::kafka::KafkaConfig;
+use crate::kafka::{parse_followed, read_followed, Followed, KafkaConfig};
 use crate::metrics::Metrics;
 use crate::model::{Alert, Outlet, Stream, TOPIC_ALERTS};
 use crate::regions::Regions;
@@ -259,21 +259,6 @@ impl Store {
     }
 }
 
-/// What one record of the store's topics is, once read.
-enum Entry {
-    Alert(Box<Alert>),
-    Outlet(Box<Outlet>),
-}
-
-fn parse(topic: &str, payload: &[u8]) -> anyhow::Result<Entry> {
-    if topic == Stream::Outlets.topic() {
-        Ok(Entry::Outlet(Box::new(serde_json::from_slice(payload)?)))
-    } else {
-        let alert: Alert = serde_json::from_slice(payload)?;
-        Ok(Entry::Alert(Box::new(alert)))
-    }
-}
-
 /// Counts of one load.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Loaded {
@@ -286,7 +271,7 @@ pub struct Loaded {
 fn read_lines(
     path: &Path,
     topic: &str,
-    out: &mut Vec<Entry>,
+    out: &mut Vec<Followed>,
     problems: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     let text =
@@ -295,7 +280,7 @@ fn read_lines(
         if line.trim().is_empty() {
             continue;
         }
-        match parse(topic, line.as_bytes()) {
+        match parse_followed(topic, line.as_bytes()) {
             Ok(entry) => out.push(entry),
             Err(e) => problems.push(format!("{}:{}: {e}", path.display(), n + 1)),
         }
@@ -334,16 +319,16 @@ pub async fn load(
     Ok(loaded)
 }
 
-fn split(entries: Vec<Entry>) -> (Vec<Alert>, Vec<Outlet>) {
+fn split(entries: Vec<Followed>) -> (Vec<Alert>, Vec<Outlet>) {
     let mut alerts = Vec::new();
     let mut outlets = Vec::new();
     for entry in entries {
         match entry {
-            Entry::Alert(a) if !a.shadow => alerts.push(*a),
+            Followed::Alert(a) if !a.shadow => alerts.push(*a),
             // A shadow alert on the live topic is a misrouting upstream; the dashboards
             // show only what the Tikor is told.
-            Entry::Alert(_) => {}
-            Entry::Outlet(o) => outlets.push(*o),
+            Followed::Alert(_) => {}
+            Followed::Outlet(o) => outlets.push(*o),
         }
     }
     (alerts, outlets)
@@ -388,18 +373,7 @@ pub async fn follow(
                 (message.topic().to_owned(), message.partition()),
                 message.offset() + 1,
             );
-            match parse(message.topic(), message.payload().unwrap_or_default()) {
-                Ok(entry) => entries.push(entry),
-                Err(e) => {
-                    metrics
-                        .store_rejected
-                        .with_label_values(&[message.topic()])
-                        .inc();
-                    // pantau run dead-letters a bad registry record; an unreadable alert
-                    // is a bug upstream. Neither can be stored; both are said.
-                    tracing::warn!(topic = message.topic(), partition = message.partition(), offset = message.offset(), error = %e, "record not stored");
-                }
-            }
+            entries.extend(read_followed(&message, &metrics));
         }
         if next.is_empty() {
             continue;

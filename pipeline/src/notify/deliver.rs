@@ -22,9 +22,9 @@ use rdkafka::{Message as _, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::kafka::KafkaConfig;
+use crate::kafka::{read_followed, Followed, KafkaConfig};
 use crate::metrics::Metrics;
-use crate::model::{Alert, Outlet, TOPIC_ALERTS, TOPIC_OUTLETS};
+use crate::model::{Alert, TOPIC_ALERTS, TOPIC_OUTLETS};
 use crate::notify::channel::Sender;
 use crate::notify::message::{Message, OutletInfo, Templates};
 use crate::notify::routes::Routes;
@@ -316,23 +316,22 @@ pub async fn run(
                         continue;
                     }
                 };
-                let payload = message.payload().unwrap_or_default();
-                if message.topic() == TOPIC_OUTLETS {
-                    if let Ok(outlet) = serde_json::from_slice::<Outlet>(payload) {
+                let origin = (message.partition(), message.offset());
+                let alert = match read_followed(&message, &metrics) {
+                    Some(Followed::Outlet(outlet)) => {
                         registry.insert(outlet.outlet_id.clone(), OutletInfo {
                             name: outlet.name,
                             district_code: outlet.district_code,
                         });
+                        registry_next.insert(origin.0, origin.1 + 1);
+                        continue;
                     }
-                    registry_next.insert(message.partition(), message.offset() + 1);
-                    continue;
-                }
-                let origin = (message.partition(), message.offset());
-                let alert: Alert = match serde_json::from_slice(payload) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        metrics.notify_rejected.inc();
-                        tracing::warn!(partition = origin.0, offset = origin.1, error = %e, "unreadable alert, not notified");
+                    Some(Followed::Alert(alert)) => *alert,
+                    None if message.topic() == TOPIC_OUTLETS => {
+                        registry_next.insert(origin.0, origin.1 + 1);
+                        continue;
+                    }
+                    None => {
                         progress.seen(origin.0, origin.1, 0);
                         continue;
                     }
