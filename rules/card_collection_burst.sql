@@ -9,7 +9,9 @@
 -- description: Many distinct KKS cards at one terminal within 30 minutes, far above the district's normal rate (Poisson tail), at machine-like spacing (robust coefficient of variation of the gaps, 1.4826·MAD/median, below 0.35; people arriving on their own give about 1, a queue on credit day about 0.5). The expected rate is the higher of the district's (the day's KKS purchases per active terminal per half hour of a 14-hour shop day) and the outlet's own over its active days of the past 28 days.
 WITH swipes AS (
     SELECT terminal_id, outlet_id, regency_code, card_id, occurred_at, local_hour, balance_after,
-           CAST(occurred_at AS BIGINT) / 1000000 AS at_s
+           CAST(occurred_at AS BIGINT) / 1000000 AS at_s,
+           -- Indonesian offsets are whole hours, so the local minute follows from the hour.
+           local_hour * 60 + (CAST(occurred_at AS BIGINT) / 60000000) % 60 AS local_minute
     FROM transactions
     WHERE payment = 'KKS' AND type = 'purchase'
 ),
@@ -73,6 +75,13 @@ own_history AS (
     WHERE kks_payments > 0
     GROUP BY outlet_id
 ),
+timeline AS (
+    -- The terminal's KKS swipes of the day as local minutes, for the chart.
+    SELECT terminal_id, array_agg(local_minute ORDER BY at_s) AS swipe_minutes
+    FROM swipes
+    WHERE terminal_id IN (SELECT terminal_id FROM burst WHERE peak_cards >= 10)
+    GROUP BY terminal_id
+),
 scored AS (
     SELECT b.*, d.district_per_30min, h.own_per_30min,
            greatest(d.district_per_30min, coalesce(h.own_per_30min, 0.0)) AS expected_per_30min,
@@ -103,7 +112,12 @@ SELECT s.terminal_id AS entity_id,
        s.p_value,
        1e-6 AS p_threshold,
        10 AS min_cards,
-       0.35 AS max_gap_irregularity
+       0.35 AS max_gap_irregularity,
+       s.start_hour * 60 + (CAST(s.burst_start AS BIGINT) / 60000000) % 60 AS burst_start_minute,
+       s.start_hour * 60 + (CAST(s.burst_start AS BIGINT) / 60000000) % 60
+           + (CAST(s.burst_end AS BIGINT) - CAST(s.burst_start AS BIGINT)) / 60000000 AS burst_end_minute,
+       t.swipe_minutes
 FROM scored s
+JOIN timeline t ON t.terminal_id = s.terminal_id
 LEFT JOIN outlets o ON o.outlet_id = s.outlet_id
 WHERE s.peak_cards >= 10 AND s.p_value < 1e-6 AND s.gap_irregularity < 0.35

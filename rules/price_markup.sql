@@ -16,6 +16,17 @@ WITH worst AS (
     WHERE c.outlet_sales >= 5 AND c.district_outlets >= 3
       AND c.robust_z >= 3.5 AND c.price_ratio >= 1.2
       AND w.weighed_commodities >= 2 AND 2 * w.elevated_commodities <= w.weighed_commodities
+),
+district_prices AS (
+    -- Every outlet's median price of the commodity in the regency, for the chart of the
+    -- outlet against the district's spread.
+    SELECT w.outlet_id,
+           array_agg(CAST(round(c.outlet_price) AS BIGINT) ORDER BY c.outlet_price, c.outlet_id) AS district_prices
+    FROM worst w
+    JOIN commodity_prices c
+      ON c.regency_code = w.regency_code AND c.commodity = w.commodity AND c.unit = w.unit
+    WHERE w.rn = 1
+    GROUP BY w.outlet_id
 )
 SELECT w.outlet_id AS entity_id,
        w.regency_code,
@@ -35,7 +46,9 @@ SELECT w.outlet_id AS entity_id,
        w.weighed_commodities,
        w.elevated_commodities,
        3.5 AS z_threshold,
-       1.2 AS ratio_threshold
+       1.2 AS ratio_threshold,
+       p.district_prices
 FROM worst w
+JOIN district_prices p ON p.outlet_id = w.outlet_id
 LEFT JOIN outlets o ON o.outlet_id = w.outlet_id
 WHERE w.rn = 1

@@ -73,7 +73,8 @@ judged AS (
                        p.peer_payment_share) AS payments_p_value
     FROM scored s
     JOIN peers p ON p.regency_code = s.regency_code
-)
+),
+alerted AS (
 SELECT j.outlet_id AS entity_id,
        j.regency_code,
        p_score(least(j.p_value, j.payments_p_value)) AS score,
@@ -102,3 +103,33 @@ LEFT JOIN outlets o ON o.outlet_id = j.outlet_id
 WHERE j.active_days >= 5 AND j.peer_benefit_share < 0.6
   AND (j.p_value < 1e-6
        OR (j.payment_share >= 0.8 AND j.peer_payment_share < 0.6 AND j.payments_p_value < 1e-6))
+),
+peer_daily AS (
+    -- What a typical e-Warong of the regency sells on each day: the day's payments over
+    -- the regency's outlets that were active at all in the window.
+    SELECT a.regency_code, a.local_date,
+           CAST(sum(a.kks_payments + a.ordinary_payments) AS DOUBLE) / max(n.outlets) AS peer_payments
+    FROM active a
+    JOIN (SELECT regency_code, count(DISTINCT outlet_id) AS outlets FROM active GROUP BY regency_code) n
+      ON n.regency_code = a.regency_code
+    GROUP BY a.regency_code, a.local_date
+),
+series AS (
+    -- The chart a Tikor member sees: day by day over the observed days, the outlet's
+    -- payments, a typical peer's, and whether the day lies in a disbursement window.
+    SELECT a.outlet_id,
+           min(ob.local_date) AS first_day,
+           array_agg(coalesce(d.kks_payments + d.ordinary_payments, 0) ORDER BY ob.local_date) AS daily_payments,
+           array_agg(round(coalesce(p.peer_payments, 0.0), 2) ORDER BY ob.local_date) AS peer_daily_payments,
+           array_agg(CASE WHEN b.local_date IS NULL THEN 0 ELSE 1 END ORDER BY ob.local_date) AS benefit_window
+    FROM alerted a
+    JOIN observed ob ON ob.regency_code = a.regency_code
+    LEFT JOIN outlet_daily d ON d.outlet_id = a.outlet_id AND d.local_date = ob.local_date
+    LEFT JOIN peer_daily p ON p.regency_code = a.regency_code AND p.local_date = ob.local_date
+    LEFT JOIN benefit_days b
+      ON b.regency_code = a.regency_code AND b.bank = a.bank AND b.local_date = ob.local_date
+    GROUP BY a.outlet_id
+)
+SELECT a.*, s.first_day, s.daily_payments, s.peer_daily_payments, s.benefit_window
+FROM alerted a
+JOIN series s ON s.outlet_id = a.outlet_id

@@ -8,6 +8,10 @@
 //! committed only once every channel it was routed to has delivered or dead-lettered it.
 //! Each delivery is recorded in `--state-dir/delivered.log` as soon as the channel
 //! accepts it, so a restart skips what was delivered before the offset moved.
+//!
+//! A channel past its limit (`[limits]`) holds the rest and sends them as one folded
+//! message when the period ends; their offsets wait for it. Once a second the notifier
+//! looks for districts whose daily digest fell due ([`crate::notify::digest`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
@@ -20,13 +24,17 @@ use chrono::Utc;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::kafka::{read_followed, Followed, KafkaConfig};
 use crate::metrics::Metrics;
 use crate::model::{Alert, TOPIC_ALERTS, TOPIC_OUTLETS};
-use crate::notify::channel::Sender;
-use crate::notify::message::{Message, OutletInfo, Templates};
+use crate::notify::channel::{Kind, Outbound, Sender};
+use crate::notify::digest::{
+    daily_message, fetch_realization, folded_message, realization_text, Schedule, Tally, TallyEntry,
+};
+use crate::notify::message::{kecamatan, Message, OutletInfo, Templates};
 use crate::notify::routes::Routes;
 use crate::sink::kafka::{KafkaSink, Outgoing};
 
@@ -50,28 +58,54 @@ pub struct NotifyConfig {
     /// Wait after the first failed try; doubled after each further failure, up to 5 minutes.
     #[arg(long, default_value = "2s", value_parser = crate::engine::parse_duration)]
     pub retry_after: Duration,
-    /// Where the log of delivered notifications is kept.
+    /// Where the log of delivered notifications and the daily digests' tally are kept.
     #[arg(long, default_value = "pantau-notify-state")]
     pub state_dir: PathBuf,
+    /// The TrueType font the evidence charts are drawn in.
+    #[arg(long, default_value_os_t = crate::notify::chart::default_font())]
+    pub chart_font: PathBuf,
 }
 
 /// What goes to `pantau.notify.dlq`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FailedNotification {
+    /// The alert's id, or the daily digest's key (`digest-<regency>-<time>`).
     pub alert_id: String,
     pub channel: String,
     pub regency_code: String,
     pub tries: u32,
     pub error: String,
     pub failed_at: chrono::DateTime<Utc>,
-    pub alert: Alert,
+    /// None for a daily digest.
+    pub alert: Option<Alert>,
+    /// The text that was not delivered.
+    pub subject: String,
+    pub text: String,
 }
 
-/// One alert to deliver on one channel.
+/// One message to deliver on one channel, and the alert offsets waiting on it.
 pub struct Job {
-    pub alert: Arc<Alert>,
-    pub message: Arc<Message>,
-    origin: (i32, i64),
+    pub outbound: Outbound,
+    origins: Vec<(i32, i64)>,
+    /// The regency a daily digest is about (alerts name their own).
+    digest_regency: Option<String>,
+}
+
+impl Job {
+    fn regencies(&self) -> Vec<String> {
+        let mut regencies: Vec<String> = match &self.digest_regency {
+            Some(r) => vec![r.clone()],
+            None => self
+                .outbound
+                .alerts
+                .iter()
+                .map(|a| a.regency_code.clone())
+                .collect(),
+        };
+        regencies.sort();
+        regencies.dedup();
+        regencies
+    }
 }
 
 /// (alert id, channel) pairs already delivered, kept across restarts.
@@ -174,45 +208,46 @@ struct Worker {
     dlq: Arc<KafkaSink>,
     config: NotifyConfig,
     metrics: Arc<Metrics>,
+    templates: Arc<Templates>,
+    /// At most this many messages per `limits.per`.
+    limit: Option<(u32, Duration)>,
 }
 
-/// Delivers one channel's queue in order, each notification until it is accepted or
-/// has used its tries.
-async fn channel_worker(worker: Worker, mut queue: mpsc::UnboundedReceiver<Job>) {
-    let Worker {
-        name,
-        sender,
-        done,
-        log,
-        dlq,
-        config,
-        metrics,
-    } = worker;
-    while let Some(job) = queue.recv().await {
-        let regency = job.alert.regency_code.as_str();
-        let count = |outcome: &str| {
-            metrics
-                .notifications
-                .with_label_values(&[&name, regency, outcome])
-                .inc();
-        };
-        let mut wait = config.retry_after;
+impl Worker {
+    fn count(&self, regency: &str, outcome: &str) {
+        self.metrics
+            .notifications
+            .with_label_values(&[&self.name, regency, outcome])
+            .inc();
+    }
+
+    fn count_each(&self, regencies: &[String], outcome: &str) {
+        for r in regencies {
+            self.count(r, outcome);
+        }
+    }
+
+    /// Tries one message until it is accepted or has used its tries, then reports it
+    /// delivered or dead-lettered.
+    async fn deliver(&self, job: Job) {
+        let regencies = job.regencies();
+        let mut wait = self.config.retry_after;
         let mut last_error = String::new();
         let mut delivered = false;
-        for attempt in 1..=config.max_tries {
+        for attempt in 1..=self.config.max_tries {
             if attempt > 1 {
-                count("retried");
+                self.count_each(&regencies, "retried");
             }
-            match sender.send(&job.alert, &job.message).await {
+            match self.sender.send(&job.outbound).await {
                 Ok(()) => {
                     delivered = true;
                     break;
                 }
                 Err(e) => {
-                    count("failed");
+                    self.count_each(&regencies, "failed");
                     last_error = format!("{e:#}");
-                    tracing::warn!(channel = %name, alert_id = %job.alert.alert_id, attempt, error = %last_error, "notification not delivered");
-                    if attempt < config.max_tries {
+                    tracing::warn!(channel = %self.name, key = %job.outbound.key, attempt, error = %last_error, "notification not delivered");
+                    if attempt < self.config.max_tries {
                         tokio::time::sleep(wait).await;
                         wait = (wait * 2).min(Duration::from_secs(300));
                     }
@@ -220,44 +255,153 @@ async fn channel_worker(worker: Worker, mut queue: mpsc::UnboundedReceiver<Job>)
             }
         }
         if delivered {
-            count("sent");
-            let recorded = log
-                .lock()
-                .map_err(|_| anyhow::anyhow!("delivered log poisoned"))
-                .and_then(|mut l| l.record(&job.alert.alert_id, &name));
-            if let Err(e) = recorded {
-                // Delivered all the same; a restart may send it once more.
-                tracing::error!(error = %format!("{e:#}"), "cannot record a delivery");
-            }
+            self.delivered(&job);
         } else {
-            let failed = FailedNotification {
-                alert_id: job.alert.alert_id.clone(),
-                channel: name.clone(),
-                regency_code: job.alert.regency_code.clone(),
-                tries: config.max_tries,
-                error: last_error,
-                failed_at: Utc::now(),
-                alert: (*job.alert).clone(),
-            };
-            let record = Outgoing {
+            self.dead_letter(&job, last_error).await;
+        }
+        for origin in job.origins {
+            if self.done.send(origin).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn delivered(&self, job: &Job) {
+        match job.outbound.kind {
+            Kind::Daily => self.count_each(&job.regencies(), "digest_sent"),
+            kind => {
+                let outcome = if kind == Kind::Folded {
+                    "folded"
+                } else {
+                    "sent"
+                };
+                let recorded = self
+                    .log
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("delivered log poisoned"))
+                    .and_then(|mut log| {
+                        for alert in &job.outbound.alerts {
+                            log.record(&alert.alert_id, &self.name)?;
+                        }
+                        Ok(())
+                    });
+                if let Err(e) = recorded {
+                    // Delivered all the same; a restart may send it once more.
+                    tracing::error!(error = %format!("{e:#}"), "cannot record a delivery");
+                }
+                for alert in &job.outbound.alerts {
+                    self.count(&alert.regency_code, outcome);
+                }
+            }
+        }
+    }
+
+    async fn dead_letter(&self, job: &Job, error: String) {
+        let message = &job.outbound.message;
+        let failed = |alert: Option<&Alert>, regency_code: String| FailedNotification {
+            alert_id: alert.map_or_else(|| job.outbound.key.clone(), |a| a.alert_id.clone()),
+            channel: self.name.clone(),
+            regency_code,
+            tries: self.config.max_tries,
+            error: error.clone(),
+            failed_at: Utc::now(),
+            alert: alert.cloned(),
+            subject: message.subject.clone(),
+            text: message.text.clone(),
+        };
+        let failures: Vec<FailedNotification> = match &job.digest_regency {
+            Some(regency) => vec![failed(None, regency.clone())],
+            None => job
+                .outbound
+                .alerts
+                .iter()
+                .map(|a| failed(Some(a), a.regency_code.clone()))
+                .collect(),
+        };
+        let records: Vec<Outgoing> = failures
+            .iter()
+            .map(|f| Outgoing {
                 topic: TOPIC_NOTIFY_DLQ.to_owned(),
                 partition: None,
-                key: Some(failed.alert_id.clone()),
-                payload: serde_json::to_vec(&failed).unwrap_or_default(),
-            };
-            // The offset must not move past an alert that is neither delivered nor
-            // dead-lettered: keep trying the DLQ.
-            let mut backoff = crate::health::Backoff::new();
-            while let Err(e) = dlq.send_all(std::slice::from_ref(&record)).await {
-                tracing::error!(error = %format!("{e:#}"), "cannot dead-letter a notification");
-                tokio::time::sleep(backoff.next_delay()).await;
+                key: Some(f.alert_id.clone()),
+                payload: serde_json::to_vec(f).unwrap_or_default(),
+            })
+            .collect();
+        // The offset must not move past an alert that is neither delivered nor
+        // dead-lettered: keep trying the DLQ.
+        let mut backoff = crate::health::Backoff::new();
+        while let Err(e) = self.dlq.send_all(&records).await {
+            tracing::error!(error = %format!("{e:#}"), "cannot dead-letter a notification");
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+        for f in &failures {
+            self.count(&f.regency_code, "dead_lettered");
+            tracing::error!(channel = %self.name, key = %f.alert_id, tries = f.tries, "notification dead-lettered to pantau.notify.dlq");
+        }
+    }
+
+    /// The alerts held back by the limit, as one message.
+    fn fold(&self, held: Vec<Job>, limit: u32, per: Duration) -> Job {
+        let messages: Vec<&Message> = held.iter().map(|j| j.outbound.message.as_ref()).collect();
+        let message = folded_message(&self.templates, &messages, limit, per);
+        let alerts: Vec<Arc<Alert>> = held
+            .iter()
+            .flat_map(|j| j.outbound.alerts.iter().cloned())
+            .collect();
+        let mut ids = Sha256::new();
+        for a in &alerts {
+            ids.update(a.alert_id.as_bytes());
+        }
+        Job {
+            outbound: Outbound {
+                key: format!("folded-{}", crate::rules::hex_prefix(&ids.finalize(), 32)),
+                kind: Kind::Folded,
+                alerts,
+                message: Arc::new(message),
+            },
+            origins: held.into_iter().flat_map(|j| j.origins).collect(),
+            digest_regency: None,
+        }
+    }
+}
+
+/// Delivers one channel's queue in order. Past the channel's limit, alerts are held and
+/// go out together as one message when the period ends; daily digests are never held.
+async fn channel_worker(worker: Worker, mut queue: mpsc::UnboundedReceiver<Job>) {
+    let mut period_start = tokio::time::Instant::now();
+    let mut sent_in_period = 0u32;
+    let mut held: Vec<Job> = Vec::new();
+    loop {
+        let period_end = period_start + worker.limit.map_or(Duration::MAX / 4, |(_, per)| per);
+        let job = tokio::select! {
+            job = queue.recv() => match job {
+                Some(job) => Some(job),
+                None => return,
+            },
+            _ = tokio::time::sleep_until(period_end), if !held.is_empty() => None,
+        };
+        if let Some((limit, per)) = worker.limit {
+            if tokio::time::Instant::now() >= period_end {
+                period_start = tokio::time::Instant::now();
+                sent_in_period = 0;
+                if !held.is_empty() {
+                    let folded = worker.fold(std::mem::take(&mut held), limit, per);
+                    worker.deliver(folded).await;
+                    sent_in_period += 1;
+                }
             }
-            count("dead_lettered");
-            tracing::error!(channel = %name, alert_id = %failed.alert_id, tries = failed.tries, "notification dead-lettered to pantau.notify.dlq");
         }
-        if done.send(job.origin).is_err() {
-            return;
+        let Some(job) = job else { continue };
+        if job.outbound.kind == Kind::Alert {
+            if let Some((limit, _)) = worker.limit {
+                if sent_in_period >= limit {
+                    held.push(job);
+                    continue;
+                }
+            }
+            sent_in_period += 1;
         }
+        worker.deliver(job).await;
     }
 }
 
@@ -267,11 +411,13 @@ pub async fn run(
     config: &NotifyConfig,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
-    let routes = Routes::load(&config.routes)?;
-    let templates = Templates::load(&config.templates)?;
+    let routes = Arc::new(Routes::load(&config.routes)?);
+    let templates = Arc::new(Templates::load(&config.templates)?);
+    crate::notify::chart::load_font(&config.chart_font)?;
     let log = Arc::new(std::sync::Mutex::new(DeliveredLog::open(
         &config.state_dir,
     )?));
+    let mut tally = Tally::open(&config.state_dir)?;
     kafka
         .ensure_topics(&[TOPIC_NOTIFY_DLQ])
         .await
@@ -280,7 +426,7 @@ pub async fn run(
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut queues = HashMap::new();
     for (name, channel) in &routes.channels {
-        let sender = crate::notify::channel::sender_for(name, channel)?;
+        let sender = crate::notify::channel::sender_for(name, channel, routes.smtp.as_ref())?;
         let (tx, rx) = mpsc::unbounded_channel();
         queues.insert(name.clone(), tx);
         let worker = Worker {
@@ -291,19 +437,34 @@ pub async fn run(
             dlq: dlq.clone(),
             config: config.clone(),
             metrics: metrics.clone(),
+            templates: templates.clone(),
+            limit: routes
+                .max_messages(name)
+                .map(|max| (max, routes.limits.per)),
         };
         tokio::spawn(channel_worker(worker, rx));
     }
+    let queues = Arc::new(queues);
+    let mut schedule = routes
+        .digest
+        .clone()
+        .map(|digest| Schedule::new(&routes, digest, Utc::now()));
     let consumer = kafka
         .follower(&config.group, &[TOPIC_ALERTS, TOPIC_OUTLETS])
         .await?;
-    tracing::info!(group = %config.group, channels = queues.len(), routes = routes.routes.len(), "notifier following pantau.alerts");
+    tracing::info!(
+        group = %config.group,
+        channels = queues.len(),
+        routes = routes.routes.len(),
+        digest_districts = schedule.as_ref().map_or(0, Schedule::districts),
+        "notifier following pantau.alerts"
+    );
 
     let mut registry: HashMap<String, OutletInfo> = HashMap::new();
     // Offsets per topic: the registry's are committed as read, alerts' as delivered.
     let mut progress = Progress::default();
     let mut registry_next: BTreeMap<i32, i64> = BTreeMap::new();
-    let mut commit_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     const MAX_IN_FLIGHT: usize = 10_000;
     loop {
@@ -336,12 +497,25 @@ pub async fn run(
                         continue;
                     }
                 };
-                let channels: Vec<&str> = if alert.shadow {
-                    Vec::new()
-                } else {
-                    routes.channels_for(&alert)
-                };
-                if channels.is_empty() && !alert.shadow {
+                if alert.shadow {
+                    progress.seen(origin.0, origin.1, 0);
+                    continue;
+                }
+                let outlet = alert.outlet_id().and_then(|id| registry.get(id));
+                if schedule.is_some() && !routes.digest_channels(&alert.regency_code).0.is_empty() {
+                    tally.add(TallyEntry {
+                        alert_id: alert.alert_id.clone(),
+                        regency_code: alert.regency_code.clone(),
+                        category: alert.category.clone(),
+                        outlet_id: alert.outlet_id().map(str::to_owned),
+                        outlet_name: outlet.map(|o| o.name.clone()),
+                        kecamatan: outlet.and_then(|o| kecamatan(&alert.regency_code, &o.district_code)),
+                        received_at: Utc::now(),
+                        digested: false,
+                    })?;
+                }
+                let channels = routes.channels_for(&alert);
+                if channels.is_empty() {
                     metrics.notify_unrouted.with_label_values(&[&alert.regency_code]).inc();
                 }
                 let pending: Vec<&str> = {
@@ -352,21 +526,32 @@ pub async fn run(
                 if pending.is_empty() {
                     continue;
                 }
-                let outlet = alert.outlet_id().and_then(|id| registry.get(id));
                 let rendered = Arc::new(templates.render(&alert, outlet, &routes.dashboard_url));
                 let alert = Arc::new(alert);
                 for channel in pending {
-                    let job = Job { alert: alert.clone(), message: rendered.clone(), origin };
+                    let job = Job {
+                        outbound: Outbound {
+                            key: alert.alert_id.clone(),
+                            kind: Kind::Alert,
+                            alerts: vec![alert.clone()],
+                            message: rendered.clone(),
+                        },
+                        origins: vec![origin],
+                        digest_regency: None,
+                    };
                     if queues[channel].send(job).is_err() {
                         anyhow::bail!("the worker of channel {channel} stopped");
                     }
                 }
             }
             Some(origin) = done_rx.recv() => progress.done(origin),
-            _ = commit_tick.tick() => {
+            _ = tick.tick() => {
                 commit(&consumer, TOPIC_ALERTS, &progress.take_committable());
                 let registry_offsets: Vec<(i32, i64)> = std::mem::take(&mut registry_next).into_iter().collect();
                 commit(&consumer, TOPIC_OUTLETS, &registry_offsets);
+                if let Some(schedule) = schedule.as_mut() {
+                    send_daily_digests(schedule, &mut tally, &routes, &templates, &queues)?;
+                }
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
@@ -375,6 +560,97 @@ pub async fn run(
     // What is delivered is in the log; what is not is read again after a restart.
     commit(&consumer, TOPIC_ALERTS, &progress.take_committable());
     tracing::info!(in_flight = progress.in_flight(), "notifier stopping");
+    Ok(())
+}
+
+/// Hands each district whose digest fell due its digest, on every channel of its
+/// routes (a province catch-all only when there were alerts). Realization is read from
+/// Prometheus off the loop, so a slow Prometheus holds nothing up.
+fn send_daily_digests(
+    schedule: &mut Schedule,
+    tally: &mut Tally,
+    routes: &Arc<Routes>,
+    templates: &Arc<Templates>,
+    queues: &Arc<HashMap<String, mpsc::UnboundedSender<Job>>>,
+) -> anyhow::Result<()> {
+    let now = Utc::now();
+    let due = schedule.due(routes, now);
+    if due.is_empty() {
+        return Ok(());
+    }
+    let every = routes
+        .digest
+        .as_ref()
+        .map_or(Duration::from_secs(86_400), |d| d.every);
+    let mut digests = Vec::new();
+    for d in due {
+        let entries: Vec<TallyEntry> = tally
+            .pending(&d.regency_code, d.end)
+            .into_iter()
+            .cloned()
+            .collect();
+        tally.digested(&d.regency_code, d.end)?;
+        if d.catch_all && entries.is_empty() {
+            continue;
+        }
+        digests.push((d, entries));
+    }
+    let prometheus = routes
+        .digest
+        .as_ref()
+        .and_then(|d| d.prometheus_url.clone());
+    let (routes, templates, queues) = (routes.clone(), templates.clone(), queues.clone());
+    tokio::spawn(async move {
+        let realization = match prometheus {
+            None => Err("prometheus_url belum diatur di berkas rute".to_owned()),
+            Some(url) => tokio::task::spawn_blocking(move || fetch_realization(&url))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| {
+                    tracing::warn!(error = %format!("{e:#}"), "realization for the daily digest not read from Prometheus");
+                    "Prometheus tidak dapat dibaca".to_owned()
+                })),
+        };
+        for (due, entries) in digests {
+            let entries: Vec<&TallyEntry> = entries.iter().collect();
+            let text = realization_text(
+                realization
+                    .as_ref()
+                    .map(|r| r.get(&due.regency_code))
+                    .map_err(String::as_str),
+            );
+            let start = due.end - chrono::Duration::from_std(every).unwrap_or_default();
+            let start = entries
+                .iter()
+                .map(|e| e.received_at)
+                .min()
+                .map_or(start, |first| first.min(start));
+            let message = Arc::new(daily_message(
+                &templates,
+                &routes.dashboard_url,
+                &due.regency_code,
+                start,
+                due.end,
+                &entries,
+                text,
+            ));
+            for channel in &due.channels {
+                let job = Job {
+                    outbound: Outbound {
+                        key: format!("digest-{}-{}", due.regency_code, due.end.timestamp()),
+                        kind: Kind::Daily,
+                        alerts: Vec::new(),
+                        message: message.clone(),
+                    },
+                    origins: Vec::new(),
+                    digest_regency: Some(due.regency_code.clone()),
+                };
+                if queues.get(channel).is_none_or(|q| q.send(job).is_err()) {
+                    tracing::error!(channel = %channel, regency = %due.regency_code, "daily digest not queued: the channel's worker stopped");
+                }
+            }
+        }
+    });
     Ok(())
 }
 

@@ -5,6 +5,10 @@
 //! A template uses `{name}` placeholders: `severity`, `category_name`, `action`,
 //! `place`, `when`, `title`, `summary`, `dashboard_link`, `alert_id`, `outlet_name`,
 //! `kecamatan`, `regency_name`. HTML gets every value escaped.
+//!
+//! The digests have text templates of their own: `digest.txt` (a district's daily
+//! digest, [`DIGEST_PLACEHOLDERS`]) and `folded.txt` (the alerts past a channel's hourly
+//! limit, [`FOLDED_PLACEHOLDERS`]); their HTML is the text, escaped.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,6 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::alert::{fill, placeholders, tanggal};
 use crate::model::{Alert, Severity};
+use crate::notify::chart::{evidence_chart, Chart};
 use crate::regions::Regions;
 
 pub const PLACEHOLDERS: [&str; 12] = [
@@ -32,6 +37,18 @@ pub const PLACEHOLDERS: [&str; 12] = [
     "kecamatan",
     "regency_name",
 ];
+
+pub const DIGEST_PLACEHOLDERS: [&str; 7] = [
+    "regency_name",
+    "period",
+    "total",
+    "by_category",
+    "top_outlets",
+    "realization",
+    "dashboard_link",
+];
+
+pub const FOLDED_PLACEHOLDERS: [&str; 4] = ["count", "limit", "per", "list"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,6 +70,8 @@ pub struct Message {
     pub text: String,
     pub html: String,
     pub dashboard_link: String,
+    /// The picture of the evidence, when the alert carries the series for one.
+    pub chart: Option<Chart>,
 }
 
 /// The team's templates, checked when loaded.
@@ -60,6 +79,8 @@ pub struct Message {
 pub struct Templates {
     text: String,
     html: String,
+    digest: String,
+    folded: String,
     categories: BTreeMap<String, CategoryText>,
 }
 
@@ -77,6 +98,45 @@ fn escape_html(text: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+/// The name of a kecamatan (BPS district code) of a regency.
+pub fn kecamatan(regency_code: &str, district_code: &str) -> Option<String> {
+    Regions::get()
+        .districts(regency_code)
+        .iter()
+        .find(|d| d.code == district_code)
+        .map(|d| d.name.clone())
+}
+
+/// A message from a text template; its HTML is the text, escaped, lines kept.
+fn text_message(
+    template: &str,
+    subject: String,
+    values: &[(&str, String)],
+    link: String,
+) -> Message {
+    let row: Map<String, Value> = values
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), Value::String(v.clone())))
+        .collect();
+    // `fill` takes the regency's name apart from the row.
+    let regency_name = values
+        .iter()
+        .find(|(k, _)| *k == "regency_name")
+        .map_or("", |(_, v)| v.as_str());
+    let text = fill(template, &row, regency_name);
+    let html = format!(
+        "<html><body><pre style=\"white-space:pre-wrap;font-family:sans-serif\">{}</pre></body></html>",
+        escape_html(&text)
+    );
+    Message {
+        subject,
+        text,
+        html,
+        dashboard_link: link,
+        chart: None,
+    }
 }
 
 /// The district dashboard, opened on the alert's regency from a week before its window
@@ -102,26 +162,52 @@ impl Templates {
         let templates = Templates {
             text: read("alert.txt")?,
             html: read("alert.html")?,
+            digest: read("digest.txt")?,
+            folded: read("folded.txt")?,
             categories: toml::from_str(&read("categories.toml")?)
                 .with_context(|| format!("{}", dir.join("categories.toml").display()))?,
         };
-        for (name, template) in [
-            ("alert.txt", &templates.text),
-            ("alert.html", &templates.html),
+        for (name, template, known) in [
+            ("alert.txt", &templates.text, &PLACEHOLDERS[..]),
+            ("alert.html", &templates.html, &PLACEHOLDERS[..]),
+            ("digest.txt", &templates.digest, &DIGEST_PLACEHOLDERS[..]),
+            ("folded.txt", &templates.folded, &FOLDED_PLACEHOLDERS[..]),
         ] {
             let unknown: Vec<&str> = placeholders(template)
                 .into_iter()
-                .filter(|p| !PLACEHOLDERS.contains(p))
+                .filter(|p| !known.contains(p))
                 .collect();
             if !unknown.is_empty() {
                 bail!(
                     "{}: unknown placeholders {unknown:?}; known: {}",
                     dir.join(name).display(),
-                    PLACEHOLDERS.join(", ")
+                    known.join(", ")
                 );
             }
         }
         Ok(templates)
+    }
+
+    /// A category's name in Bahasa Indonesia, or its code when the file has none.
+    pub fn category_name<'a>(&'a self, category: &'a str) -> &'a str {
+        self.categories
+            .get(category)
+            .map_or(category, |c| c.name.as_str())
+    }
+
+    /// A district's daily digest from `digest.txt`; `values` fill its placeholders.
+    pub fn daily_digest(
+        &self,
+        subject: String,
+        values: &[(&str, String)],
+        link: String,
+    ) -> Message {
+        text_message(&self.digest, subject, values, link)
+    }
+
+    /// The alerts past a channel's limit, as one message from `folded.txt`.
+    pub fn folded(&self, subject: String, values: &[(&str, String)]) -> Message {
+        text_message(&self.folded, subject, values, String::new())
     }
 
     /// The shipped templates, `notify/templates/` beside the crate.
@@ -140,13 +226,7 @@ impl Templates {
             .regency(&alert.regency_code)
             .map(|r| r.name.clone())
             .unwrap_or_else(|| alert.regency_code.clone());
-        let kecamatan = outlet.and_then(|o| {
-            regions
-                .districts(&alert.regency_code)
-                .iter()
-                .find(|d| d.code == o.district_code)
-                .map(|d| d.name.clone())
-        });
+        let kecamatan = outlet.and_then(|o| kecamatan(&alert.regency_code, &o.district_code));
         let place = match (outlet, alert.outlet_id()) {
             (Some(o), Some(id)) => format!(
                 "e-Warong {} ({id}), Kecamatan {}, {regency_name}",
@@ -209,15 +289,19 @@ impl Templates {
             text: fill(&self.text, &row(false), &regency_name),
             html: fill(&self.html, &row(true), &regency_html),
             dashboard_link: link,
+            chart: evidence_chart(alert, outlet).unwrap_or_else(|e| {
+                tracing::warn!(alert_id = %alert.alert_id, error = %format!("{e:#}"), "evidence chart not drawn; the message goes without it");
+                None
+            }),
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn alert() -> Alert {
+    pub(crate) fn alert() -> Alert {
         let start = chrono::DateTime::parse_from_rfc3339("2023-01-04T00:00:00+07:00").unwrap();
         let mut evidence = Map::new();
         evidence.insert("outlet_id".into(), "EW-3604-0096".into());
@@ -304,7 +388,7 @@ mod tests {
     #[test]
     fn a_template_with_an_unknown_placeholder_is_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
-        for name in ["alert.html", "categories.toml"] {
+        for name in ["alert.html", "categories.toml", "digest.txt", "folded.txt"] {
             std::fs::copy(Templates::default_dir().join(name), dir.path().join(name)).unwrap();
         }
         std::fs::write(dir.path().join("alert.txt"), "{title} di {outlet}\n").unwrap();
