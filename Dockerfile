@@ -10,7 +10,7 @@ COPY schemas schemas
 RUN cargo build --release --locked --bin pantau
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates fonts-dejavu-core && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/pantau /usr/local/bin/pantau
 COPY rules /etc/pantau/rules
 ENTRYPOINT ["pantau"]

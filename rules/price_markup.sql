@@ -8,25 +8,22 @@
 -- owner: tim-data
 -- summary: {outlet_name} menjual {commodity} kepada KPM seharga Rp {outlet_price}/{unit} (median {outlet_sales} transaksi), {price_ratio} kali median {regency_name} Rp {district_median}/{unit} dari {district_outlets} e-Warong; skor robust z = {robust_z} (batas {z_threshold}). Komoditas lain di outlet ini berharga wajar ({weighed_commodities} komoditas dibandingkan). Verifikasi harga di lokasi dan bandingkan dengan HET.
 -- description: One commodity's median unit price at an outlet against the regency's median that day (view commodity_prices): robust z >= 3.5 and at least 20% above the median, on at least 5 sales, with at least 3 outlets in the regency. The outlet's other weighed commodities must be mostly at the regency's level (view weighed_goods): when most are elevated together it is a rigged scale, reported by short_quantity instead.
-WITH worst AS (
+WITH priced AS (
+    -- Every outlet's price of the commodity in the regency rides along, for the chart of
+    -- the outlet against the district's spread (one pass over the view, not two).
+    SELECT c.*,
+           array_agg(CAST(round(c.outlet_price) AS BIGINT))
+               OVER (PARTITION BY c.regency_code, c.commodity, c.unit) AS district_prices
+    FROM commodity_prices c
+),
+worst AS (
     SELECT c.*, w.weighed_commodities, w.elevated_commodities,
            row_number() OVER (PARTITION BY c.outlet_id ORDER BY c.robust_z DESC, c.commodity) AS rn
-    FROM commodity_prices c
+    FROM priced c
     JOIN weighed_goods w ON w.outlet_id = c.outlet_id
     WHERE c.outlet_sales >= 5 AND c.district_outlets >= 3
       AND c.robust_z >= 3.5 AND c.price_ratio >= 1.2
       AND w.weighed_commodities >= 2 AND 2 * w.elevated_commodities <= w.weighed_commodities
-),
-district_prices AS (
-    -- Every outlet's median price of the commodity in the regency, for the chart of the
-    -- outlet against the district's spread.
-    SELECT w.outlet_id,
-           array_agg(CAST(round(c.outlet_price) AS BIGINT) ORDER BY c.outlet_price, c.outlet_id) AS district_prices
-    FROM worst w
-    JOIN commodity_prices c
-      ON c.regency_code = w.regency_code AND c.commodity = w.commodity AND c.unit = w.unit
-    WHERE w.rn = 1
-    GROUP BY w.outlet_id
 )
 SELECT w.outlet_id AS entity_id,
        w.regency_code,
@@ -47,8 +44,7 @@ SELECT w.outlet_id AS entity_id,
        w.elevated_commodities,
        3.5 AS z_threshold,
        1.2 AS ratio_threshold,
-       p.district_prices
+       w.district_prices
 FROM worst w
-JOIN district_prices p ON p.outlet_id = w.outlet_id
 LEFT JOIN outlets o ON o.outlet_id = w.outlet_id
 WHERE w.rn = 1

@@ -93,6 +93,33 @@ async fn bare_consumer(kafka: &KafkaConfig, expected: u64) -> anyhow::Result<Dur
     Ok(started.elapsed())
 }
 
+/// What `pantau notify` spends per alert before sending: the Bahasa message and, where
+/// the evidence has the series, the chart, for every alert of the replay.
+fn render_messages(alerts_file: &std::path::Path) -> anyhow::Result<()> {
+    let alerts: Vec<crate::model::Alert> = crate::sink::files::read_jsonl(alerts_file)?;
+    let templates =
+        crate::notify::message::Templates::load(&crate::notify::message::Templates::default_dir())?;
+    crate::notify::chart::load_font(&crate::notify::chart::default_font())?;
+    let started = Instant::now();
+    let (mut charts, mut png_bytes) = (0usize, 0usize);
+    for alert in &alerts {
+        let message = templates.render(alert, None, "http://grafana");
+        if let Some(chart) = &message.chart {
+            charts += 1;
+            png_bytes += chart.png.len();
+        }
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "notify render: {:>9} messages in {:>7.3} s = {:>6.2} ms each; {charts} with a chart, {:.0} KiB per PNG",
+        alerts.len(),
+        elapsed.as_secs_f64(),
+        elapsed.as_secs_f64() * 1000.0 / alerts.len().max(1) as f64,
+        png_bytes as f64 / 1024.0 / charts.max(1) as f64
+    );
+    Ok(())
+}
+
 pub async fn run(config: &BenchConfig) -> anyhow::Result<()> {
     let out_dir = std::env::temp_dir().join(format!("pantau-bench-{}", std::process::id()));
     let replay = ReplayConfig {
@@ -115,6 +142,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<()> {
         summary.dead_letters,
         peak_memory_mib().unwrap_or(f64::NAN)
     );
+    render_messages(&replay.out)?;
     let Some(brokers) = &config.brokers else {
         return Ok(());
     };

@@ -57,6 +57,70 @@ impl KafkaConfig {
         Ok(consumer)
     }
 
+    /// Reads every record a topic holds now, from the beginning, outside any consumer
+    /// group: what a follower needs to know before it follows (the outlet registry,
+    /// before the first alert names an outlet). Blocking.
+    pub fn read_to_end(
+        &self,
+        topic: &str,
+        mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+    ) -> anyhow::Result<usize> {
+        use rdkafka::consumer::Consumer;
+        use rdkafka::Message;
+        let consumer: BaseConsumer = self
+            .client()
+            .set("group.id", "pantau-read-to-end")
+            .set("enable.auto.commit", "false")
+            .create()
+            .context("cannot create a Kafka consumer")?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .with_context(|| format!("cannot read the metadata of {topic}"))?;
+        let mut assignment = rdkafka::TopicPartitionList::new();
+        let mut ends = std::collections::BTreeMap::new();
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, partition.id(), Duration::from_secs(30))
+                .with_context(|| {
+                    format!("cannot read the offsets of {topic}/{}", partition.id())
+                })?;
+            if high > low {
+                assignment.add_partition_offset(
+                    topic,
+                    partition.id(),
+                    rdkafka::Offset::Beginning,
+                )?;
+                ends.insert(partition.id(), high);
+            }
+        }
+        consumer.assign(&assignment)?;
+        let mut read = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        while !ends.is_empty() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "{topic} not read to its end within 5 minutes"
+            );
+            match consumer.poll(Duration::from_millis(500)) {
+                Some(Ok(message)) => {
+                    each(&message);
+                    read += 1;
+                    if ends
+                        .get(&message.partition())
+                        .is_some_and(|end| message.offset() + 1 >= *end)
+                    {
+                        ends.remove(&message.partition());
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(topic, error = %e, "Kafka error while reading to the end")
+                }
+                None => {}
+            }
+        }
+        Ok(read)
+    }
+
     /// The topics the cluster does not know yet.
     fn missing_topics<'a>(&self, topics: &[&'a str]) -> anyhow::Result<Vec<&'a str>> {
         let consumer: BaseConsumer = self

@@ -13,20 +13,23 @@ use pantau::notify::deliver::{FailedNotification, TOPIC_NOTIFY_DLQ};
 use pantau::notify::routes::Routes;
 use pantau::sink::kafka::{KafkaSink, Outgoing};
 
-use crate::support::{free_port, http_get, pantau, read_topic, small_month_of_alerts, Tansu};
+use crate::support::{
+    free_port, http_get, pantau, read_topic, small_month_of_alerts, Prometheus, SmtpSink, Tansu,
+};
 
 #[derive(Clone, Debug)]
 struct Received {
     path: String,
     key: Option<String>,
     signature: Option<String>,
+    content_type: Option<String>,
     body: Vec<u8>,
     at: Instant,
 }
 
 /// HTTP stand-ins on one loopback port: `/hook/<name>` answers 503 to the first
 /// `failures[name]` requests (all of them for `down`), then 200; `/bot<token>/sendMessage`
-/// answers like Telegram.
+/// and `/bot<token>/sendPhoto` answer like Telegram.
 struct Receivers {
     addr: String,
     received: Arc<Mutex<Vec<Received>>>,
@@ -58,6 +61,7 @@ impl Receivers {
                 all.push(Received {
                     key: header("idempotency-key"),
                     signature: header("x-pantau-signature"),
+                    content_type: header("content-type"),
                     body: body.to_vec(),
                     at: Instant::now(),
                     path: path.clone(),
@@ -83,26 +87,25 @@ impl Receivers {
                 ),
             )
             .route(
-                "/{bot}/sendMessage",
+                "/{bot}/{method}",
                 post(
                     move |State((received, _)): State<Shared>,
-                          Path(bot): Path<String>,
+                          Path((bot, method)): Path<(String, String)>,
                           headers: HeaderMap,
                           body: Bytes| async move {
-                        record(&received, format!("/{bot}/sendMessage"), &headers, body);
-                        r#"{"ok":true,"result":{}}"#
+                        record(&received, format!("/{bot}/{method}"), &headers, body);
+                        if method == "sendMessage" || method == "sendPhoto" {
+                            (StatusCode::OK, r#"{"ok":true,"result":{}}"#)
+                        } else {
+                            (StatusCode::NOT_FOUND, r#"{"ok":false}"#)
+                        }
                     },
                 ),
             )
             .with_state(state);
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let port = free_port();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
-            .unwrap();
-        runtime.spawn(async move { axum::serve(listener, app).await });
+        let (addr, runtime) = serve_on_loopback(app);
         Receivers {
-            addr: format!("127.0.0.1:{port}"),
+            addr,
             received,
             _runtime: runtime,
         }
@@ -117,6 +120,53 @@ impl Receivers {
             .cloned()
             .collect()
     }
+}
+
+/// The fields of a `multipart/form-data` request, by name.
+fn form_fields(r: &Received) -> BTreeMap<String, Vec<u8>> {
+    let content_type = r.content_type.as_deref().expect("a content type");
+    let boundary = content_type
+        .split("boundary=")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no boundary in {content_type}"));
+    let delimiter = format!("--{boundary}");
+    let mut fields = BTreeMap::new();
+    let body = &r.body[..];
+    let find = |hay: &[u8], needle: &[u8], from: usize| {
+        hay[from..]
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|p| p + from)
+    };
+    let mut at = find(body, delimiter.as_bytes(), 0).expect("a first part");
+    while let Some(next) = find(body, format!("\r\n{delimiter}").as_bytes(), at + 1) {
+        let part = &body[at + delimiter.len() + 2..next];
+        let split = find(part, b"\r\n\r\n", 0).expect("part headers");
+        let headers = String::from_utf8_lossy(&part[..split]);
+        let name = headers
+            .split("name=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("a field name")
+            .to_owned();
+        fields.insert(name, part[split + 4..].to_vec());
+        at = next + 2;
+    }
+    fields
+}
+
+/// Decodes a PNG and says its size.
+pub fn png_size(bytes: &[u8]) -> (u32, u32) {
+    let reader = png::Decoder::new(bytes).read_info().expect("a PNG");
+    let info = reader.info();
+    (info.width, info.height)
+}
+
+/// Whether an alert carries the series of an evidence chart.
+fn has_chart(alert: &Alert) -> bool {
+    ["daily_payments", "district_prices", "swipe_minutes"]
+        .iter()
+        .any(|k| alert.evidence.contains_key(*k))
 }
 
 fn produce(brokers: &str, topic: &str, records: Vec<(String, Vec<u8>)>) {
@@ -144,11 +194,10 @@ fn produce(brokers: &str, topic: &str, records: Vec<(String, Vec<u8>)>) {
     });
 }
 
-#[test]
-fn notify_delivers_every_route_once_through_an_outage_a_dead_channel_and_a_restart() {
+/// A broker holding a simulated month's outlet registry and the alerts of its replay.
+fn broker_with_a_small_month(dir: &std::path::Path) -> (Tansu, Vec<Alert>) {
     let broker = Tansu::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let (history, alerts) = small_month_of_alerts(tmp.path());
+    let (history, alerts) = small_month_of_alerts(dir);
     let outlets = std::fs::read_to_string(history.join("outlets.jsonl")).unwrap();
     produce(
         &broker.brokers,
@@ -172,12 +221,32 @@ fn notify_delivers_every_route_once_through_an_outage_a_dead_channel_and_a_resta
             .map(|a| (a.entity_id.clone(), serde_json::to_vec(a).unwrap()))
             .collect(),
     );
+    (broker, alerts)
+}
+
+/// Serves an axum app on a free loopback port for as long as the runtime lives.
+fn serve_on_loopback(app: axum::Router) -> (String, tokio::runtime::Runtime) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let port = free_port();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
+        .unwrap();
+    runtime.spawn(async move { axum::serve(listener, app).await });
+    (format!("127.0.0.1:{port}"), runtime)
+}
+
+#[test]
+fn notify_delivers_every_route_once_through_an_outage_a_dead_channel_and_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (broker, alerts) = broker_with_a_small_month(tmp.path());
 
     let receivers = Receivers::start(BTreeMap::from([("flaky", 3)]));
     let base = format!("http://{}", receivers.addr);
     let routes_text = format!(
         r#"
 dashboard_url = "http://grafana.example"
+[digest]
+enabled = false
 [channels.ok]
 kind = "webhook"
 url = "{base}/hook/ok"
@@ -299,10 +368,32 @@ min_severity = "high"
             .map(|r| r.key.clone().unwrap())
             .collect()
     };
+    // Telegram gets a photo for an alert with a chart, its text as the caption, or, when
+    // the text is too long for a caption, the subject, and then the text as a message.
+    let by_id: BTreeMap<&str, &Alert> = alerts.iter().map(|a| (a.alert_id.as_str(), a)).collect();
+    let tg_photos = expected["tg"]
+        .iter()
+        .filter(|id| has_chart(by_id[id.as_str()]))
+        .count();
+    assert!(tg_photos > 0, "no alert with a chart goes to Telegram");
+    let long_texts = || -> usize {
+        receivers
+            .on("/hook/ok")
+            .iter()
+            .map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap())
+            .filter(|b| {
+                expected["tg"].contains(b["alert"]["alert_id"].as_str().unwrap())
+                    && b["message"]["chart_png_base64"].is_string()
+                    && b["message"]["text"].as_str().unwrap().chars().count() > 1024
+            })
+            .count()
+    };
     wait_for("every delivery", &|| {
         successes("/hook/ok", 0).len() == expected["ok"].len()
             && successes("/hook/flaky", 3).len() == expected["flaky"].len()
-            && receivers.on("/bot123:abc/sendMessage").len() == expected["tg"].len()
+            && receivers.on("/bot123:abc/sendPhoto").len() == tg_photos
+            && receivers.on("/bot123:abc/sendMessage").len()
+                == expected["tg"].len() - tg_photos + long_texts()
             && read_topic(&broker.brokers, TOPIC_NOTIFY_DLQ).len() == expected["down"].len()
     });
     let _ = second.kill();
@@ -336,6 +427,24 @@ min_severity = "high"
             .unwrap()
             .contains("Tindak lanjut:"));
     }
+    // The webhook carries the chart's bytes exactly when the alert has its series.
+    for r in receivers.on("/hook/ok") {
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        let alert = by_id[body["alert"]["alert_id"].as_str().unwrap()];
+        let chart = body["message"]["chart_png_base64"].as_str();
+        assert_eq!(chart.is_some(), has_chart(alert), "{}", alert.alert_id);
+        if let Some(chart) = chart {
+            use base64::Engine as _;
+            let png = base64::engine::general_purpose::STANDARD
+                .decode(chart)
+                .unwrap();
+            assert_eq!(png_size(&png), (640, 360));
+            assert!(body["message"]["chart_caption"]
+                .as_str()
+                .unwrap()
+                .starts_with("Grafik:"));
+        }
+    }
     for r in receivers.on("/bot123:abc/sendMessage") {
         let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(body["chat_id"], "-10042");
@@ -343,6 +452,16 @@ min_severity = "high"
             .as_str()
             .unwrap()
             .contains("Dasbor: http://grafana.example/d/pantau-district?var-regency=3604"));
+    }
+    for r in receivers.on("/bot123:abc/sendPhoto") {
+        let fields = form_fields(&r);
+        assert_eq!(fields["chat_id"], b"-10042");
+        assert_eq!(png_size(&fields["photo"]), (640, 360));
+        let caption = String::from_utf8(fields["caption"].clone()).unwrap();
+        assert!(
+            caption.starts_with('[') && caption.chars().count() <= 1024,
+            "{caption}"
+        );
     }
     // The channel that never came back: dead-lettered after four tries, with the reason.
     let dead: Vec<FailedNotification> = read_topic(&broker.brokers, TOPIC_NOTIFY_DLQ)
@@ -354,4 +473,249 @@ min_severity = "high"
     assert!(dead
         .iter()
         .all(|d| d.channel == "down" && d.tries == 4 && d.error.contains("503")));
+}
+
+/// Serves pantau's realization figures for Serang, as `pantau run` would, to be scraped.
+fn realization_exporter() -> (String, tokio::runtime::Runtime) {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async {
+            "pantau_realization_ratio{regency=\"3604\",period=\"2023-01\"} 0.5\n\
+             pantau_kpm_credited{regency=\"3604\",period=\"2023-01\"} 4\n\
+             pantau_kpm_spending{regency=\"3604\",period=\"2023-01\"} 2\n"
+        }),
+    );
+    serve_on_loopback(app)
+}
+
+#[test]
+fn notify_mails_charts_folds_what_is_past_a_limit_and_sends_district_digests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (broker, alerts) = broker_with_a_small_month(tmp.path());
+    let serang: BTreeMap<&str, &Alert> = alerts
+        .iter()
+        .filter(|a| a.regency_code == "3604" && !a.shadow)
+        .map(|a| (a.alert_id.as_str(), a))
+        .collect();
+    let limit = 3;
+    assert!(
+        serang.len() > limit,
+        "Serang needs more alerts than the limit"
+    );
+    assert!(
+        serang.values().any(|a| has_chart(a)),
+        "no alert with a chart"
+    );
+
+    let smtp = SmtpSink::start();
+    let (exporter, _exporter_runtime) = realization_exporter();
+    let prometheus = Prometheus::start(&[("pantau", &exporter)]);
+    // Two mailboxes for Serang: one takes everything, one at most 3 in each 6 s.
+    let routes_path = tmp.path().join("routes.toml");
+    std::fs::write(
+        &routes_path,
+        format!(
+            r#"
+dashboard_url = "http://grafana.example"
+[smtp]
+host = "127.0.0.1"
+port = {port}
+from = "pantau@dinsos.example"
+security = "none"
+[limits]
+per = "6s"
+[digest]
+at = "00:00"
+every = "4s"
+prometheus_url = "http://{prometheus}"
+[channels.all]
+kind = "email"
+to = ["tikor@serangkab.example"]
+[channels.capped]
+kind = "email"
+to = ["kepala@serangkab.example"]
+max_messages = {limit}
+[[routes]]
+regency = "3604"
+channels = ["all", "capped"]
+"#,
+            port = smtp.port,
+            prometheus = prometheus.addr,
+        ),
+    )
+    .unwrap();
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let mut notify = pantau()
+        .args(["notify", "--brokers", &broker.brokers, "--routes"])
+        .arg(&routes_path)
+        .args(["--metrics-addr", &metrics_addr])
+        .arg("--state-dir")
+        .arg(tmp.path().join("state"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("pantau notify starts");
+
+    let to = |mail: &serde_json::Value, who: &str| mail["to"][0] == who;
+    let subject = |mail: &serde_json::Value| mail["subject"].as_str().unwrap().to_owned();
+    let digests_of = |who: &str| -> Vec<serde_json::Value> {
+        smtp.mails()
+            .into_iter()
+            .filter(|m| to(m, who) && subject(m).starts_with("[RINGKASAN HARIAN]"))
+            .collect()
+    };
+    // "[RINGKASAN HARIAN] Kabupaten Serang: 7 peringatan baru, 24 November 2026"
+    let digested = |who: &str| -> usize {
+        digests_of(who)
+            .iter()
+            .map(|m| {
+                let s = subject(m);
+                let after = s.split(": ").nth(1).unwrap();
+                after.split(' ').next().unwrap().parse::<usize>().unwrap()
+            })
+            .sum()
+    };
+    let realization = "50,0% KPM sudah berbelanja (2 dari 4 KPM penerima bantuan periode 2023-01)";
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mails = smtp.mails();
+        let alert_mails = mails
+            .iter()
+            .filter(|m| to(m, "tikor@serangkab.example") && !subject(m).starts_with("[RINGKASAN"))
+            .count();
+        let folded = mails
+            .iter()
+            .any(|m| to(m, "kepala@serangkab.example") && subject(m).starts_with("[RINGKASAN] "));
+        let figures = digests_of("tikor@serangkab.example")
+            .iter()
+            .any(|m| m["text"].as_str().unwrap().contains(realization));
+        if alert_mails == serang.len()
+            && folded
+            && digested("tikor@serangkab.example") == serang.len()
+            && digested("kepala@serangkab.example") == serang.len()
+            && figures
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out: {alert_mails} alert mails, folded {folded}, digested {}, realization {figures}; subjects {:?}",
+            digested("tikor@serangkab.example"),
+            mails.iter().map(subject).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let metrics = http_get(&metrics_addr, "/metrics").expect("/metrics");
+    let _ = notify.kill();
+    let _ = notify.wait();
+    let mails = smtp.mails();
+
+    // Every alert once in the uncapped mailbox, each with its chart embedded when its
+    // evidence has the series, plain text and HTML alternatives.
+    let mut seen = BTreeSet::new();
+    for m in mails
+        .iter()
+        .filter(|m| to(m, "tikor@serangkab.example") && !subject(m).starts_with("[RINGKASAN"))
+    {
+        let id = m["message_id"].as_str().unwrap().trim_matches(['<', '>']);
+        let id = id.strip_suffix("@pantau").unwrap();
+        assert!(seen.insert(id.to_owned()), "{id} mailed twice");
+        let alert = serang[id];
+        assert_eq!(m["from"], "pantau@dinsos.example");
+        assert!(m["text"].as_str().unwrap().contains("Tindak lanjut:"));
+        assert!(m["html"].as_str().unwrap().contains("Tindak lanjut"));
+        let images = m["images"].as_array().unwrap();
+        if has_chart(alert) {
+            use base64::Engine as _;
+            assert_eq!(images.len(), 1, "{id}");
+            assert_eq!(m["content_type"], "multipart/related");
+            assert_eq!(m["content_ids"][0], "<bukti>");
+            assert!(m["html"].as_str().unwrap().contains("src=\"cid:bukti\""));
+            let png = base64::engine::general_purpose::STANDARD
+                .decode(images[0].as_str().unwrap())
+                .unwrap();
+            assert_eq!(png_size(&png), (640, 360));
+        } else {
+            assert!(images.is_empty(), "{id}");
+            assert_eq!(m["content_type"], "multipart/alternative");
+        }
+    }
+    assert_eq!(seen.len(), serang.len());
+
+    // The capped mailbox: three alerts on their own, the rest in one folded message
+    // (every alert was on the topic before the notifier started, so all arrive within
+    // the first period).
+    let capped: Vec<&serde_json::Value> = mails
+        .iter()
+        .filter(|m| {
+            to(m, "kepala@serangkab.example") && !subject(m).starts_with("[RINGKASAN HARIAN]")
+        })
+        .collect();
+    let (folded, single): (Vec<_>, Vec<_>) = capped
+        .iter()
+        .partition(|m| subject(m).starts_with("[RINGKASAN] "));
+    assert_eq!(single.len(), limit);
+    assert_eq!(folded.len(), 1);
+    let rest = serang.len() - limit;
+    assert_eq!(
+        subject(folded[0]),
+        format!("[RINGKASAN] {rest} peringatan lain")
+    );
+    let text = folded[0]["text"].as_str().unwrap();
+    assert!(
+        text.contains(&format!(
+            "sudah menerima {limit} pesan dalam 6 detik terakhir"
+        )),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("http://grafana.example/d/pantau-district")
+            .count(),
+        rest
+    );
+    let value = |channel: &str, outcome: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("pantau_notifications_total{")
+                    && l.contains(&format!("channel=\"{channel}\""))
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(value("capped", "sent"), limit as f64, "{metrics}");
+    assert_eq!(value("capped", "folded"), rest as f64, "{metrics}");
+    assert_eq!(value("all", "sent"), serang.len() as f64, "{metrics}");
+    assert!(value("all", "digest_sent") >= 1.0, "{metrics}");
+
+    // The daily digests counted each alert once, by category, with the outlets ranked.
+    let digests = digests_of("tikor@serangkab.example");
+    let full = digests
+        .iter()
+        .find(|m| {
+            m["text"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("Peringatan baru: {}", serang.len()))
+        })
+        .or_else(|| {
+            digests
+                .iter()
+                .find(|m| !m["text"].as_str().unwrap().contains("Peringatan baru: 0"))
+        })
+        .expect("a digest with alerts");
+    let text = full["text"].as_str().unwrap();
+    for expected in [
+        "Kabupaten Serang",
+        "Periode: ",
+        // The mail's lines end in CRLF.
+        "E-Warong dengan peringatan terbanyak:\r\n1. ",
+        ", Kecamatan ",
+        "Dasbor: http://grafana.example/d/pantau-district?var-regency=3604&from=",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from:\n{text}"
+        );
+    }
 }

@@ -514,3 +514,70 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
     }
 }
+
+/// `tests/e2e/smtp_sink.py`: a real SMTP server (Python's aiosmtpd) on a loopback port
+/// that writes each mail it takes as JSON into a folder. Killed when dropped.
+pub struct SmtpSink {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl SmtpSink {
+    pub fn start() -> SmtpSink {
+        use std::io::BufRead;
+        // .ci/run installs aiosmtpd into this virtualenv.
+        let python = std::env::var("PANTAU_PYTHON").unwrap_or_else(|_| {
+            let venv = format!(
+                "{}/.cache/pantau-venv/bin/python",
+                std::env::var("HOME").unwrap_or_default()
+            );
+            if Path::new(&venv).exists() {
+                venv
+            } else {
+                "python3".into()
+            }
+        });
+        let dir = tempfile::tempdir().expect("a folder for mails");
+        let port = free_port();
+        let mut child = Command::new(&python)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e/smtp_sink.py"))
+            .arg(port.to_string())
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {python}: {e}"));
+        let mut ready = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut ready)
+            .expect("the SMTP sink's first line");
+        assert_eq!(
+            ready.trim(),
+            "ready",
+            "the SMTP sink did not start (is aiosmtpd installed? .ci/run installs it)"
+        );
+        SmtpSink { child, port, dir }
+    }
+
+    /// The mails taken so far, in order.
+    pub fn mails(&self) -> Vec<serde_json::Value> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .expect("the mail folder")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -211,6 +211,9 @@ struct Worker {
     templates: Arc<Templates>,
     /// At most this many messages per `limits.per`.
     limit: Option<(u32, Duration)>,
+    /// Set when the notifier stops: a send under way finishes and is recorded, nothing
+    /// new starts.
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Worker {
@@ -248,7 +251,12 @@ impl Worker {
                     last_error = format!("{e:#}");
                     tracing::warn!(channel = %self.name, key = %job.outbound.key, attempt, error = %last_error, "notification not delivered");
                     if attempt < self.config.max_tries {
-                        tokio::time::sleep(wait).await;
+                        let mut stop = self.stop.clone();
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            // Neither delivered nor dead-lettered: read again after a restart.
+                            _ = stop.wait_for(|stopping| *stopping) => return,
+                        }
                         wait = (wait * 2).min(Duration::from_secs(300));
                     }
                 }
@@ -371,9 +379,12 @@ async fn channel_worker(worker: Worker, mut queue: mpsc::UnboundedReceiver<Job>)
     let mut period_start = tokio::time::Instant::now();
     let mut sent_in_period = 0u32;
     let mut held: Vec<Job> = Vec::new();
+    let mut stop = worker.stop.clone();
     loop {
         let period_end = period_start + worker.limit.map_or(Duration::MAX / 4, |(_, per)| per);
         let job = tokio::select! {
+            biased;
+            _ = stop.wait_for(|stopping| *stopping) => return,
             job = queue.recv() => match job {
                 Some(job) => Some(job),
                 None => return,
@@ -424,6 +435,8 @@ pub async fn run(
         .context("creating pantau.notify.dlq")?;
     let dlq = Arc::new(KafkaSink::new(kafka, None)?);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut workers = tokio::task::JoinSet::new();
     let mut queues = HashMap::new();
     for (name, channel) in &routes.channels {
         let sender = crate::notify::channel::sender_for(name, channel, routes.smtp.as_ref())?;
@@ -441,8 +454,9 @@ pub async fn run(
             limit: routes
                 .max_messages(name)
                 .map(|max| (max, routes.limits.per)),
+            stop: stop_rx.clone(),
         };
-        tokio::spawn(channel_worker(worker, rx));
+        workers.spawn(channel_worker(worker, rx));
     }
     let queues = Arc::new(queues);
     let mut schedule = routes
@@ -452,15 +466,30 @@ pub async fn run(
     let consumer = kafka
         .follower(&config.group, &[TOPIC_ALERTS, TOPIC_OUTLETS])
         .await?;
+    // The registry first, so that even the first alerts name their outlet and kecamatan.
+    let mut registry = {
+        let (kafka, metrics) = (kafka.clone(), metrics.clone());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<HashMap<String, OutletInfo>> {
+            let mut registry = HashMap::new();
+            kafka.read_to_end(TOPIC_OUTLETS, |message| {
+                if let Some(Followed::Outlet(outlet)) = read_followed(message, &metrics) {
+                    registry.insert(outlet.outlet_id.clone(), outlet_info(*outlet));
+                }
+            })?;
+            Ok(registry)
+        })
+        .await
+        .context("the registry reader stopped")??
+    };
     tracing::info!(
         group = %config.group,
         channels = queues.len(),
         routes = routes.routes.len(),
         digest_districts = schedule.as_ref().map_or(0, Schedule::districts),
+        outlets = registry.len(),
         "notifier following pantau.alerts"
     );
 
-    let mut registry: HashMap<String, OutletInfo> = HashMap::new();
     // Offsets per topic: the registry's are committed as read, alerts' as delivered.
     let mut progress = Progress::default();
     let mut registry_next: BTreeMap<i32, i64> = BTreeMap::new();
@@ -480,10 +509,7 @@ pub async fn run(
                 let origin = (message.partition(), message.offset());
                 let alert = match read_followed(&message, &metrics) {
                     Some(Followed::Outlet(outlet)) => {
-                        registry.insert(outlet.outlet_id.clone(), OutletInfo {
-                            name: outlet.name,
-                            district_code: outlet.district_code,
-                        });
+                        registry.insert(outlet.outlet_id.clone(), outlet_info(*outlet));
                         registry_next.insert(origin.0, origin.1 + 1);
                         continue;
                     }
@@ -557,7 +583,19 @@ pub async fn run(
             _ = terminate.recv() => break,
         }
     }
-    // What is delivered is in the log; what is not is read again after a restart.
+    // Sends under way finish (each try is bounded), so what went out is in the log;
+    // what did not is read again after a restart.
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(Duration::from_secs(30), async {
+        while workers.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("channel workers still sending after 30 s; stopping without them");
+    }
+    while let Ok(origin) = done_rx.try_recv() {
+        progress.done(origin);
+    }
     commit(&consumer, TOPIC_ALERTS, &progress.take_committable());
     tracing::info!(in_flight = progress.in_flight(), "notifier stopping");
     Ok(())
@@ -652,6 +690,13 @@ fn send_daily_digests(
         }
     });
     Ok(())
+}
+
+fn outlet_info(outlet: crate::model::Outlet) -> OutletInfo {
+    OutletInfo {
+        name: outlet.name,
+        district_code: outlet.district_code,
+    }
 }
 
 fn commit(consumer: &StreamConsumer, topic: &str, offsets: &[(i32, i64)]) {

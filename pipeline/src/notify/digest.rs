@@ -303,13 +303,21 @@ fn moment(at: DateTime<Utc>, offset: FixedOffset) -> String {
 /// A duration as a Tikor member says it: `1 jam`, `30 menit`, `5 detik`.
 pub fn lama(d: Duration) -> String {
     let secs = d.as_secs();
-    if secs >= 3600 && secs % 3600 == 0 {
+    if secs >= 3600 && secs.is_multiple_of(3600) {
         format!("{} jam", secs / 3600)
-    } else if secs >= 60 && secs % 60 == 0 {
+    } else if secs >= 60 && secs.is_multiple_of(60) {
         format!("{} menit", secs / 60)
     } else {
         format!("{secs} detik")
     }
+}
+
+/// An outlet's alerts in a digest.
+struct OutletCount<'a> {
+    alerts: usize,
+    /// The first, for the outlet's name and kecamatan.
+    entry: &'a TallyEntry,
+    categories: Vec<&'a str>,
 }
 
 /// A district's daily digest: the alerts since its last one by category, the outlets
@@ -329,15 +337,19 @@ pub fn daily_message(
         .regency(regency_code)
         .map_or_else(|| regency_code.to_owned(), |r| r.name.clone());
     let mut by_category: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut by_outlet: BTreeMap<&str, (usize, &TallyEntry, Vec<&str>)> = BTreeMap::new();
+    let mut by_outlet: BTreeMap<&str, OutletCount> = BTreeMap::new();
     for e in entries {
         *by_category.entry(&e.category).or_default() += 1;
         if let Some(id) = &e.outlet_id {
-            let slot = by_outlet.entry(id).or_insert((0, e, Vec::new()));
-            slot.0 += 1;
+            let slot = by_outlet.entry(id).or_insert(OutletCount {
+                alerts: 0,
+                entry: e,
+                categories: Vec::new(),
+            });
+            slot.alerts += 1;
             let name = templates.category_name(&e.category);
-            if !slot.2.contains(&name) {
-                slot.2.push(name);
+            if !slot.categories.contains(&name) {
+                slot.categories.push(name);
             }
         }
     }
@@ -352,9 +364,8 @@ pub fn daily_message(
             .collect::<Vec<_>>()
             .join("\n")
     };
-    let mut outlets: Vec<(&str, &(usize, &TallyEntry, Vec<&str>))> =
-        by_outlet.iter().map(|(k, v)| (*k, v)).collect();
-    outlets.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(b.0)));
+    let mut outlets: Vec<(&str, &OutletCount)> = by_outlet.iter().map(|(k, v)| (*k, v)).collect();
+    outlets.sort_by(|a, b| b.1.alerts.cmp(&a.1.alerts).then(a.0.cmp(b.0)));
     let top_outlets = if outlets.is_empty() {
         "- tidak ada".to_owned()
     } else {
@@ -362,17 +373,19 @@ pub fn daily_message(
             .iter()
             .take(TOP_OUTLETS)
             .enumerate()
-            .map(|(i, (id, (n, e, cats)))| {
-                let name = e.outlet_name.as_deref().unwrap_or(id);
-                let kecamatan = e
+            .map(|(i, (id, count))| {
+                let name = count.entry.outlet_name.as_deref().unwrap_or(id);
+                let kecamatan = count
+                    .entry
                     .kecamatan
                     .as_deref()
                     .map(|k| format!(", Kecamatan {k}"))
                     .unwrap_or_default();
                 format!(
-                    "{}. {name} ({id}){kecamatan}: {n} peringatan ({})",
+                    "{}. {name} ({id}){kecamatan}: {} peringatan ({})",
                     i + 1,
-                    cats.join(", ")
+                    count.alerts,
+                    count.categories.join(", ")
                 )
             })
             .collect::<Vec<_>>()
