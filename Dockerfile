@@ -13,4 +13,6 @@ FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates fonts-dejavu-core && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/pantau /usr/local/bin/pantau
 COPY rules /etc/pantau/rules
+# pantau notify --routes /etc/pantau/notify/routes.toml --templates /etc/pantau/notify/templates
+COPY notify /etc/pantau/notify
 ENTRYPOINT ["pantau"]

@@ -12,8 +12,11 @@ WITH priced AS (
     -- Every outlet's price of the commodity in the regency rides along, for the chart of
     -- the outlet against the district's spread (one pass over the view, not two).
     SELECT c.*,
+           -- Ordered, so that a replay and a run write the same alert.
            array_agg(CAST(round(c.outlet_price) AS BIGINT))
-               OVER (PARTITION BY c.regency_code, c.commodity, c.unit) AS district_prices
+               OVER (PARTITION BY c.regency_code, c.commodity, c.unit
+                     ORDER BY c.outlet_price, c.outlet_id
+                     ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS district_prices
     FROM commodity_prices c
 ),
 worst AS (

@@ -16,6 +16,8 @@ mod kafka;
 mod notify;
 #[path = "e2e/replay.rs"]
 mod replay;
+#[path = "e2e/report.rs"]
+mod report;
 #[path = "e2e/rules.rs"]
 mod rules;
 #[path = "e2e/stack.rs"]

@@ -221,7 +221,7 @@ pub fn make_alerts(
     Ok(alerts)
 }
 
-const MONTHS: [&str; 12] = [
+pub const MONTHS: [&str; 12] = [
     "Januari",
     "Februari",
     "Maret",

@@ -99,7 +99,7 @@ fn render_messages(alerts_file: &std::path::Path) -> anyhow::Result<()> {
     let alerts: Vec<crate::model::Alert> = crate::sink::files::read_jsonl(alerts_file)?;
     let templates =
         crate::notify::message::Templates::load(&crate::notify::message::Templates::default_dir())?;
-    crate::notify::chart::load_font(&crate::notify::chart::default_font())?;
+    crate::chart::load_font(&crate::chart::default_font())?;
     let started = Instant::now();
     let (mut charts, mut png_bytes) = (0usize, 0usize);
     for alert in &alerts {

@@ -26,13 +26,15 @@
 //! `metrics` serves `/metrics`, `program` computes the realization, spending and price
 //! figures it publishes for the dashboards, and `store` keeps alerts and the outlet
 //! registry in PostgreSQL for the district drill-down; `notify` tells each district's
-//! Tikor about its alerts; `sim` makes simulated districts; `demo` runs it all
+//! Tikor about its alerts; `report` writes the monthly reconciliation a district owes
+//! the ministry; `chart` draws the PNGs both use; `sim` makes simulated districts; `demo` runs it all
 //! in-process; `eval` scores alerts against the anomalies a simulation injected;
 //! `lint`, `fixtures` and `backtest` are the rule author's tools (`pantau rules ...`).
 
 pub mod alert;
 pub mod backtest;
 pub mod bench;
+pub mod chart;
 pub mod checkpoint;
 pub mod decode;
 pub mod demo;
@@ -52,6 +54,7 @@ pub mod pipeline;
 pub mod program;
 pub mod regions;
 pub mod reload;
+pub mod report;
 pub mod route;
 pub mod rules;
 pub mod sim;

@@ -102,6 +102,20 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Reports a district owes: the monthly reconciliation and realization.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// The month's reconciliation per district and bank (credited, spent, outstanding,
+    /// reversals, who spent nothing, cards never used, outlets with alerts), realization
+    /// against a target date, differences from the bank's totals: CSV, JSON and a
+    /// printable HTML page in Bahasa Indonesia.
+    Reconcile(pantau::report::ReconcileConfig),
 }
 
 #[derive(Subcommand)]
@@ -275,6 +289,9 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Report {
+            command: ReportCommand::Reconcile(config),
+        } => pantau::report::run(&config).await.map(|_| ()),
         Command::Store {
             command:
                 StoreCommand::Run {

@@ -401,7 +401,7 @@ mod tests {
 
     #[test]
     fn a_mail_with_a_chart_embeds_it_in_the_html_alternative() {
-        let chart = crate::notify::chart::Chart {
+        let chart = crate::chart::Chart {
             png: vec![0x89, b'P', b'N', b'G'],
             caption: "Grafik: \"harga\"".into(),
             bars: 1,

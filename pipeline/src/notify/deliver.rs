@@ -61,9 +61,8 @@ pub struct NotifyConfig {
     /// Where the log of delivered notifications and the daily digests' tally are kept.
     #[arg(long, default_value = "pantau-notify-state")]
     pub state_dir: PathBuf,
-    /// The TrueType font the evidence charts are drawn in.
-    #[arg(long, default_value_os_t = crate::notify::chart::default_font())]
-    pub chart_font: PathBuf,
+    #[command(flatten)]
+    pub font: crate::chart::FontArg,
 }
 
 /// What goes to `pantau.notify.dlq`.
@@ -424,7 +423,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let routes = Arc::new(Routes::load(&config.routes)?);
     let templates = Arc::new(Templates::load(&config.templates)?);
-    crate::notify::chart::load_font(&config.chart_font)?;
+    crate::chart::load_font(&config.font.chart_font)?;
     let log = Arc::new(std::sync::Mutex::new(DeliveredLog::open(
         &config.state_dir,
     )?));

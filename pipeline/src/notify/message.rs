@@ -19,8 +19,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::alert::{fill, placeholders, tanggal};
+use crate::chart::{evidence_chart, Chart};
 use crate::model::{Alert, Severity};
-use crate::notify::chart::{evidence_chart, Chart};
 use crate::regions::Regions;
 
 pub const PLACEHOLDERS: [&str; 12] = [

@@ -1,6 +1,6 @@
 //! Tikor notifications: which district's coordination team hears about an alert
 //! ([`routes`]), and what it reads ([`message`]), in Bahasa Indonesia, from templates the
-//! team edits under `notify/templates/`, with a picture of the evidence ([`chart`]).
+//! team edits under `notify/templates/`, with a picture of the evidence ([`crate::chart`]).
 //!
 //! [`deliver`] is the `pantau notify` consumer: a worker per channel ([`channel`]: a
 //! signed webhook, the Telegram bot API, e-mail), retries with backoff, dead letters to
@@ -9,7 +9,6 @@
 //! and sends each district a daily digest.
 
 pub mod channel;
-pub mod chart;
 pub mod deliver;
 pub mod digest;
 pub mod message;

@@ -1,5 +1,6 @@
-//! The picture of the evidence a Tikor member sees on a phone: a small PNG drawn from
-//! series a rule returns with its alert.
+//! The PNG charts pantau draws: the picture of the evidence a Tikor member sees on a
+//! phone, drawn from series a rule returns with its alert, and the realization curve of
+//! the monthly report ([`realization`]).
 //!
 //! Which chart an alert gets follows from its evidence, not its rule, so a new rule that
 //! returns the same columns gets the same picture:
@@ -61,6 +62,14 @@ pub fn load_font(path: &Path) -> anyhow::Result<()> {
 
 pub fn default_font() -> std::path::PathBuf {
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf".into()
+}
+
+/// The font flag of the commands that draw charts.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FontArg {
+    /// The TrueType font the charts' text is drawn in.
+    #[arg(long, default_value_os_t = default_font())]
+    pub chart_font: std::path::PathBuf,
 }
 
 fn numbers(evidence: &Map<String, Value>, key: &str) -> Option<Vec<f64>> {
@@ -150,6 +159,44 @@ fn render(
     Ok(png)
 }
 
+type Plot<'a, 'b> = ChartContext<
+    'a,
+    BitMapBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// A titled plot area with room for the axes' labels.
+fn plot<'a, 'b>(
+    root: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+    title: String,
+    y_label_width: u32,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+) -> anyhow::Result<Plot<'a, 'b>> {
+    ChartBuilder::on(root)
+        .caption(title, (FONT, 18).into_font())
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(y_label_width)
+        .build_cartesian_2d(x, y)
+        .map_err(draw_error)
+}
+
+/// The series' labels, in a box where they hide the least.
+fn legend<'a, 'b: 'a>(
+    chart: &mut Plot<'a, 'b>,
+    position: SeriesLabelPosition,
+) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font((FONT, 12))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(draw_error)
+}
+
 /// A bar over `[slot, slot + 1)` on the x axis, narrower than its slot so that
 /// neighbouring bars stay apart.
 fn bar(slot: f64, from: f64, to: f64, colour: RGBColor) -> Rectangle<(f64, f64)> {
@@ -175,16 +222,13 @@ fn seasonal(
     let top = daily.iter().chain(peer).fold(1.0f64, |a, b| a.max(*b)) * 1.15;
     let bars = daily.iter().filter(|v| **v > 0.0).count();
     let png = render(|root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(
-                format!("Transaksi harian {outlet_name}"),
-                (FONT, 18).into_font(),
-            )
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(40)
-            .build_cartesian_2d(0f64..days as f64, 0f64..top)
-            .map_err(draw_error)?;
+        let mut chart = plot(
+            root,
+            format!("Transaksi harian {outlet_name}"),
+            40,
+            0f64..days as f64,
+            0f64..top,
+        )?;
         chart
             .configure_mesh()
             .disable_mesh()
@@ -233,14 +277,7 @@ fn seasonal(
             .map_err(draw_error)?
             .label("rata-rata e-Warong lain")
             .legend(|(x, y)| PathElement::new([(x, y), (x + 12, y)], REFERENCE.stroke_width(2)));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .label_font((FONT, 12))
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(draw_error)?;
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         Ok(())
     })?;
     Ok(Chart {
@@ -278,16 +315,13 @@ fn price_spread(
     let high = sorted[sorted.len() - 1].max(own) * 1.08;
     let n = sorted.len();
     let png = render(|root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(
-                format!("Harga {commodity} per {unit}: {n} e-Warong"),
-                (FONT, 18).into_font(),
-            )
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0f64..n as f64, low..high)
-            .map_err(draw_error)?;
+        let mut chart = plot(
+            root,
+            format!("Harga {commodity} per {unit}: {n} e-Warong"),
+            60,
+            0f64..n as f64,
+            low..high,
+        )?;
         chart
             .configure_mesh()
             .disable_mesh()
@@ -330,14 +364,7 @@ fn price_spread(
                     PathElement::new([(x, y), (x + 12, y)], REFERENCE.stroke_width(2))
                 });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .label_font((FONT, 12))
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(draw_error)?;
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         Ok(())
     })?;
     Ok(Chart {
@@ -372,16 +399,13 @@ fn burst(terminal: &str, minutes: &[i64], start: i64, end: i64) -> anyhow::Resul
     let top = counts.iter().copied().max().unwrap_or(1).max(1) as f64 * 1.15;
     let bars = counts.iter().filter(|c| **c > 0).count();
     let png = render(|root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(
-                format!("Gesekan KKS di terminal {terminal}, per {BIN_MINUTES} menit"),
-                (FONT, 18).into_font(),
-            )
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(40)
-            .build_cartesian_2d(0f64..bins as f64, 0f64..top)
-            .map_err(draw_error)?;
+        let mut chart = plot(
+            root,
+            format!("Gesekan KKS di terminal {terminal}, per {BIN_MINUTES} menit"),
+            40,
+            0f64..bins as f64,
+            0f64..top,
+        )?;
         chart
             .configure_mesh()
             .disable_mesh()
@@ -410,14 +434,7 @@ fn burst(terminal: &str, minutes: &[i64], start: i64, end: i64) -> anyhow::Resul
                     Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled())
                 });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font((FONT, 12))
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(draw_error)?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         Ok(())
     })?;
     Ok(Chart {
@@ -429,6 +446,84 @@ fn burst(terminal: &str, minutes: &[i64], start: i64, end: i64) -> anyhow::Resul
             clock(end)
         ),
         bars,
+    })
+}
+
+/// A district's realization through its period: the share of credited KPM who had
+/// spent, day by day, with the target date and share marked when there is one.
+pub fn realization(
+    regency_name: &str,
+    days: &[(NaiveDate, f64)],
+    target: Option<(NaiveDate, f64)>,
+) -> anyhow::Result<Chart> {
+    let (Some(first), Some(last)) = (days.first(), days.last()) else {
+        bail!("no days to draw for {regency_name}");
+    };
+    let from = first.0;
+    let span = (last.0 - from).num_days().max(1) as f64;
+    let at = |d: NaiveDate| (d - from).num_days() as f64;
+    let png = render(|root| {
+        let mut chart = plot(
+            root,
+            format!("Realisasi {regency_name}"),
+            45,
+            0f64..span,
+            0f64..100f64,
+        )?;
+        chart
+            .configure_mesh()
+            .x_labels(8)
+            .x_label_formatter(&|x| {
+                (from + chrono::Duration::days(x.round() as i64))
+                    .format("%d/%m")
+                    .to_string()
+            })
+            .y_label_formatter(&|y| format!("{y:.0}%"))
+            .y_desc("KPM sudah belanja")
+            .label_style((FONT, 12))
+            .draw()
+            .map_err(draw_error)?;
+        chart
+            .draw_series(LineSeries::new(
+                days.iter().map(|(d, share)| (at(*d), share * 100.0)),
+                REFERENCE.stroke_width(3),
+            ))
+            .map_err(draw_error)?
+            .label("KPM sudah belanja")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 12, y)], REFERENCE.stroke_width(3)));
+        if let Some((date, share)) = target {
+            let x = at(date).clamp(0.0, span);
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    [(x, 0.0), (x, 100.0)],
+                    SUSPECT.stroke_width(1),
+                )))
+                .map_err(draw_error)?;
+            chart
+                .draw_series(std::iter::once(Circle::new(
+                    (x, share * 100.0),
+                    5,
+                    SUSPECT.filled(),
+                )))
+                .map_err(draw_error)?
+                .label(format!(
+                    "target {:.0}% pada {}",
+                    share * 100.0,
+                    date.format("%d/%m")
+                ))
+                .legend(|(x, y)| Circle::new((x + 6, y), 4, SUSPECT.filled()));
+        }
+        legend(&mut chart, SeriesLabelPosition::LowerRight)?;
+        Ok(())
+    })?;
+    let final_share = last.1 * 100.0;
+    Ok(Chart {
+        png,
+        caption: format!(
+            "Grafik: persentase KPM {regency_name} yang sudah berbelanja, per hari; {final_share:.1}% pada {}.",
+            last.0.format("%d/%m/%Y")
+        ),
+        bars: 0,
     })
 }
 
