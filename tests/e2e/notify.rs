@@ -6,15 +6,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pantau::kafka::KafkaConfig;
 use pantau::model::{Alert, TOPIC_ALERTS, TOPIC_OUTLETS};
 use pantau::notify::channel::signature;
 use pantau::notify::deliver::{FailedNotification, TOPIC_NOTIFY_DLQ};
 use pantau::notify::routes::Routes;
-use pantau::sink::kafka::{KafkaSink, Outgoing};
 
 use crate::support::{
-    free_port, http_get, pantau, read_topic, small_month_of_alerts, Prometheus, SmtpSink, Tansu,
+    free_port, http_get, pantau, produce, read_topic, small_month_of_alerts, Prometheus, SmtpSink,
+    Tansu,
 };
 
 #[derive(Clone, Debug)]
@@ -167,31 +166,6 @@ fn has_chart(alert: &Alert) -> bool {
     ["daily_payments", "district_prices", "swipe_minutes"]
         .iter()
         .any(|k| alert.evidence.contains_key(*k))
-}
-
-fn produce(brokers: &str, topic: &str, records: Vec<(String, Vec<u8>)>) {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let kafka = KafkaConfig {
-            brokers: brokers.to_owned(),
-            partitions: 2,
-        };
-        kafka
-            .ensure_topics(&[TOPIC_ALERTS, TOPIC_OUTLETS, TOPIC_NOTIFY_DLQ])
-            .await
-            .unwrap();
-        let sink = KafkaSink::new(&kafka, None).unwrap();
-        let out: Vec<Outgoing> = records
-            .into_iter()
-            .map(|(key, payload)| Outgoing {
-                topic: topic.to_owned(),
-                partition: None,
-                key: Some(key),
-                payload,
-            })
-            .collect();
-        sink.send_all(&out).await.unwrap();
-    });
 }
 
 /// A broker holding a simulated month's outlet registry and the alerts of its replay.

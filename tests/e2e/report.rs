@@ -11,12 +11,18 @@ use pantau::model::{Disbursement, Payment, Transaction, Truth, TxnType};
 use pantau::report::{card_ref, BankDifference, DistrictBank, NonTransacting, Report};
 use pantau::sink::files::read_jsonl;
 
-use crate::support::{pantau, replay, run_ok, simulate, truth};
+use crate::support::{pantau, produce, replay, run_ok, simulate, truth, Tansu};
 
 const KEY: &str = "kunci-uji";
 const PERIOD: &str = "2023-01";
 
 fn reconcile(history: &Path, alerts: &Path, out: &Path, extra: &[&str]) -> Report {
+    let mut source = vec!["--history".as_ref(), history.as_os_str()];
+    source.extend(["--alerts".as_ref(), alerts.as_os_str()]);
+    reconcile_from(&source, out, extra)
+}
+
+fn reconcile_from(source: &[&std::ffi::OsStr], out: &Path, extra: &[&str]) -> Report {
     run_ok(
         pantau()
             .args([
@@ -27,10 +33,7 @@ fn reconcile(history: &Path, alerts: &Path, out: &Path, extra: &[&str]) -> Repor
                 "--target-date",
                 "2023-01-15",
             ])
-            .arg("--history")
-            .arg(history)
-            .arg("--alerts")
-            .arg(alerts)
+            .args(source)
             .arg("--out")
             .arg(out)
             .args(extra)
@@ -270,4 +273,58 @@ fn reconcile_adds_up_names_the_simulators_non_spenders_and_finds_the_altered_ban
     let header = pixels().filter(|p| near(p, (238, 238, 238))).count();
     assert!(blue > 200, "{blue} pixels of the chart's line");
     assert!(header > 2000, "{header} pixels of table headers");
+}
+
+#[test]
+fn reconcile_from_the_input_topics_and_pantau_alerts_equals_reconcile_from_the_history() {
+    use pantau::model::{TOPIC_ALERTS, TOPIC_DISBURSEMENTS, TOPIC_OUTLETS, TOPIC_TRANSACTIONS};
+    let tmp = tempfile::tempdir().unwrap();
+    let history = tmp.path().join("history");
+    simulate(
+        &history,
+        &["--months", "2", "--scale", "0.2", "--seed", "6"],
+    );
+    replay(&history, tmp.path(), &[]);
+    let alerts = tmp.path().join("alerts.jsonl");
+    let from_files = reconcile(&history, &alerts, &tmp.path().join("files"), &[]);
+
+    let broker = Tansu::start();
+    for (file, topic) in [
+        ("outlets.jsonl", TOPIC_OUTLETS),
+        ("disbursements.jsonl", TOPIC_DISBURSEMENTS),
+        ("transactions.jsonl", TOPIC_TRANSACTIONS),
+    ] {
+        let text = std::fs::read_to_string(history.join(file)).unwrap();
+        produce(
+            &broker.brokers,
+            topic,
+            text.lines()
+                .map(|l| (String::new(), l.as_bytes().to_vec()))
+                .collect(),
+        );
+    }
+    let text = std::fs::read_to_string(&alerts).unwrap();
+    produce(
+        &broker.brokers,
+        TOPIC_ALERTS,
+        text.lines()
+            .map(|l| (String::new(), l.as_bytes().to_vec()))
+            .collect(),
+    );
+    let from_topics = reconcile_from(
+        &["--brokers".as_ref(), broker.brokers.as_ref()],
+        &tmp.path().join("topics"),
+        &[],
+    );
+    assert!(!from_topics.summary.is_empty() && !from_topics.outlet_alerts.is_empty());
+    assert_eq!(from_topics.summary, from_files.summary);
+    assert_eq!(from_topics.non_transacting, from_files.non_transacting);
+    assert_eq!(from_topics.never_used, from_files.never_used);
+    assert_eq!(from_topics.outlet_alerts, from_files.outlet_alerts);
+    assert_eq!(from_topics.realization, from_files.realization);
+    assert!(
+        from_topics.problems.is_empty(),
+        "{:?}",
+        from_topics.problems
+    );
 }

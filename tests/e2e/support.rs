@@ -581,3 +581,27 @@ impl Drop for SmtpSink {
         let _ = self.child.wait();
     }
 }
+
+/// Produces keyed records to a topic (created if missing) and waits for the broker.
+pub fn produce(brokers: &str, topic: &str, records: Vec<(String, Vec<u8>)>) {
+    use pantau::sink::kafka::{KafkaSink, Outgoing};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let kafka = pantau::kafka::KafkaConfig {
+            brokers: brokers.to_owned(),
+            partitions: 2,
+        };
+        kafka.ensure_topics(&[topic]).await.unwrap();
+        let sink = KafkaSink::new(&kafka, None).unwrap();
+        let out: Vec<Outgoing> = records
+            .into_iter()
+            .map(|(key, payload)| Outgoing {
+                topic: topic.to_owned(),
+                partition: None,
+                key: Some(key),
+                payload,
+            })
+            .collect();
+        sink.send_all(&out).await.unwrap();
+    });
+}

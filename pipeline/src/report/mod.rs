@@ -28,7 +28,11 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::engine::EngineConfig;
-use crate::model::{Alert, Disbursement, Outlet, Payment, Transaction, TxnType};
+use crate::kafka::KafkaConfig;
+use crate::model::{
+    Alert, Disbursement, Outlet, Payment, Transaction, TxnType, TOPIC_ALERTS, TOPIC_DISBURSEMENTS,
+    TOPIC_OUTLETS, TOPIC_TRANSACTIONS,
+};
 use crate::regions::Regions;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -38,13 +42,18 @@ pub struct ReconcileConfig {
     #[arg(long, value_parser = parse_period)]
     pub period: String,
     /// History folder (disbursements.jsonl, transactions.jsonl, outlets.jsonl).
-    #[arg(long)]
-    pub history: PathBuf,
+    #[arg(long, required_unless_present = "brokers", conflicts_with = "brokers")]
+    pub history: Option<PathBuf>,
+    /// Or read what the running pipeline reads: bpnt.outlets, bpnt.disbursements and
+    /// bpnt.transactions from their beginning to their current end, and, without
+    /// --alerts, the alerts on pantau.alerts.
+    #[arg(long, env = "PANTAU_BROKERS")]
+    pub brokers: Option<String>,
     /// Where the report goes: one CSV per table, reconcile.json and reconcile.html.
     #[arg(long, default_value = "report")]
     pub out: PathBuf,
     /// The alerts to count per outlet (a replay's alerts.jsonl). Without it the history
-    /// is replayed with --rules first.
+    /// is replayed with --rules first, or pantau.alerts is read with --brokers.
     #[arg(long)]
     pub alerts: Option<PathBuf>,
     /// The realization target: by this local date, --target-share of the credited KPM
@@ -234,65 +243,116 @@ struct AnyCard {
     outlets: HashMap<String, u32>,
 }
 
-/// Reads a JSON-lines file one record at a time; a line that cannot be read is named in
-/// `problems` and the rest read on.
-fn each_line<T: serde::de::DeserializeOwned>(
-    path: &Path,
-    progress: &indicatif::ProgressBar,
-    problems: &mut Vec<String>,
-    mut each: impl FnMut(T),
-) -> anyhow::Result<()> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("reading {}", path.display()))?;
-        progress.inc(line.len() as u64 + 1);
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<T>(&line) {
-            Ok(record) => each(record),
-            Err(e) => problems.push(format!("{}:{}: {e}", path.display(), i + 1)),
-        }
+/// Where the records come from.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A history folder.
+    History(PathBuf),
+    /// The input topics, from their beginning to their end now.
+    Kafka(KafkaConfig),
+}
+
+/// The streams the report reads, as a history file and as a topic.
+const OUTLETS: (&str, &str) = ("outlets.jsonl", TOPIC_OUTLETS);
+const DISBURSEMENTS: (&str, &str) = ("disbursements.jsonl", TOPIC_DISBURSEMENTS);
+const TRANSACTIONS: (&str, &str) = ("transactions.jsonl", TOPIC_TRANSACTIONS);
+
+impl Input {
+    fn progress(&self) -> indicatif::ProgressBar {
+        let (bar, template) = match self {
+            Input::History(dir) => {
+                let total = [OUTLETS, DISBURSEMENTS, TRANSACTIONS]
+                    .iter()
+                    .map(|(file, _)| std::fs::metadata(dir.join(file)).map_or(0, |m| m.len()))
+                    .sum();
+                (
+                    indicatif::ProgressBar::new(total),
+                    "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+            }
+            Input::Kafka(_) => (
+                indicatif::ProgressBar::new_spinner(),
+                "{spinner} {msg} {bytes} {bytes_per_sec}",
+            ),
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(template)
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
     }
-    Ok(())
+
+    /// Reads one stream a record at a time; one that cannot be read is named in
+    /// `problems` (by file and line, or topic, partition and offset) and the rest read on.
+    fn each<T: serde::de::DeserializeOwned>(
+        &self,
+        (file, topic): (&str, &str),
+        progress: &indicatif::ProgressBar,
+        problems: &mut Vec<String>,
+        mut each: impl FnMut(T),
+    ) -> anyhow::Result<()> {
+        match self {
+            Input::History(dir) => {
+                let path = dir.join(file);
+                let opened = std::fs::File::open(&path)
+                    .with_context(|| format!("opening {}", path.display()))?;
+                for (i, line) in std::io::BufReader::new(opened).lines().enumerate() {
+                    let line = line.with_context(|| format!("reading {}", path.display()))?;
+                    progress.inc(line.len() as u64 + 1);
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    match serde_json::from_str::<T>(&line) {
+                        Ok(record) => each(record),
+                        Err(e) => problems.push(format!("{}:{}: {e}", path.display(), i + 1)),
+                    }
+                }
+            }
+            Input::Kafka(kafka) => {
+                use rdkafka::Message;
+                progress.set_message(topic.to_owned());
+                kafka.read_to_end(topic, |message| {
+                    let payload = message.payload().unwrap_or_default();
+                    progress.inc(payload.len() as u64 + 1);
+                    match serde_json::from_slice::<T>(payload) {
+                        Ok(record) => each(record),
+                        Err(e) => problems.push(format!(
+                            "{topic}/{}@{}: {e}",
+                            message.partition(),
+                            message.offset()
+                        )),
+                    }
+                })?;
+            }
+        }
+        Ok(())
+    }
 }
 
 fn month_start(period: &str) -> NaiveDate {
     NaiveDate::parse_from_str(&format!("{period}-01"), "%Y-%m-%d").unwrap_or_default()
 }
 
-/// Builds the report from a history folder and the period's alerts.
+/// Builds the report from the input's records and the period's alerts. Blocking.
 pub fn reconcile(
-    history: &Path,
+    input: &Input,
     period: &str,
     alerts: &[Alert],
     target: Option<Target>,
     bank_totals: Option<&Path>,
     key: &[u8],
 ) -> anyhow::Result<Report> {
-    let files =
-        ["outlets.jsonl", "disbursements.jsonl", "transactions.jsonl"].map(|f| history.join(f));
-    let total: u64 = files
-        .iter()
-        .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
-        .sum();
-    let progress = indicatif::ProgressBar::new(total);
-    progress.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let progress = input.progress();
     let mut problems = Vec::new();
 
     let mut outlet_names: HashMap<String, String> = HashMap::new();
-    each_line::<Outlet>(&files[0], &progress, &mut problems, |o| {
+    input.each::<Outlet>(OUTLETS, &progress, &mut problems, |o| {
         outlet_names.insert(o.outlet_id, o.name);
     })?;
 
     let mut credited: HashMap<String, CreditedCard> = HashMap::new();
     let mut cards: HashMap<String, AnyCard> = HashMap::new();
-    each_line::<Disbursement>(&files[1], &progress, &mut problems, |d| {
+    input.each::<Disbursement>(DISBURSEMENTS, &progress, &mut problems, |d| {
         let card = cards.entry(d.card_id.clone()).or_default();
         card.regency_code.clone_from(&d.regency_code);
         card.bank = d.bank.as_str().to_owned();
@@ -307,10 +367,7 @@ pub fn reconcile(
         }
     })?;
     if credited.is_empty() {
-        bail!(
-            "no disbursement in {} names period {period}",
-            files[1].display()
-        );
+        bail!("no disbursement names period {period}");
     }
     // Each district's window: from the first of the month to the end of the last month
     // its period's credits cover.
@@ -326,7 +383,7 @@ pub fn reconcile(
 
     let mut spending: BTreeMap<(String, String), DistrictBank> = BTreeMap::new();
     let mut last_day: Option<NaiveDate> = None;
-    each_line::<Transaction>(&files[2], &progress, &mut problems, |t| {
+    input.each::<Transaction>(TRANSACTIONS, &progress, &mut problems, |t| {
         if t.payment != Payment::Kks {
             return;
         }
@@ -667,16 +724,49 @@ pub async fn run(config: &ReconcileConfig) -> anyhow::Result<Report> {
             config.pseudonym_key_env
         );
     }
-    let alerts: Vec<Alert> = match &config.alerts {
-        Some(path) => crate::sink::files::read_jsonl(path)?,
-        None => {
-            eprintln!(
-                "replaying {} for the period's alerts",
-                config.history.display()
-            );
+    let input = match (&config.history, &config.brokers) {
+        (Some(dir), _) => Input::History(dir.clone()),
+        (None, Some(brokers)) => Input::Kafka(KafkaConfig {
+            brokers: brokers.clone(),
+            partitions: 4,
+        }),
+        (None, None) => bail!("name a --history folder or --brokers"),
+    };
+    let alerts: Vec<Alert> = match (&config.alerts, &input) {
+        (Some(path), _) => crate::sink::files::read_jsonl(path)?,
+        (None, Input::Kafka(kafka)) => {
+            let kafka = kafka.clone();
+            tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Alert>> {
+                let mut alerts = Vec::new();
+                let mut unreadable = 0usize;
+                kafka.read_to_end(TOPIC_ALERTS, |message| {
+                    use rdkafka::Message;
+                    match serde_json::from_slice(message.payload().unwrap_or_default()) {
+                        Ok(alert) => alerts.push(alert),
+                        Err(e) => {
+                            unreadable += 1;
+                            eprintln!(
+                                "{TOPIC_ALERTS}/{}@{}: {e}",
+                                message.partition(),
+                                message.offset()
+                            );
+                        }
+                    }
+                })?;
+                if unreadable > 0 {
+                    bail!(
+                        "{unreadable} records of {TOPIC_ALERTS} could not be read (listed above)"
+                    );
+                }
+                Ok(alerts)
+            })
+            .await??
+        }
+        (None, Input::History(dir)) => {
+            eprintln!("replaying {} for the period's alerts", dir.display());
             let out = tempfile::tempdir()?;
             let replay = crate::pipeline::ReplayConfig {
-                dir: config.history.clone(),
+                dir: dir.clone(),
                 out: out.path().join("alerts.jsonl"),
                 batch_size: 4096,
             };
@@ -695,14 +785,18 @@ pub async fn run(config: &ReconcileConfig) -> anyhow::Result<Report> {
         date,
         share: config.target_share,
     });
-    let report = reconcile(
-        &config.history,
-        &config.period,
-        &alerts,
-        target,
-        config.bank_totals.as_deref(),
-        key.as_bytes(),
-    )?;
+    let (period, bank_totals) = (config.period.clone(), config.bank_totals.clone());
+    let report = tokio::task::spawn_blocking(move || {
+        reconcile(
+            &input,
+            &period,
+            &alerts,
+            target,
+            bank_totals.as_deref(),
+            key.as_bytes(),
+        )
+    })
+    .await??;
     let written = write(&report, &config.out)?;
     for problem in &report.problems {
         eprintln!("{problem}");
