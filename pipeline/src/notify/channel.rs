@@ -11,7 +11,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::model::Alert;
-use crate::notify::message::Message;
+use crate::notify::message::{escape_html, Message};
 use crate::notify::routes::{Channel, Smtp, SmtpSecurity};
 
 /// The longest one try may take.
@@ -56,9 +56,10 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
     // HMAC takes keys of any length.
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("any key length");
     mac.update(body);
-    let bytes = mac.finalize().into_bytes();
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
+    format!(
+        "sha256={}",
+        crate::rules::hex_prefix(&mac.finalize().into_bytes(), 64)
+    )
 }
 
 /// POSTs a body and insists on a 2xx answer, off the async threads.
@@ -284,10 +285,7 @@ impl Email {
 fn html_with_chart(html: &str, caption: &str) -> String {
     let img = format!(
         "<p><img src=\"cid:{CHART_CID}\" alt=\"{}\" style=\"max-width:100%\"></p>",
-        caption
-            .replace('&', "&amp;")
-            .replace('"', "&quot;")
-            .replace('<', "&lt;")
+        escape_html(caption)
     );
     match html.rfind("</body>") {
         Some(end) => format!("{}{img}{}", &html[..end], &html[end..]),

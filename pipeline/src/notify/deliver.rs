@@ -619,19 +619,22 @@ fn send_daily_digests(
         .digest
         .as_ref()
         .map_or(Duration::from_secs(86_400), |d| d.every);
+    let counted: Vec<(&str, chrono::DateTime<Utc>)> = due
+        .iter()
+        .map(|d| (d.regency_code.as_str(), d.end))
+        .collect();
     let mut digests = Vec::new();
-    for d in due {
+    for d in &due {
         let entries: Vec<TallyEntry> = tally
             .pending(&d.regency_code, d.end)
             .into_iter()
             .cloned()
             .collect();
-        tally.digested(&d.regency_code, d.end)?;
-        if d.catch_all && entries.is_empty() {
-            continue;
+        if !(d.catch_all && entries.is_empty()) {
+            digests.push((d.clone(), entries));
         }
-        digests.push((d, entries));
     }
+    tally.digested(&counted)?;
     let prometheus = routes
         .digest
         .as_ref()

@@ -110,11 +110,19 @@ impl Tally {
             .collect()
     }
 
-    /// Marks what a district's digest counted, and forgets what was digested long ago.
-    pub fn digested(&mut self, regency_code: &str, end: DateTime<Utc>) -> anyhow::Result<()> {
-        let forget_before = end - chrono::Duration::days(KEEP_DIGESTED_DAYS);
+    /// Marks what the districts' digests due at these times counted, forgets what was
+    /// digested long ago, and rewrites the file once for all of them.
+    pub fn digested(&mut self, digests: &[(&str, DateTime<Utc>)]) -> anyhow::Result<()> {
+        let Some(latest) = digests.iter().map(|(_, end)| *end).max() else {
+            return Ok(());
+        };
+        let forget_before = latest - chrono::Duration::days(KEEP_DIGESTED_DAYS);
+        let due: HashMap<&str, DateTime<Utc>> = digests.iter().copied().collect();
         for e in &mut self.entries {
-            if e.regency_code == regency_code && e.received_at < end {
+            if due
+                .get(e.regency_code.as_str())
+                .is_some_and(|end| e.received_at < *end)
+            {
                 e.digested = true;
             }
         }
@@ -536,7 +544,7 @@ mod tests {
             .unwrap();
         let end = utc("2026-11-24T00:00:00Z");
         assert_eq!(tally.pending("3604", end).len(), 2);
-        tally.digested("3604", end).unwrap();
+        tally.digested(&[("3604", end)]).unwrap();
         drop(tally);
         let mut tally = Tally::open(dir.path()).unwrap();
         assert!(tally.pending("3604", end).is_empty());

@@ -93,7 +93,8 @@ fn severity_word(severity: Severity) -> &'static str {
     }
 }
 
-fn escape_html(text: &str) -> String {
+/// Text made safe inside HTML elements and attribute values.
+pub fn escape_html(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

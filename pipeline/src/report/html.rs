@@ -9,14 +9,8 @@ use chrono::Datelike;
 use serde_json::Value;
 
 use crate::alert::{format_id_number, MONTHS};
+use crate::notify::message::escape_html as escape;
 use crate::report::{month_start, Report};
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
 
 fn number(n: i64) -> String {
     format_id_number(&Value::from(n))

@@ -87,11 +87,10 @@ fn parse_period(s: &str) -> Result<String, String> {
 pub fn card_ref(key: &[u8], card_id: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
     mac.update(card_id.as_bytes());
-    let hex: String = mac.finalize().into_bytes()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("P{hex}")
+    format!(
+        "P{}",
+        crate::rules::hex_prefix(&mac.finalize().into_bytes(), 16)
+    )
 }
 
 /// Credits, spending and their balance for one district and bank.
@@ -256,6 +255,8 @@ pub enum Input {
 const OUTLETS: (&str, &str) = ("outlets.jsonl", TOPIC_OUTLETS);
 const DISBURSEMENTS: (&str, &str) = ("disbursements.jsonl", TOPIC_DISBURSEMENTS);
 const TRANSACTIONS: (&str, &str) = ("transactions.jsonl", TOPIC_TRANSACTIONS);
+/// Read from the topic only: a history's alerts come from `--alerts` or a replay.
+const ALERTS: (&str, &str) = ("alerts.jsonl", TOPIC_ALERTS);
 
 impl Input {
     fn progress(&self) -> indicatif::ProgressBar {
@@ -530,13 +531,19 @@ fn realization_days(
     windows: &BTreeMap<String, (NaiveDate, NaiveDate)>,
     last_day: Option<NaiveDate>,
 ) -> Vec<RealizationDay> {
+    // One pass over the cards: each district's count and first purchase days.
+    let mut by_regency: HashMap<&str, (usize, Vec<NaiveDate>)> = HashMap::new();
+    for c in credited.values() {
+        let (cards, firsts) = by_regency.entry(&c.regency_code).or_default();
+        *cards += 1;
+        firsts.extend(c.first_purchase);
+    }
     let mut out = Vec::new();
     for (regency, (from, to)) in windows {
-        let cards: Vec<&CreditedCard> = credited
-            .values()
-            .filter(|c| &c.regency_code == regency)
-            .collect();
-        let mut firsts: Vec<NaiveDate> = cards.iter().filter_map(|c| c.first_purchase).collect();
+        let Some((cards, firsts)) = by_regency.get_mut(regency.as_str()) else {
+            continue;
+        };
+        let cards = *cards;
         firsts.sort();
         let end = last_day.map_or(*to, |l| (l + chrono::Duration::days(1)).min(*to));
         let mut day = *from;
@@ -545,9 +552,9 @@ fn realization_days(
             out.push(RealizationDay {
                 regency_code: regency.clone(),
                 date: day,
-                kpm_credited: cards.len() as u64,
+                kpm_credited: cards as u64,
                 kpm_spent: spent,
-                share: spent as f64 / cards.len().max(1) as f64,
+                share: spent as f64 / cards.max(1) as f64,
             });
             day += chrono::Duration::days(1);
         }
@@ -674,43 +681,60 @@ fn compare_with_bank(
     Ok(out)
 }
 
-fn write_csv<T: Serialize>(path: &Path, rows: &[T]) -> anyhow::Result<()> {
+/// Writes one table as `out/name` and notes the file.
+fn write_csv<T: Serialize>(
+    out: &Path,
+    name: &str,
+    rows: &[T],
+    written: &mut Vec<PathBuf>,
+) -> anyhow::Result<()> {
+    let path = out.join(name);
     let mut writer =
-        csv::Writer::from_path(path).with_context(|| format!("writing {}", path.display()))?;
+        csv::Writer::from_path(&path).with_context(|| format!("writing {}", path.display()))?;
     for row in rows {
         writer.serialize(row)?;
     }
     writer.flush()?;
+    written.push(path);
     Ok(())
 }
 
 /// Writes the report's CSV tables, `reconcile.json` and `reconcile.html` into `out`.
 pub fn write(report: &Report, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let path = |name: &str| out.join(name);
-    write_csv(&path("summary.csv"), &report.summary)?;
-    write_csv(&path("realization.csv"), &report.realization)?;
-    write_csv(&path("behind_target.csv"), &report.behind_target)?;
-    write_csv(&path("non_transacting.csv"), &report.non_transacting)?;
-    write_csv(&path("never_used.csv"), &report.never_used)?;
-    write_csv(&path("outlet_alerts.csv"), &report.outlet_alerts)?;
-    let mut written = [
-        "summary.csv",
-        "realization.csv",
+    let mut written = Vec::new();
+    write_csv(out, "summary.csv", &report.summary, &mut written)?;
+    write_csv(out, "realization.csv", &report.realization, &mut written)?;
+    write_csv(
+        out,
         "behind_target.csv",
+        &report.behind_target,
+        &mut written,
+    )?;
+    write_csv(
+        out,
         "non_transacting.csv",
-        "never_used.csv",
+        &report.non_transacting,
+        &mut written,
+    )?;
+    write_csv(out, "never_used.csv", &report.never_used, &mut written)?;
+    write_csv(
+        out,
         "outlet_alerts.csv",
-    ]
-    .map(path)
-    .to_vec();
+        &report.outlet_alerts,
+        &mut written,
+    )?;
     if let Some(differences) = &report.bank_differences {
-        write_csv(&path("bank_differences.csv"), differences)?;
-        written.push(path("bank_differences.csv"));
+        write_csv(out, "bank_differences.csv", differences, &mut written)?;
     }
-    std::fs::write(path("reconcile.json"), serde_json::to_vec_pretty(report)?)?;
-    std::fs::write(path("reconcile.html"), html::page(report)?)?;
-    written.extend([path("reconcile.json"), path("reconcile.html")]);
+    for (name, bytes) in [
+        ("reconcile.json", serde_json::to_vec_pretty(report)?),
+        ("reconcile.html", html::page(report)?.into_bytes()),
+    ] {
+        let path = out.join(name);
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        written.push(path);
+    }
     Ok(written)
 }
 
@@ -734,28 +758,16 @@ pub async fn run(config: &ReconcileConfig) -> anyhow::Result<Report> {
     };
     let alerts: Vec<Alert> = match (&config.alerts, &input) {
         (Some(path), _) => crate::sink::files::read_jsonl(path)?,
-        (None, Input::Kafka(kafka)) => {
-            let kafka = kafka.clone();
+        (None, Input::Kafka(_)) => {
+            let input = input.clone();
             tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Alert>> {
-                let mut alerts = Vec::new();
-                let mut unreadable = 0usize;
-                kafka.read_to_end(TOPIC_ALERTS, |message| {
-                    use rdkafka::Message;
-                    match serde_json::from_slice(message.payload().unwrap_or_default()) {
-                        Ok(alert) => alerts.push(alert),
-                        Err(e) => {
-                            unreadable += 1;
-                            eprintln!(
-                                "{TOPIC_ALERTS}/{}@{}: {e}",
-                                message.partition(),
-                                message.offset()
-                            );
-                        }
-                    }
-                })?;
-                if unreadable > 0 {
+                let (mut alerts, mut problems) = (Vec::new(), Vec::new());
+                let hidden = indicatif::ProgressBar::hidden();
+                input.each::<Alert>(ALERTS, &hidden, &mut problems, |a| alerts.push(a))?;
+                if !problems.is_empty() {
                     bail!(
-                        "{unreadable} records of {TOPIC_ALERTS} could not be read (listed above)"
+                        "records of {TOPIC_ALERTS} could not be read: {}",
+                        problems.join("; ")
                     );
                 }
                 Ok(alerts)
