@@ -10,6 +10,8 @@ mod support;
 mod contract;
 #[path = "e2e/faults.rs"]
 mod faults;
+#[path = "e2e/hostile.rs"]
+mod hostile;
 #[path = "e2e/kafka.rs"]
 mod kafka;
 #[path = "e2e/notify.rs"]

@@ -126,6 +126,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<()> {
         dir: config.history.clone(),
         out: out_dir.join("alerts.jsonl"),
         batch_size: 4096,
+        now: None,
     };
     let summary = pipeline::replay(&replay, &config.engine, Metrics::new(), |_| {}).await?;
     let replay_rate = summary.records as f64 / summary.elapsed.as_secs_f64();

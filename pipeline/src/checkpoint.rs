@@ -115,6 +115,31 @@ struct Manifest {
     episodes: Vec<(String, String, Episode)>,
 }
 
+/// A checkpoint written by a pantau whose format this one does not read.
+#[derive(Debug, thiserror::Error)]
+#[error("checkpoint {dir} has format {found}, this pantau reads {FORMAT_VERSION}")]
+struct OtherFormat {
+    dir: String,
+    found: u32,
+}
+
+/// Why a checkpoint was passed over: the `reason` of `pantau_state_rebuilds_total`.
+pub fn unusable_reason(error: &anyhow::Error) -> &'static str {
+    if error.downcast_ref::<OtherFormat>().is_some() {
+        "format"
+    } else {
+        "corrupt"
+    }
+}
+
+/// What a partition restarts from: the newest usable checkpoint at or before the
+/// committed offset (none: rebuild from the start of the partition), and the
+/// checkpoints passed over on the way, each with why.
+pub struct Restoration {
+    pub restored: Option<Restored>,
+    pub skipped: Vec<(String, anyhow::Error)>,
+}
+
 /// A checkpoint read back: the state and the input offset it stands for.
 pub struct Restored {
     pub name: String,
@@ -186,16 +211,41 @@ fn seen_batch(seen: &[(String, i64)]) -> anyhow::Result<RecordBatch> {
     )?)
 }
 
-fn seen_of(batches: &[RecordBatch]) -> Vec<(String, i64)> {
+fn seen_of(batches: &[RecordBatch]) -> anyhow::Result<Vec<(String, i64)>> {
     let mut out = Vec::new();
     for b in batches {
-        let keys = b.column(0).as_string::<i32>();
-        let times = b.column(1).as_primitive::<Int64Type>();
+        // File contents decide these types: check them, never assume (a cast panics).
+        let (Some(keys), Some(times)) = (
+            b.columns().first().and_then(|c| c.as_string_opt::<i32>()),
+            b.columns()
+                .get(1)
+                .and_then(|c| c.as_primitive_opt::<Int64Type>()),
+        ) else {
+            bail!(
+                "expected (key: Utf8, event_time: Int64), found {}",
+                b.schema()
+            );
+        };
         for i in 0..b.num_rows() {
             out.push((keys.value(i).to_string(), times.value(i)));
         }
     }
-    out
+    Ok(out)
+}
+
+/// The batches of a table as the engine made them: anything else in a checkpoint file
+/// would panic a window operation later instead of failing the read now.
+fn check_schemas(dir: &Path, table: &str, batches: &[RecordBatch]) -> anyhow::Result<()> {
+    let expected = tables::schema_of(table)
+        .with_context(|| format!("unknown table {table:?} in a checkpoint"))?;
+    if let Some(bad) = batches.iter().find(|b| !expected.contains(&b.schema())) {
+        bail!(
+            "checkpoint {}: a batch of {table} does not have the table's schema ({})",
+            dir.display(),
+            bad.schema()
+        );
+    }
+    Ok(())
 }
 
 fn outlet_of(stored: StoredOutlet) -> anyhow::Result<OutletRow> {
@@ -388,16 +438,17 @@ impl CheckpointStore {
         )
         .with_context(|| format!("checkpoint {} has a bad manifest", dir.display()))?;
         if manifest.version != FORMAT_VERSION {
-            bail!(
-                "checkpoint {} has format {}, this pantau reads {FORMAT_VERSION}",
-                dir.display(),
-                manifest.version
-            );
+            return Err(OtherFormat {
+                dir: dir.display().to_string(),
+                found: manifest.version,
+            }
+            .into());
         }
         let mut raw = Vec::new();
         for (table, entries) in manifest.raw {
             let table = static_table(&table)?;
             let batches = read_listed(&dir, &format!("raw-{table}"), entries.len())?;
+            check_schemas(&dir, table, &batches)?;
             let parts = entries
                 .into_iter()
                 .zip(batches)
@@ -419,11 +470,13 @@ impl CheckpointStore {
         for (table, dates) in manifest.rollups {
             let table = static_table(&table)?;
             let batches = read_listed(&dir, &format!("rollup-{table}"), dates.len())?;
+            check_schemas(&dir, table, &batches)?;
             rollups.push((table, dates.into_iter().zip(batches).collect()));
         }
         let seen_path = dir.join("seen.arrow");
         let seen = if seen_path.exists() {
             seen_of(&read_batches(&seen_path)?)
+                .with_context(|| format!("checkpoint {}: bad seen.arrow", dir.display()))?
         } else {
             Vec::new()
         };
@@ -484,36 +537,55 @@ impl CheckpointStore {
         })
     }
 
-    /// The checkpoint that belongs to a committed offset: the one the commit's metadata
-    /// names, or else the newest at exactly that position. `None` when there is none:
-    /// the caller must then rebuild the state from the start of the partition.
-    pub fn for_commit(
-        &self,
-        partition: i32,
-        offset: i64,
-        metadata: &str,
-    ) -> anyhow::Result<Option<Restored>> {
-        let names = self.list(partition)?;
-        if names.iter().any(|n| n == metadata) {
-            let restored = self.read(partition, metadata)?;
-            if restored.position == offset {
-                return Ok(Some(restored));
+    /// The checkpoint a committed offset restarts from: the one the commit's metadata
+    /// names, else the newest at exactly that position, else (when those cannot be
+    /// read) the newest readable one before it, from which the internal topic is read
+    /// again. `restored` is `None` when there is no such checkpoint: the caller then
+    /// rebuilds the state from the start of the partition. A checkpoint that cannot be
+    /// read, whatever its files hold, is passed over and listed in `skipped`; this never
+    /// fails, since a rebalance must not stop on a damaged disk.
+    pub fn for_commit(&self, partition: i32, offset: i64, metadata: &str) -> Restoration {
+        let mut skipped = Vec::new();
+        let names = match self.list(partition) {
+            Ok(names) => names,
+            Err(e) => {
+                skipped.push((self.partition_dir(partition).display().to_string(), e));
+                Vec::new()
             }
-            tracing::warn!(
-                partition,
-                checkpoint = metadata,
-                position = restored.position,
-                committed = offset,
-                "the committed checkpoint is at another offset; looking for one at the committed offset"
-            );
-        }
-        for name in names.iter().rev() {
-            let restored = self.read(partition, name)?;
-            if restored.position == offset {
-                return Ok(Some(restored));
+        };
+        // The named one first, then newest first.
+        let order = names
+            .iter()
+            .filter(|n| *n == metadata)
+            .chain(names.iter().rev().filter(|n| *n != metadata));
+        let mut earlier: Option<Restored> = None;
+        for name in order {
+            match self.read(partition, name) {
+                Ok(r) if r.position == offset => {
+                    return Restoration {
+                        restored: Some(r),
+                        skipped,
+                    }
+                }
+                Ok(r) if r.position < offset => {
+                    if earlier.as_ref().is_none_or(|e| e.position < r.position) {
+                        earlier = Some(r);
+                    }
+                }
+                Ok(r) => tracing::warn!(
+                    partition,
+                    checkpoint = %name,
+                    position = r.position,
+                    committed = offset,
+                    "a checkpoint past the committed offset is not used"
+                ),
+                Err(e) => skipped.push((name.clone(), e)),
             }
         }
-        Ok(None)
+        Restoration {
+            restored: earlier,
+            skipped,
+        }
     }
 }
 
@@ -529,6 +601,7 @@ mod tests {
     fn engine() -> Engine {
         let config = EngineConfig {
             lateness: Duration::from_secs(600),
+            max_future: Duration::from_secs(300),
             idle_timeout: Duration::MAX,
             rules: crate::rules::default_dir(),
             rule_budget: std::time::Duration::from_secs(30),
@@ -556,6 +629,7 @@ mod tests {
                         key: r.key.as_deref().map(str::as_bytes),
                         payload: Some(&r.payload),
                         offset: offset + i as i64,
+                        received: None,
                     })
                     .collect();
                 offset += part.len() as i64;
@@ -629,7 +703,7 @@ mod tests {
             }
             let snapshot = current.snapshot();
             let name = store.write(0, cut as i64, &snapshot).unwrap();
-            let restored = store.for_commit(0, cut as i64, &name).unwrap().unwrap();
+            let restored = store.for_commit(0, cut as i64, &name).restored.unwrap();
             assert_eq!(
                 sorted(restored.snapshot.window.next_end.clone()),
                 sorted(snapshot.window.next_end.clone()),
@@ -654,6 +728,119 @@ mod tests {
         restored_mid_stream_raises_the_same_alerts(true).await;
     }
 
+    /// The newest checkpoint damaged three ways (manifest cut short, an Arrow file
+    /// overwritten, written by a newer format): before, the read failed the rebalance
+    /// and the instance stopped, at every restart. Now the older checkpoint is restored,
+    /// the input read again from it, and the alerts are those of an engine that never
+    /// stopped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_damaged_newest_checkpoint_falls_back_to_an_older_one_and_raises_the_same_alerts() {
+        let sim = crate::sim::SimConfig {
+            months: 1,
+            scale: 0.3,
+            seed: 8,
+            ..Default::default()
+        };
+        let history = crate::sim::simulate(&sim).unwrap();
+        let records = crate::feed::interleave(
+            Stream::ALL
+                .iter()
+                .map(|s| (*s, history.records(*s)))
+                .collect(),
+        );
+        let mut whole = engine();
+        let mut expected = feed(&mut whole, &records, 0).await;
+        expected.extend(whole.finish().await.unwrap());
+        assert!(expected.len() > 3, "too few alerts: {}", expected.len());
+        let (older, newer) = (records.len() * 3 / 10, records.len() * 3 / 5);
+        let damages: [(&str, fn(&Path)); 3] = [
+            ("corrupt", |dir| {
+                let manifest = dir.join("manifest.json");
+                let text = fs::read(&manifest).unwrap();
+                fs::write(&manifest, &text[..text.len() / 2]).unwrap();
+            }),
+            ("corrupt", |dir| {
+                let arrow = fs::read_dir(dir)
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .find(|p| p.extension().is_some_and(|x| x == "arrow"))
+                    .expect("an Arrow file");
+                let mut bytes = fs::read(&arrow).unwrap();
+                let middle = bytes.len() / 2;
+                bytes[middle..].iter_mut().for_each(|b| *b = !*b);
+                fs::write(&arrow, bytes).unwrap();
+            }),
+            ("format", |dir| {
+                let manifest = dir.join("manifest.json");
+                let text = fs::read_to_string(&manifest).unwrap();
+                let bumped = text.replace(
+                    &format!("\"version\":{FORMAT_VERSION}"),
+                    &format!("\"version\":{}", FORMAT_VERSION + 1),
+                );
+                assert_ne!(bumped, text);
+                fs::write(&manifest, bumped).unwrap();
+            }),
+        ];
+        for (reason, damage) in damages {
+            let dir = tempfile::tempdir().unwrap();
+            let store = CheckpointStore::new(dir.path());
+            let mut first = engine();
+            let mut got = feed(&mut first, &records[..older], 0).await;
+            store.write(0, older as i64, &first.snapshot()).unwrap();
+            got.extend(feed(&mut first, &records[older..newer], older as i64).await);
+            let name = store.write(0, newer as i64, &first.snapshot()).unwrap();
+            damage(&dir.path().join("0").join(&name));
+
+            let restoration = store.for_commit(0, newer as i64, &name);
+            assert_eq!(restoration.skipped.len(), 1, "{reason}");
+            assert_eq!(restoration.skipped[0].0, name);
+            assert_eq!(unusable_reason(&restoration.skipped[0].1), reason);
+            let restored = restoration.restored.expect("the older checkpoint");
+            assert_eq!(restored.position, older as i64);
+            let mut second = engine();
+            second.restore(restored.snapshot);
+            got.extend(feed(&mut second, &records[older..], older as i64).await);
+            got.extend(second.finish().await.unwrap());
+            let mut unique = ids(&got);
+            unique.dedup();
+            assert_eq!(unique, ids(&expected), "after a {reason} checkpoint");
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_file_with_other_columns_is_refused_not_panicked_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path());
+        let snapshot = EngineSnapshot {
+            window: WindowSnapshot {
+                seen: vec![("BRI\u{1f}T1".to_string(), 5)],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let name = store.write(1, 7, &snapshot).unwrap();
+        // seen.arrow with its columns the wrong way round.
+        let swapped = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("event_time", DataType::Int64, false),
+                Field::new("key", DataType::Utf8, false),
+            ])),
+            vec![
+                Arc::new(Int64Array::from(vec![5])),
+                Arc::new(StringArray::from(vec!["BRI\u{1f}T1"])),
+            ],
+        )
+        .unwrap();
+        write_batches(
+            &dir.path().join("1").join(&name).join("seen.arrow"),
+            &[swapped],
+        )
+        .unwrap();
+        let restoration = store.for_commit(1, 7, &name);
+        assert!(restoration.restored.is_none());
+        assert_eq!(unusable_reason(&restoration.skipped[0].1), "corrupt");
+    }
+
     #[test]
     fn keeps_the_last_few_and_pairs_a_commit_with_its_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
@@ -666,13 +853,13 @@ mod tests {
         }
         assert_eq!(store.list(3).unwrap(), names[1..].to_vec());
         // The metadata decides between two checkpoints at one position.
-        let r = store.for_commit(3, 20, &names[1]).unwrap().unwrap();
+        let r = store.for_commit(3, 20, &names[1]).restored.unwrap();
         assert_eq!((r.name.as_str(), r.position), (names[1].as_str(), 20));
         // Without metadata, the newest at the committed position.
-        let r = store.for_commit(3, 20, "").unwrap().unwrap();
+        let r = store.for_commit(3, 20, "").restored.unwrap();
         assert_eq!(r.name, names[2]);
         // A commit whose state is gone is reported, not papered over.
-        assert!(store.for_commit(3, 10, &names[0]).unwrap().is_none());
-        assert!(store.for_commit(4, 0, "").unwrap().is_none());
+        assert!(store.for_commit(3, 10, &names[0]).restored.is_none());
+        assert!(store.for_commit(4, 0, "").restored.is_none());
     }
 }

@@ -32,12 +32,21 @@ pub enum Reason {
     NonPositiveAmount,
     TimeWithoutOffset,
     InvalidValue,
+    /// An event time implausibly far ahead of when the record was received: a terminal
+    /// whose clock is wrong. Accepting it would move the watermark past every punctual
+    /// record that follows.
+    Future,
+    /// An event time before the program existed ([`PROGRAM_START_US`]).
+    BeforeProgram,
+    /// Larger than any record of the contract can be and than pantau forwards whole
+    /// (`route::MAX_FORWARDED_BYTES`); dead-lettered cut short, with length and hash.
+    TooLarge,
     /// Older than the watermark: its windows may already have closed.
     Late,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 16] = [
         Reason::EmptyMessage,
         Reason::InvalidJson,
         Reason::MissingField,
@@ -50,6 +59,9 @@ impl Reason {
         Reason::NonPositiveAmount,
         Reason::TimeWithoutOffset,
         Reason::InvalidValue,
+        Reason::Future,
+        Reason::BeforeProgram,
+        Reason::TooLarge,
         Reason::Late,
     ];
 
@@ -67,6 +79,9 @@ impl Reason {
             Reason::NonPositiveAmount => "non_positive_amount",
             Reason::TimeWithoutOffset => "time_without_offset",
             Reason::InvalidValue => "invalid_value",
+            Reason::Future => "future",
+            Reason::BeforeProgram => "before_program",
+            Reason::TooLarge => "too_large",
             Reason::Late => "late",
         }
     }
@@ -95,6 +110,12 @@ impl Rejection {
     }
 }
 
+/// The most bytes of an original record a dead letter carries. Beyond it the dead
+/// letter keeps this prefix with the whole record's length and SHA-256: base64 of this
+/// much (342 KiB) plus provenance stays far under librdkafka's and Kafka's 1 MB message
+/// limit, so producing a dead letter cannot fail on its size.
+pub const MAX_DEAD_LETTER_ORIGINAL: usize = 256 * 1024;
+
 /// Longest rejection message kept, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 400;
 
@@ -107,6 +128,15 @@ const MAX_SHOWN_CHARS: usize = 64;
 /// `i64::MAX` would make that cast fail and stop the day's rollups for every outlet, so
 /// one corrupt record is rejected here instead.
 pub const MAX_RUPIAH: i64 = 1_000_000_000_000;
+
+/// The earliest event time accepted: 2017-01-01T00:00:00+07:00, before BPNT's first
+/// disbursement (February 2017). An older time is a terminal clock reset (1970) or a
+/// typo, and would otherwise hold a partition's event time back or open windows for
+/// years that never were.
+pub const PROGRAM_START_US: i64 = 1_483_203_600_000_000;
+
+/// No upper bound on event time: for a record whose receipt time is unknown.
+pub const NO_LATEST: i64 = i64::MAX;
 
 /// A bad value, quoted for a message and cut short if long.
 fn shown(value: &str) -> String {
@@ -205,6 +235,32 @@ fn at_most_max_rupiah(field: &str, amount: i64) -> Result<i64, Rejection> {
         ));
     }
     Ok(amount)
+}
+
+/// Rejects an event time outside `[PROGRAM_START_US, latest]`. Only event times that
+/// pass here ever reach a watermark, in the engine or in the router's progress markers.
+fn plausible_time(field: &str, t: DateTime<FixedOffset>, latest: i64) -> Result<(), Rejection> {
+    let micros = t.with_timezone(&Utc).timestamp_micros();
+    if micros < PROGRAM_START_US {
+        return Err(Rejection::new(
+            Reason::BeforeProgram,
+            format!(
+                "{field} {} is before the program began (2017-01-01)",
+                t.to_rfc3339()
+            ),
+        ));
+    }
+    if micros > latest {
+        let ahead = (micros - latest) / 1_000_000;
+        return Err(Rejection::new(
+            Reason::Future,
+            format!(
+                "{field} {} is {ahead} s past the latest plausible time for when it was received (--max-future); the terminal's clock is wrong",
+                t.to_rfc3339()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `YYYY-MM`, exactly as the contract's pattern: chrono alone would also take a sign,
@@ -415,7 +471,11 @@ struct ValidTransaction {
     items: Vec<WireItem>,
 }
 
-fn validate_transaction(w: WireTransaction, p: Provenance) -> Result<ValidTransaction, Rejection> {
+fn validate_transaction(
+    w: WireTransaction,
+    p: Provenance,
+    latest: i64,
+) -> Result<ValidTransaction, Rejection> {
     let bank = parse_bank(&w.bank)?;
     let payment = Payment::parse(&w.payment).ok_or_else(|| {
         Rejection::new(
@@ -434,6 +494,7 @@ fn validate_transaction(w: WireTransaction, p: Provenance) -> Result<ValidTransa
     })?;
     let amount = positive_amount("amount", w.amount)?;
     let occurred_at = parse_time("occurred_at", &w.occurred_at)?;
+    plausible_time("occurred_at", occurred_at, latest)?;
     let offset = regency_offset(&w.regency_code)?;
     if kind == TxnType::Reversal && w.reverses_txn_id.is_none() {
         return Err(Rejection::new(
@@ -534,7 +595,11 @@ fn validate_transaction(w: WireTransaction, p: Provenance) -> Result<ValidTransa
     })
 }
 
-fn validate_disbursement(w: WireDisbursement, p: Provenance) -> Result<DisbursementRow, Rejection> {
+fn validate_disbursement(
+    w: WireDisbursement,
+    p: Provenance,
+    latest: i64,
+) -> Result<DisbursementRow, Rejection> {
     let bank = parse_bank(&w.bank)?;
     let amount = positive_amount("amount", w.amount)?;
     if !(1..=3).contains(&w.months) {
@@ -550,6 +615,7 @@ fn validate_disbursement(w: WireDisbursement, p: Provenance) -> Result<Disbursem
         ));
     }
     let credited_at = parse_time("credited_at", &w.credited_at)?;
+    plausible_time("credited_at", credited_at, latest)?;
     let offset = regency_offset(&w.regency_code)?;
     let local = localize(credited_at, offset);
     Ok(DisbursementRow {
@@ -568,10 +634,15 @@ fn validate_disbursement(w: WireDisbursement, p: Provenance) -> Result<Disbursem
     })
 }
 
-fn validate_transfer(w: WireTransfer, p: Provenance) -> Result<TransferRow, Rejection> {
+fn validate_transfer(
+    w: WireTransfer,
+    p: Provenance,
+    latest: i64,
+) -> Result<TransferRow, Rejection> {
     let bank = parse_bank(&w.bank)?;
     let amount = positive_amount("amount", w.amount)?;
     let occurred_at = parse_time("occurred_at", &w.occurred_at)?;
+    plausible_time("occurred_at", occurred_at, latest)?;
     let offset = regency_offset(&w.regency_code)?;
     let local = localize(occurred_at, offset);
     Ok(TransferRow {
@@ -649,6 +720,9 @@ fn to_batch<S: Serialize>(schema: &SchemaRef, rows: &[S]) -> anyhow::Result<Opti
 pub struct Input<'a> {
     pub payload: Option<&'a [u8]>,
     pub provenance: Provenance,
+    /// The latest event time this record may carry (µs since the epoch): when it was
+    /// received plus `--max-future`; [`NO_LATEST`] when that is unknown.
+    pub latest: i64,
 }
 
 /// A validated event record on its way into the batch.
@@ -805,7 +879,7 @@ pub fn decode_events(stream: Stream, inputs: &[Input<'_>]) -> anyhow::Result<Dec
             &tables::TRANSACTIONS_SCHEMA,
             |input| {
                 parse_wire::<WireTransaction>(input.payload)
-                    .and_then(|w| validate_transaction(w, input.provenance))
+                    .and_then(|w| validate_transaction(w, input.provenance, input.latest))
                     .map(|v| (v.row, v.items))
             },
         ),
@@ -815,7 +889,7 @@ pub fn decode_events(stream: Stream, inputs: &[Input<'_>]) -> anyhow::Result<Dec
             &tables::DISBURSEMENTS_SCHEMA,
             |input| {
                 parse_wire::<WireDisbursement>(input.payload)
-                    .and_then(|w| validate_disbursement(w, input.provenance))
+                    .and_then(|w| validate_disbursement(w, input.provenance, input.latest))
                     .map(|row| (row, Vec::new()))
             },
         ),
@@ -825,12 +899,37 @@ pub fn decode_events(stream: Stream, inputs: &[Input<'_>]) -> anyhow::Result<Dec
             &tables::TRANSFERS_SCHEMA,
             |input| {
                 parse_wire::<WireTransfer>(input.payload)
-                    .and_then(|w| validate_transfer(w, input.provenance))
+                    .and_then(|w| validate_transfer(w, input.provenance, input.latest))
                     .map(|row| (row, Vec::new()))
             },
         ),
         Stream::Outlets => anyhow::bail!("the outlet registry is decoded by decode_outlets"),
     })
+}
+
+/// The event time of one record if, and only if, [`decode_events`] would accept it: the
+/// router takes its progress markers from these alone, so a record the engines reject
+/// never moves a watermark. `None` for the registry, which has no event time.
+pub fn accepted_event_time(stream: Stream, payload: Option<&[u8]>, latest: i64) -> Option<i64> {
+    let provenance = Provenance {
+        partition: 0,
+        offset: 0,
+    };
+    match stream {
+        Stream::Transactions => parse_wire::<WireTransaction>(payload)
+            .and_then(|w| validate_transaction(w, provenance, latest))
+            .map(|v| v.row.event_time())
+            .ok(),
+        Stream::Disbursements => parse_wire::<WireDisbursement>(payload)
+            .and_then(|w| validate_disbursement(w, provenance, latest))
+            .map(|row| row.event_time())
+            .ok(),
+        Stream::Transfers => parse_wire::<WireTransfer>(payload)
+            .and_then(|w| validate_transfer(w, provenance, latest))
+            .map(|row| row.event_time())
+            .ok(),
+        Stream::Outlets => None,
+    }
 }
 
 /// Decodes registry records; returns the valid rows, in input order, and the rejections
@@ -870,6 +969,7 @@ mod tests {
                 partition: 0,
                 offset: 7,
             },
+            latest: NO_LATEST,
         };
         decode_events(Stream::Transactions, &[input]).unwrap()
     }
@@ -965,6 +1065,7 @@ mod tests {
                     partition: 1,
                     offset: i as i64,
                 },
+                latest: NO_LATEST,
             })
             .collect();
         let d = decode_events(Stream::Transactions, &inputs).unwrap();
@@ -1056,6 +1157,11 @@ mod tests {
             r#""2023-01-05T23:59:60+07:00""#,
             r#""2023-02-30T10:00:00+07:00""#,
             r#""2023-01-05T10:00:00+24:00""#,
+            r#""2099-01-05T10:00:00+07:00""#,
+            r#""1970-01-01T07:00:00+07:00""#,
+            r#""2016-12-31T23:59:59+07:00""#,
+            r#""2023-01-05T10:35:00+07:00""#,
+            r#""2023-01-05T10:35:01+07:00""#,
             r#""2023-01-05T10:00:00.123456789123456789+07:00""#,
             r#""0000-00""#,
             r#""0000-01""#,
@@ -1370,6 +1476,7 @@ mod tests {
                     partition: 3,
                     offset: 1_000 + i as i64,
                 },
+                latest: NO_LATEST,
             })
             .collect()
     }
@@ -1530,6 +1637,137 @@ mod tests {
         }
     }
 
+    /// Cases per run of the pipeline fuzz below: `PANTAU_FUZZ_CASES` (the README gives
+    /// the million-case command), a short budget by default.
+    fn fuzz_cases() -> u32 {
+        std::env::var("PANTAU_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2_000)
+    }
+
+    fn any_event_stream() -> impl Strategy<Value = Stream> {
+        prop::sample::select(vec![
+            Stream::Transactions,
+            Stream::Disbursements,
+            Stream::Transfers,
+        ])
+    }
+
+    /// A chunk through the router, across the internal topic's encoding and into an
+    /// engine, as `pantau run` carries it.
+    fn through_router_and_engine(stream: Stream, payloads: &[Option<Vec<u8>>]) {
+        use crate::engine::{Engine, EngineConfig, RawRecord};
+        use crate::route::{self, Envelope, InputRecord};
+        // 2023-04-01T00:00+07:00, after every template's time; plus five minutes.
+        let received = 1_680_282_000_000_000;
+        let latest = received + 300_000_000;
+        let records: Vec<InputRecord> = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| InputRecord {
+                key: Some(b"OUT-1"),
+                payload: p.as_deref(),
+                offset: i as i64,
+            })
+            .collect();
+        let forwarded = route::forward((stream, 0), &records, 4, received);
+        assert_eq!(forwarded.len(), records.len());
+        let progress = route::max_event_time(stream, &records, latest);
+        let config = EngineConfig {
+            lateness: std::time::Duration::from_secs(600),
+            max_future: std::time::Duration::from_secs(300),
+            idle_timeout: std::time::Duration::from_secs(10),
+            rules: std::path::PathBuf::new(),
+            rule_budget: std::time::Duration::from_secs(30),
+            snooze: None,
+        };
+        let mut engine = Engine::new(
+            &config,
+            crate::rules::RuleSet::default(),
+            crate::metrics::Metrics::new(),
+        )
+        .without_figures();
+        let envelopes: Vec<Envelope> = forwarded
+            .iter()
+            .map(|o| Envelope::decode(&o.payload).expect("the router's own encoding"))
+            .collect();
+        let mut raw = Vec::new();
+        let mut dead = Vec::new();
+        for e in &envelopes {
+            let Envelope::Record {
+                source,
+                offset,
+                payload,
+                received,
+                whole,
+            } = e
+            else {
+                panic!("forward sends records only");
+            };
+            assert_eq!(*source, (stream, 0));
+            let record = RawRecord {
+                key: Some(b"OUT-1"),
+                payload: *payload,
+                offset: *offset,
+                received: *received,
+            };
+            match whole {
+                Some(whole) => {
+                    let d = engine.reject_too_large(stream, 0, &record, whole);
+                    assert!(d.original_truncated && d.original.len() < 400_000);
+                    dead.push(d);
+                }
+                None => raw.push(record),
+            }
+        }
+        dead.extend(
+            engine
+                .ingest(stream, 0, &raw)
+                .expect("ingest never fails a chunk"),
+        );
+        let accepted: Vec<i64> = records
+            .iter()
+            .filter(|r| r.forwarded_whole())
+            .filter_map(|r| accepted_event_time(stream, r.payload, latest))
+            .collect();
+        // Every input accepted or dead-lettered with a reason, and the router's progress
+        // is exactly the largest event time the engine accepted.
+        assert_eq!(dead.len() + accepted.len(), payloads.len());
+        assert!(dead
+            .iter()
+            .all(|d| !d.reason.is_empty() && !d.error.is_empty()));
+        assert_eq!(engine.partition_max_event((stream, 0)), progress);
+        assert_eq!(accepted.iter().copied().max(), progress);
+        if let Some(t) = progress {
+            assert!((PROGRAM_START_US..=latest).contains(&t), "{t}");
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            engine.advance(0).await.expect("advance");
+            engine.finish().await.expect("finish");
+        });
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: fuzz_cases(),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn mutated_records_pass_router_and_engine_accepted_or_dead_lettered(
+            (stream, chunk) in any_event_stream().prop_flat_map(|s| (Just(s), chunk_for(s)))
+        ) {
+            let payloads: Vec<Option<Vec<u8>>> = chunk.into_iter().map(|c| c.payload).collect();
+            through_router_and_engine(stream, &payloads);
+        }
+    }
+
     fn payloads(raws: &[&[u8]]) -> Vec<Option<Vec<u8>>> {
         raws.iter().map(|r| Some(r.to_vec())).collect()
     }
@@ -1623,12 +1861,91 @@ mod tests {
         .map(|t| at(t))
         .collect();
         let got = reasons(Stream::Transactions, &raws);
-        // Four-digit years are RFC 3339; both ends fit a µs timestamp and a Date32.
-        assert!(got[..5].iter().all(Option::is_none), "{got:?}");
+        // Four-digit years are RFC 3339; both ends fit a µs timestamp and a Date32, and
+        // the year 0 is before the program. With no receipt time there is no upper bound.
+        assert!(
+            got[..2].iter().all(|r| r == &Some(Reason::BeforeProgram)),
+            "{got:?}"
+        );
+        assert!(got[2..5].iter().all(Option::is_none), "{got:?}");
         assert!(
             got[5..].iter().all(|r| r == &Some(Reason::InvalidValue)),
             "{got:?}"
         );
+    }
+
+    /// A receipt time of 2023-01-05T10:30+07:00 plus five minutes.
+    const RECEIVED_LATEST: i64 = 1_672_889_400_000_000 + 300_000_000;
+
+    fn decode_received(stream: Stream, raw: &str) -> Decoded {
+        let input = Input {
+            payload: Some(raw.as_bytes()),
+            provenance: Provenance {
+                partition: 0,
+                offset: 0,
+            },
+            latest: RECEIVED_LATEST,
+        };
+        decode_events(stream, &[input]).unwrap()
+    }
+
+    #[test]
+    fn a_record_dated_2099_is_rejected_as_future_and_1970_as_before_the_program() {
+        let at = |t: &str| VALID.replace("2023-01-05T10:00:00+07:00", t);
+        let reason = |raw: &str| {
+            let d = decode_received(Stream::Transactions, raw);
+            assert!(d.event_times.is_empty(), "{raw} was accepted");
+            d.rejected[0].1.clone()
+        };
+        let future = reason(&at("2099-01-05T10:00:00+07:00"));
+        assert_eq!(future.reason, Reason::Future);
+        assert!(
+            future.message.contains("occurred_at 2099-01-05"),
+            "{future:?}"
+        );
+        assert_eq!(
+            reason(&at("1970-01-01T07:00:00+07:00")).reason,
+            Reason::BeforeProgram
+        );
+        assert_eq!(
+            reason(&at("2016-12-31T23:59:59+07:00")).reason,
+            Reason::BeforeProgram
+        );
+        // Up to the bound is accepted: a terminal a few minutes fast is still a sale.
+        let fast = decode_received(Stream::Transactions, &at("2023-01-05T10:35:00+07:00"));
+        assert_eq!(fast.event_times.len(), 1);
+        assert_eq!(
+            reason(&at("2023-01-05T10:35:01+07:00")).reason,
+            Reason::Future
+        );
+        let disbursement = r#"{"disbursement_id":"D1","bank":"BRI","card_id":"K1","regency_code":"3604","period":"2099-01","months":1,"amount":200000,"credited_at":"2099-01-02T08:00:00+07:00"}"#;
+        let d = decode_received(Stream::Disbursements, disbursement);
+        assert_eq!(d.rejected[0].1.reason, Reason::Future);
+    }
+
+    #[test]
+    fn the_router_takes_event_times_only_from_records_the_decoder_accepts() {
+        let at = |t: &str| VALID.replace("2023-01-05T10:00:00+07:00", t);
+        let cases = [
+            VALID.to_string(),
+            at("2099-01-05T10:00:00+07:00"),
+            at("1970-01-01T07:00:00+07:00"),
+            VALID.replace(r#""bank":"BRI""#, r#""bank":"BCA""#),
+            VALID.replace(r#""amount":138000"#, r#""amount":0"#),
+            "{not json".to_string(),
+        ];
+        for raw in &cases {
+            let decoded = decode_received(Stream::Transactions, raw);
+            let routed =
+                accepted_event_time(Stream::Transactions, Some(raw.as_bytes()), RECEIVED_LATEST);
+            assert_eq!(routed, decoded.event_times.first().copied(), "{raw}");
+        }
+        assert!(accepted_event_time(
+            Stream::Transactions,
+            Some(VALID.as_bytes()),
+            RECEIVED_LATEST
+        )
+        .is_some());
     }
 
     #[test]
@@ -1652,7 +1969,8 @@ mod tests {
             "  00-10",
         ]
         .iter()
-        .map(|p| DISBURSEMENT.replace("2023-01", p))
+        // The period alone: credited_at stays in 2023.
+        .map(|p| DISBURSEMENT.replace(r#""period":"2023-01""#, &format!(r#""period":"{p}""#)))
         .collect();
         let got = reasons(Stream::Disbursements, &raws);
         assert_eq!(got[..2], [None, None]);

@@ -105,26 +105,48 @@ impl Detector {
         let (start, position, checkpointed) = match committed {
             None => (Start::Beginning, 0, false),
             Some((offset, metadata)) => {
-                match self.store.for_commit(partition, offset, &metadata)? {
+                let restoration = self.store.for_commit(partition, offset, &metadata);
+                for (name, error) in &restoration.skipped {
+                    let reason = crate::checkpoint::unusable_reason(error);
+                    self.metrics
+                        .state_rebuilds
+                        .with_label_values(&[reason])
+                        .inc();
+                    tracing::error!(
+                        partition,
+                        checkpoint = %name,
+                        reason,
+                        error = %format!("{error:#}"),
+                        "a checkpoint cannot be read; passed over"
+                    );
+                }
+                match restoration.restored {
                     Some(restored) => {
-                        tracing::info!(
-                            partition,
-                            checkpoint = %restored.name,
-                            offset,
-                            "restored the state of a partition"
-                        );
+                        let position = restored.position;
+                        if position == offset {
+                            tracing::info!(partition, checkpoint = %restored.name, offset, "restored the state of a partition");
+                        } else {
+                            // Records from there to the commit are read again; alerts
+                            // they raise again carry the same ids.
+                            tracing::warn!(partition, checkpoint = %restored.name, from = position, committed = offset, "restored an older checkpoint; reading the internal topic again from it");
+                        }
                         engine.restore(restored.snapshot);
                         self.metrics.checkpoints_restored.inc();
-                        (Start::At(offset), offset, true)
+                        (Start::At(position), position, true)
                     }
                     None => {
+                        if restoration.skipped.is_empty() {
+                            self.metrics
+                                .state_rebuilds
+                                .with_label_values(&["missing"])
+                                .inc();
+                        }
                         tracing::error!(
                             partition,
                             offset,
                             checkpoint = %metadata,
-                            "no checkpoint for the committed offset: rebuilding this partition's state from the beginning"
+                            "no usable checkpoint for the committed offset: rebuilding this partition's state from the beginning"
                         );
-                        self.metrics.state_rebuilds.inc();
                         (Start::Beginning, 0, false)
                     }
                 }
@@ -212,6 +234,24 @@ impl Detector {
                     source,
                     offset,
                     payload,
+                    received,
+                    whole: Some(whole),
+                } => {
+                    flush(&mut pe.engine, run_source, &mut run, &mut dead)?;
+                    let cut = RawRecord {
+                        key: record.key.as_deref(),
+                        payload,
+                        offset,
+                        received,
+                    };
+                    dead.push(pe.engine.reject_too_large(source.0, source.1, &cut, &whole));
+                }
+                Envelope::Record {
+                    source,
+                    offset,
+                    payload,
+                    received,
+                    whole: None,
                 } => {
                     if run_source != Some(source) {
                         flush(&mut pe.engine, run_source, &mut run, &mut dead)?;
@@ -221,6 +261,7 @@ impl Detector {
                         key: record.key.as_deref(),
                         payload,
                         offset,
+                        received,
                     });
                 }
                 Envelope::Progress {

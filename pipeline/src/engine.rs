@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use base64::Engine as _;
 use chrono::Utc;
+use sha2::{Digest, Sha256};
 
 use crate::alert::{make_alerts, mark_ongoing, rows_of};
 use crate::decode::{self, Input, Provenance, Reason, Rejection};
@@ -45,11 +46,23 @@ pub struct EngineConfig {
     /// A rule's `-- budget:` line overrides it.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub rule_budget: Duration,
+    /// How far past the moment it was received a record's event time may lie, e.g. `5m`.
+    /// A later one (a terminal whose clock is wrong) goes to the DLQ with reason
+    /// `future` and moves no watermark. Keep it below `--lateness`: then no record ahead
+    /// of its time can make a punctual one late. In `run` a record is received when the
+    /// router reads it (its wall clock); in `replay` at `--now`.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub max_future: Duration,
     /// Snooze list the monitoring team edits: CSV with `entity_id,rule_id,until,reason,who`
     /// (`*` as rule_id: every rule). `pantau run` re-reads it when it changes.
     #[arg(long)]
     pub snooze: Option<std::path::PathBuf>,
 }
+
+/// The longest duration any setting or rule may name: a hundred years. Durations are
+/// added to event times in µs (`i64`); anything longer means a typo, and refusing it here
+/// keeps every later sum in range.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(
@@ -67,6 +80,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "d" => n * 86_400.0,
         _ => return Err(format!("{s:?}: unit must be ms, s, m, h or d")),
     };
+    if !secs.is_finite() || secs > MAX_DURATION.as_secs_f64() {
+        return Err(format!("{s:?} is longer than the longest accepted, 36500d"));
+    }
     Ok(Duration::from_secs_f64(secs))
 }
 
@@ -76,6 +92,23 @@ pub struct RawRecord<'a> {
     pub key: Option<&'a [u8]>,
     pub payload: Option<&'a [u8]>,
     pub offset: i64,
+    /// When pantau received it (µs since the epoch): the router's wall clock in `run`,
+    /// `--now` in `replay`; `None` for records forwarded before receipt times were kept.
+    pub received: Option<i64>,
+}
+
+impl RawRecord<'_> {
+    /// The latest event time the record may carry, given `--max-future`.
+    pub fn latest_event(&self, max_future: Duration) -> i64 {
+        self.received.map_or(decode::NO_LATEST, |r| {
+            RawRecord::latest_event_at(r, max_future)
+        })
+    }
+
+    /// The latest event time of a record received at `received`.
+    pub fn latest_event_at(received: i64, max_future: Duration) -> i64 {
+        received.saturating_add(i64::try_from(max_future.as_micros()).unwrap_or(i64::MAX))
+    }
 }
 
 pub struct Engine {
@@ -88,6 +121,7 @@ pub struct Engine {
     cooldowns: Cooldowns,
     snoozes: Arc<SnoozeList>,
     rule_budget: Duration,
+    max_future: Duration,
     window: WindowState,
     watermarks: Watermarks,
     runner: SqlRunner,
@@ -127,17 +161,31 @@ fn dead_letter(
     rejection: &Rejection,
 ) -> DeadLetter {
     let bytes = record.payload.unwrap_or_default();
-    let (original, original_encoding) = match std::str::from_utf8(bytes) {
-        Ok(text) => (text.to_string(), "text"),
-        Err(_) => (
-            base64::engine::general_purpose::STANDARD.encode(bytes),
+    let kept = &bytes[..bytes.len().min(decode::MAX_DEAD_LETTER_ORIGINAL)];
+    // A cut inside a UTF-8 character leaves text that is still UTF-8 up to the cut.
+    let text = match std::str::from_utf8(kept) {
+        Ok(text) => Some(text),
+        Err(e) if kept.len() < bytes.len() && e.error_len().is_none() => {
+            std::str::from_utf8(&kept[..e.valid_up_to()]).ok()
+        }
+        Err(_) => None,
+    };
+    let (original, original_encoding) = match text {
+        Some(text) => (text.to_string(), "text"),
+        None => (
+            base64::engine::general_purpose::STANDARD.encode(kept),
             "base64",
         ),
     };
     DeadLetter {
         original,
         original_encoding: original_encoding.to_string(),
-        key: record.key.map(|k| String::from_utf8_lossy(k).into_owned()),
+        original_length: bytes.len() as u64,
+        original_sha256: crate::rules::hex_prefix(&Sha256::digest(bytes), 64),
+        original_truncated: kept.len() < bytes.len(),
+        key: record.key.map(|k| {
+            String::from_utf8_lossy(&k[..k.len().min(crate::route::MAX_KEY_BYTES)]).into_owned()
+        }),
         topic: stream.topic().to_string(),
         partition,
         offset: record.offset,
@@ -158,6 +206,7 @@ impl Engine {
             cooldowns: Cooldowns::default(),
             snoozes: Arc::default(),
             rule_budget: config.rule_budget,
+            max_future: config.max_future,
             window: WindowState::new(&specs),
             watermarks: Watermarks::new(config.lateness),
             runner: SqlRunner::new(),
@@ -265,6 +314,7 @@ impl Engine {
                     partition,
                     offset: r.offset,
                 },
+                latest: r.latest_event(self.max_future),
             })
             .collect();
         let started = Instant::now();
@@ -338,6 +388,37 @@ impl Engine {
         self.watermarks.observe(pid, max_event);
         self.count_dead(topic, &dead);
         Ok(dead)
+    }
+
+    /// A record the router could only forward cut short: dead-lettered as `too_large`
+    /// with the whole record's length and hash, never decoded.
+    pub fn reject_too_large(
+        &mut self,
+        stream: Stream,
+        partition: i32,
+        record: &RawRecord<'_>,
+        whole: &crate::route::Whole,
+    ) -> DeadLetter {
+        self.metrics
+            .records_consumed
+            .with_label_values(&[stream.topic()])
+            .inc();
+        self.window
+            .note_offset((stream, partition), record.offset + 1);
+        let rejection = Rejection {
+            reason: Reason::TooLarge,
+            message: format!(
+                "the record is {} bytes, more than the {} pantau forwards whole; its first bytes are kept",
+                whole.length,
+                crate::route::MAX_FORWARDED_BYTES
+            ),
+        };
+        let mut dead = dead_letter(stream, partition, record, &rejection);
+        dead.original_length = whole.length;
+        dead.original_sha256 = whole.sha256.clone();
+        dead.original_truncated = true;
+        self.count_dead(stream.topic(), std::slice::from_ref(&dead));
+        dead
     }
 
     fn count_dead(&self, topic: &str, dead: &[DeadLetter]) {
@@ -652,15 +733,74 @@ fn hold_back(
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_duration_too_long_to_represent_is_an_error_not_a_panic() {
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        let huge = format!("{}s", "9".repeat(400));
+        for text in ["100000000000000000000d", huge.as_str(), "36501d"] {
+            let error = parse_duration(text).unwrap_err();
+            assert!(error.contains("longest accepted"), "{text}: {error}");
+        }
+        assert!(parse_duration("NaNs").is_err());
+    }
+
     fn txn(id: usize, at: &str) -> String {
         format!(
             r#"{{"txn_id":"T{id}","bank":"BNI","occurred_at":"{at}","outlet_id":"O1","terminal_id":"T1","regency_code":"3604","card_id":"C{id}","payment":"QRIS","type":"purchase","amount":5000}}"#
         )
     }
 
+    #[tokio::test]
+    async fn a_record_dated_2099_or_1970_moves_no_watermark_and_is_dead_lettered() {
+        let mut e = engine();
+        let at = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .unwrap()
+                .timestamp_micros()
+        };
+        let received = at("2023-01-05T12:00:00+07:00");
+        let payloads = [
+            txn(1, "2023-01-05T10:00:00+07:00"),
+            txn(2, "2099-01-05T10:00:00+07:00"),
+            txn(3, "1970-01-01T07:00:00+07:00"),
+            txn(4, "2023-01-05T11:00:00+07:00"),
+        ];
+        let records: Vec<RawRecord> = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| RawRecord {
+                key: Some(b"O1"),
+                payload: Some(p.as_bytes()),
+                offset: i as i64,
+                received: Some(received),
+            })
+            .collect();
+        let dead = e.ingest(Stream::Transactions, 0, &records).unwrap();
+        let reasons: Vec<(&str, i64)> =
+            dead.iter().map(|d| (d.reason.as_str(), d.offset)).collect();
+        assert_eq!(reasons, vec![("future", 1), ("before_program", 2)]);
+        let last = at("2023-01-05T11:00:00+07:00");
+        assert_eq!(e.partition_max_event((Stream::Transactions, 0)), Some(last));
+        e.advance(0).await.unwrap();
+        assert_eq!(e.watermark(), Some(last - 600_000_000));
+        // The next punctual record is on time, not late.
+        let next = txn(5, "2023-01-05T11:30:00+07:00");
+        let record = RawRecord {
+            key: Some(b"O1"),
+            payload: Some(next.as_bytes()),
+            offset: 4,
+            received: Some(received),
+        };
+        assert!(e
+            .ingest(Stream::Transactions, 0, &[record])
+            .unwrap()
+            .is_empty());
+    }
+
     fn engine() -> Engine {
         let config = EngineConfig {
             lateness: Duration::from_secs(600),
+            max_future: Duration::from_secs(300),
             idle_timeout: Duration::from_secs(3600),
             rules: std::path::PathBuf::new(),
             rule_budget: Duration::from_secs(30),
@@ -674,6 +814,7 @@ mod tests {
             key: Some(b"O1"),
             payload: Some(payload.as_bytes()),
             offset,
+            received: None,
         };
         engine.ingest(Stream::Transactions, 2, &[record]).unwrap()
     }
@@ -823,6 +964,7 @@ mod tests {
                 key: Some(b"K"),
                 payload: Some(p.as_bytes()),
                 offset: i as i64,
+                received: None,
             })
             .collect();
         let dead = engine.ingest(Stream::Disbursements, 0, &records).unwrap();
@@ -891,6 +1033,41 @@ mod tests {
         assert!(
             info.contains(r#"pantau_regency_info{name="Kabupaten Serang",province="Banten",province_code="36",regency="3604"} 1"#),
             "{info}"
+        );
+    }
+
+    #[tokio::test]
+    async fn commodity_and_unit_labels_from_input_are_bounded_to_a_known_list() {
+        let mut e = engine();
+        let item = |id: &str, commodity: &str, unit: &str| {
+            format!(
+                r#"{{"txn_id":"{id}","bank":"BNI","occurred_at":"2023-01-03T10:00:00+07:00","outlet_id":"O1","terminal_id":"T1","regency_code":"3604","card_id":"K1","payment":"KKS","type":"purchase","amount":10000,"balance_after":0,"items":[{{"commodity":"{commodity}","qty":1,"unit":"{unit}","unit_price":10000}}]}}"#
+            )
+        };
+        for (offset, (id, commodity, unit)) in [
+            ("T1", "TELUR", "kg"),
+            ("T2", "KARTU-3604-000123", "kg"),
+            ("T3", "BERAS", "sak-K1"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            ingest(&mut e, &item(id, commodity, unit), offset as i64);
+        }
+        e.finish().await.unwrap();
+        let rendered = e.metrics.render();
+        assert!(rendered.contains(r#"commodity="TELUR""#), "{rendered}");
+        assert!(
+            rendered.contains(r#"commodity="other",regency="3604",unit="kg""#),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains(r#"commodity="BERAS",regency="3604",unit="other""#),
+            "{rendered}"
+        );
+        assert!(
+            !rendered.contains("KARTU") && !rendered.contains("sak-K1"),
+            "{rendered}"
         );
     }
 

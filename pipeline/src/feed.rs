@@ -17,12 +17,26 @@ struct Times {
     credited_at: Option<String>,
 }
 
-pub fn event_time(payload: &[u8]) -> Option<i64> {
+/// A record's event time, if readable and plausible: not before the program, not past
+/// `latest`. A record with a wrong clock (dated 2099) must not reorder the feed behind
+/// it, nor make a paced feed sleep until 2099; pantau dead-letters it anyway.
+fn event_time_until(payload: &[u8], latest: i64) -> Option<i64> {
     let t: Times = serde_json::from_slice(payload).ok()?;
     let text = t.occurred_at.or(t.credited_at)?;
     DateTime::parse_from_rfc3339(&text)
         .ok()
         .map(|t| t.timestamp_micros())
+        .filter(|t| (crate::decode::PROGRAM_START_US..=latest).contains(t))
+}
+
+/// A record's event time, if readable and plausible for a record produced now.
+pub fn event_time(payload: &[u8]) -> Option<i64> {
+    event_time_until(payload, latest_now())
+}
+
+/// The latest plausible event time of a record produced now: a day from now.
+fn latest_now() -> i64 {
+    (chrono::Utc::now() + chrono::Duration::days(1)).timestamp_micros()
 }
 
 /// Orders records of several streams by event time: the registry first, then a merge of
@@ -45,10 +59,11 @@ pub fn interleave(streams: Vec<(Stream, KeyedRecords)>) -> Vec<Outgoing> {
             continue;
         }
         let mut last = i64::MIN;
+        let latest = latest_now();
         let timed: Vec<(i64, String, Vec<u8>)> = records
             .into_iter()
             .map(|(key, payload)| {
-                last = event_time(&payload).unwrap_or(last);
+                last = event_time_until(&payload, latest).unwrap_or(last);
                 (last, key, payload)
             })
             .collect();
@@ -107,10 +122,17 @@ pub async fn produce_paced(
     pace: f64,
 ) -> anyhow::Result<()> {
     let started = tokio::time::Instant::now();
-    let first = records.iter().find_map(|r| event_time(&r.payload));
+    let latest = latest_now();
+    let first = records
+        .iter()
+        .find_map(|r| event_time_until(&r.payload, latest));
     produce(sink, records, chunk, |sent| {
         let due = first
-            .zip(records.get(sent).and_then(|r| event_time(&r.payload)))
+            .zip(
+                records
+                    .get(sent)
+                    .and_then(|r| event_time_until(&r.payload, latest)),
+            )
             .map(|(first, t)| {
                 let event_secs = (t - first).max(0) as f64 / 1e6;
                 started + std::time::Duration::from_secs_f64(event_secs / pace)
@@ -140,6 +162,7 @@ mod tests {
                 vec![
                     rec("occurred_at", "2023-01-01T10:00:00+07:00"),
                     ("k".into(), b"{bad".to_vec()),
+                    rec("occurred_at", "2099-01-01T10:00:00+07:00"),
                     rec("occurred_at", "2023-01-03T10:00:00+07:00"),
                 ],
             ),
@@ -156,10 +179,13 @@ mod tests {
                 "bpnt.outlets",
                 "bpnt.transactions",
                 "bpnt.transactions",
+                "bpnt.transactions",
                 "bpnt.disbursements",
                 "bpnt.transactions"
             ]
         );
         assert_eq!(out[2].payload, b"{bad");
+        // A clock reading 2099 keeps its place instead of holding its stream back.
+        assert!(String::from_utf8_lossy(&out[3].payload).contains("2099"));
     }
 }

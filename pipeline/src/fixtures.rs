@@ -139,6 +139,7 @@ pub fn fixture_dirs(rules_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 pub fn engine_config(rules_dir: &Path, snooze: Option<PathBuf>) -> EngineConfig {
     EngineConfig {
         lateness: Duration::from_secs(600),
+        max_future: Duration::from_secs(300),
         idle_timeout: Duration::from_secs(10),
         rules: rules_dir.to_path_buf(),
         rule_budget: Duration::from_secs(60),
@@ -158,6 +159,7 @@ pub async fn alerts_of(
         dir: history.to_path_buf(),
         out: scratch.path().join("alerts.jsonl"),
         batch_size: 4096,
+        now: None,
     };
     let mut alerts = Vec::new();
     replay_rules(&config, engine, set, Metrics::new(), |a| {

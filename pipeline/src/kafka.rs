@@ -71,6 +71,9 @@ impl KafkaConfig {
             .client()
             .set("group.id", "pantau-read-to-end")
             .set("enable.auto.commit", "false")
+            // The end is where the consumer says it is: on a transactional topic the
+            // last offset is a commit marker, which is never delivered as a record.
+            .set("enable.partition.eof", "true")
             .create()
             .context("cannot create a Kafka consumer")?;
         let metadata = consumer
@@ -111,6 +114,9 @@ impl KafkaConfig {
                     {
                         ends.remove(&message.partition());
                     }
+                }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
+                    ends.remove(&partition);
                 }
                 Some(Err(e)) => {
                     tracing::warn!(topic, error = %e, "Kafka error while reading to the end")
@@ -225,5 +231,52 @@ pub fn read_followed(
             tracing::warn!(topic = message.topic(), partition = message.partition(), offset = message.offset(), error = %e, "unreadable record skipped");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    #[test]
+    fn read_to_end_finishes_on_a_transactional_topic_ending_in_a_commit_marker() {
+        let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+        mock.create_topic("t", 2, 1).unwrap();
+        let kafka = KafkaConfig {
+            brokers: mock.bootstrap_servers(),
+            partitions: 2,
+        };
+        let producer: BaseProducer = kafka
+            .client()
+            .set("transactional.id", "read-to-end-test")
+            .create()
+            .unwrap();
+        let timeout = Duration::from_secs(10);
+        producer.init_transactions(timeout).unwrap();
+        producer.begin_transaction().unwrap();
+        for (i, partition) in [0, 1, 0].into_iter().enumerate() {
+            let payload = format!("record {i}");
+            producer
+                .send(
+                    BaseRecord::<(), String>::to("t")
+                        .partition(partition)
+                        .payload(&payload),
+                )
+                .unwrap();
+        }
+        producer.commit_transaction(timeout).unwrap();
+        // Before, it waited for the offset the commit marker holds, and failed at its
+        // 5-minute limit.
+        let mut read = Vec::new();
+        let n = kafka
+            .read_to_end("t", |m| {
+                use rdkafka::Message;
+                read.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+            })
+            .unwrap();
+        assert_eq!(n, 3);
+        read.sort();
+        assert_eq!(read, vec!["record 0", "record 1", "record 2"]);
     }
 }

@@ -100,9 +100,15 @@ fn error_position(error: &DataFusionError) -> Option<(u64, u64)> {
 
 fn sql_problem(path: &Path, text: &str, sql: &str, error: &DataFusionError) -> Problem {
     let offset = sql_line_offset(text, sql);
+    // An error about the statement as a whole (a refused `COPY`) has no span of its
+    // own: it points at the statement's first line.
+    // Line 0 is an empty span: no position either.
+    let (line, column) = error_position(error)
+        .filter(|(line, _)| *line > 0)
+        .unwrap_or((1, 1));
     Problem {
         path: path.to_path_buf(),
-        at: error_position(error).map(|(line, column)| (line + offset, column)),
+        at: Some((line + offset, column)),
         message: error.message().to_string(),
     }
 }
@@ -178,11 +184,7 @@ pub async fn lint_dir(dir: &Path) -> anyhow::Result<(Vec<Problem>, usize)> {
         let attempted = pending.len();
         let mut failed = Vec::new();
         for (path, text, view) in pending {
-            let planned = runner
-                .context()
-                .sql(&format!("CREATE VIEW {} AS {}", view.name, view.sql))
-                .await;
-            if let Err(e) = planned {
+            if let Err(e) = runner.create_view(&view).await {
                 failed.push((path, text, view, e));
             }
         }
@@ -215,7 +217,7 @@ pub async fn lint_dir(dir: &Path) -> anyhow::Result<(Vec<Problem>, usize)> {
             });
         }
         ids.push((rule.id.clone(), path.clone()));
-        let schema = match runner.context().sql(&rule.sql).await {
+        let schema = match runner.plan_query(&rule.sql).await {
             Ok(frame) => frame.schema().as_arrow().clone(),
             Err(e) => {
                 problems.push(sql_problem(path, text, &rule.sql, &e));
@@ -386,6 +388,104 @@ mod tests {
             "{}",
             problems[0]
         );
+    }
+
+    #[tokio::test]
+    async fn ddl_dml_and_statements_are_refused_with_file_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = dir.path().join("written.csv");
+        let refused = [
+            (
+                "external",
+                "CREATE EXTERNAL TABLE stolen (a INT) STORED AS CSV LOCATION '/etc/passwd'"
+                    .to_string(),
+            ),
+            (
+                "copy",
+                format!(
+                    "COPY (SELECT * FROM transactions) TO '{}' STORED AS CSV",
+                    written.display()
+                ),
+            ),
+            (
+                "insert",
+                "INSERT INTO transactions SELECT * FROM transactions".to_string(),
+            ),
+            ("set", "SET datafusion.execution.batch_size = 1".to_string()),
+        ];
+        for (id, sql) in &refused {
+            write(dir.path(), &format!("{id}.sql"), &rule(id, sql));
+        }
+        std::fs::create_dir(dir.path().join("views")).unwrap();
+        write(
+            &dir.path().join("views"),
+            "sneaky.sql",
+            "-- view: sneaky\nSELECT 1 AS a; DROP VIEW other\n",
+        );
+        let (problems, checked) = lint_dir(dir.path()).await.unwrap();
+        assert_eq!(checked, refused.len());
+        for (id, _) in &refused {
+            let about: Vec<&Problem> = problems
+                .iter()
+                .filter(|p| p.path.file_name().unwrap().to_string_lossy() == format!("{id}.sql"))
+                .collect();
+            assert_eq!(about.len(), 1, "{id}: {problems:#?}");
+            // The statement starts on the file's 9th line (7 header lines, a blank).
+            assert_eq!(about[0].at, Some((9, 1)), "{}", about[0]);
+            assert!(about[0].message.contains("not supported"), "{}", about[0]);
+        }
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.path.ends_with("views/sneaky.sql") && p.at.is_some()),
+            "{problems:#?}"
+        );
+        assert!(!written.exists(), "lint ran the COPY");
+    }
+
+    #[tokio::test]
+    async fn metadata_that_cannot_be_represented_is_refused_not_panicked_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let sql = "SELECT outlet_id AS entity_id, regency_code, 1.0 AS score FROM transactions";
+        let header_with = |id: &str, key: &str, value: &str| {
+            rule(id, sql).replacen("-- entity:", &format!("-- {key}: {value}\n-- entity:"), 1)
+        };
+        write(
+            dir.path(),
+            "cooldown.sql",
+            &header_with("cooldown", "cooldown", "100000000000000000000d"),
+        );
+        let huge = format!("{}s", "9".repeat(400));
+        write(
+            dir.path(),
+            "budget.sql",
+            &header_with("budget", "budget", &huge),
+        );
+        for (id, window) in [
+            ("tumbling", "tumbling 9223372036854775807d"),
+            ("hopping", "hopping 100000000000d every 1d"),
+            ("days", "local_days 1000000000000000000 every 1"),
+        ] {
+            write(
+                dir.path(),
+                &format!("{id}.sql"),
+                &rule(id, sql).replace("-- window: local_day", &format!("-- window: {window}")),
+            );
+        }
+        let (problems, checked) = lint_dir(dir.path()).await.unwrap();
+        assert_eq!(checked, 5);
+        for file in [
+            "cooldown.sql",
+            "budget.sql",
+            "tumbling.sql",
+            "hopping.sql",
+            "days.sql",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.path.file_name().unwrap() == file),
+                "{file} passed: {problems:#?}"
+            );
+        }
     }
 
     #[test]

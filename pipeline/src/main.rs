@@ -187,15 +187,38 @@ async fn serve_metrics(
     Ok((metrics, server))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// An error that ends a command is the user's to read: its chain of causes on one line,
+/// never the backtrace that anyhow's `Debug` adds under `RUST_BACKTRACE` (that is for
+/// panics, which are bugs).
+fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
         Command::Demo(config) => demo::run(&config).await,
         Command::Rules {
             command: RulesCommand::Schema,

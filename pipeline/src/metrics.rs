@@ -43,7 +43,7 @@ pub struct Metrics {
     pub commits: IntCounter,
     pub checkpoints: IntCounter,
     pub checkpoints_restored: IntCounter,
-    pub state_rebuilds: IntCounter,
+    pub state_rebuilds: IntCounterVec,
     pub internal_rejected: IntCounter,
     pub checkpoint_seconds: prometheus::Histogram,
     pub dead_letters_shed: IntCounterVec,
@@ -63,6 +63,7 @@ pub struct Metrics {
     pub stored: IntCounterVec,
     pub unreadable: IntCounterVec,
     pub store_errors: IntCounter,
+    pub store_skipped: IntCounterVec,
     pub notifications: IntCounterVec,
     pub notify_unrouted: IntCounterVec,
     /// One per registry, so every holder of these metrics reports to the same state that
@@ -282,10 +283,11 @@ impl Metrics {
                 "pantau_checkpoints_restored_total",
                 "Partitions whose state was restored from a checkpoint",
             ),
-            state_rebuilds: single(
+            state_rebuilds: counter(
                 &r,
                 "pantau_state_rebuilds_total",
-                "Partitions with a committed offset but no checkpoint, rebuilt from the beginning",
+                "Checkpoints passed over on restore, by why: corrupt (unreadable files), format (written by another pantau), missing (a committed offset without its checkpoint); the state is rebuilt from an older checkpoint or the internal topic",
+                &["reason"],
             ),
             internal_rejected: single(
                 &r,
@@ -387,6 +389,12 @@ impl Metrics {
                 "pantau_unreadable_records_total",
                 "Records on pantau.alerts or bpnt.outlets that `pantau store` or `pantau notify` could not read, by topic (each logged with its offset; pantau run dead-letters a bad registry record)",
                 &["topic"],
+            ),
+            store_skipped: counter(
+                &r,
+                "pantau_store_skipped_total",
+                "Records the alert store left out because PostgreSQL refused one of their values, by table and SQLSTATE",
+                &["table", "sqlstate"],
             ),
             store_errors: single(
                 &r,

@@ -321,6 +321,16 @@ pub struct DeadLetter {
     pub original: String,
     /// `text` or `base64`.
     pub original_encoding: String,
+    /// The original's length in bytes, whole even when `original` is cut short.
+    #[serde(default)]
+    pub original_length: u64,
+    /// SHA-256 of the whole original, hex: finds the record in the bank's own logs.
+    #[serde(default)]
+    pub original_sha256: String,
+    /// True when `original` holds only the first bytes of a record too large to
+    /// dead-letter whole (over `decode::MAX_DEAD_LETTER_ORIGINAL` bytes).
+    #[serde(default)]
+    pub original_truncated: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     pub topic: String,

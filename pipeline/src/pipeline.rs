@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chrono::Utc;
+use chrono::{DateTime, FixedOffset, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -106,15 +106,21 @@ fn wall_clock_us() -> i64 {
     Utc::now().timestamp_micros()
 }
 
-fn to_raw(records: &[(Vec<u8>, i64)]) -> Vec<RawRecord<'_>> {
+fn to_raw(records: &[(Vec<u8>, i64)], received: i64) -> Vec<RawRecord<'_>> {
     records
         .iter()
         .map(|(payload, offset)| RawRecord {
             key: None,
             payload: Some(payload.as_slice()),
             offset: *offset,
+            received: Some(received),
         })
         .collect()
+}
+
+fn parse_now(s: &str) -> Result<DateTime<FixedOffset>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time with an offset: {e}"))
 }
 
 /// Options of `pantau replay`.
@@ -128,6 +134,12 @@ pub struct ReplayConfig {
     /// Records read from a file at a time.
     #[arg(long, default_value_t = 4096)]
     pub batch_size: usize,
+    /// The moment the history is replayed "at", e.g. `2023-05-01T00:00:00+07:00`: every
+    /// record counts as received then, so an event time past it by more than
+    /// `--max-future` is dead-lettered as `future`. Default: the wall clock when the
+    /// replay starts, since a history of what happened cannot hold sales yet to come.
+    #[arg(long, value_parser = parse_now)]
+    pub now: Option<DateTime<FixedOffset>>,
 }
 
 /// Runs the pipeline over a history folder as fast as it can. Streams are read in the
@@ -189,11 +201,14 @@ pub async fn replay_rules(
         engine.assign((stream, 0));
     }
     let mut summary = Summary::default();
+    let received = config
+        .now
+        .map_or_else(wall_clock_us, |t| t.timestamp_micros());
     // The registry first: rules look outlets up by id.
     while let Some(chunk) = source.read(Stream::Outlets, config.batch_size)? {
         progress.inc(chunk.bytes);
         summary.records += chunk.records.len() as u64;
-        let dead = engine.ingest(Stream::Outlets, 0, &to_raw(&chunk.records))?;
+        let dead = engine.ingest(Stream::Outlets, 0, &to_raw(&chunk.records, received))?;
         summary.dead_letters += dead.len() as u64;
         dlq_out.write(&dead)?;
     }
@@ -212,7 +227,7 @@ pub async fn replay_rules(
             Some(chunk) => {
                 progress.inc(chunk.bytes);
                 summary.records += chunk.records.len() as u64;
-                let dead = engine.ingest(stream, 0, &to_raw(&chunk.records))?;
+                let dead = engine.ingest(stream, 0, &to_raw(&chunk.records, received))?;
                 summary.dead_letters += dead.len() as u64;
                 dlq_out.write(&dead)?;
                 let alerts = engine.advance(wall_clock_us()).await?;
@@ -562,10 +577,12 @@ pub async fn run(
                 .collect();
             // pantau_records_consumed_total is counted where the engines take records in.
             summary.records += records.len() as u64;
-            forwarded.extend(route::forward(pid, &records, internal_partitions));
+            let received = wall_clock_us();
+            let latest = RawRecord::latest_event_at(received, engine_config.max_future);
+            forwarded.extend(route::forward(pid, &records, internal_partitions, received));
             forwarded.extend(route::progress(
                 pid,
-                route::max_event_time(&records),
+                route::max_event_time(pid.0, &records, latest),
                 false,
                 internal_partitions,
             ));

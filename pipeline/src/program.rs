@@ -38,10 +38,25 @@ FROM transactions
 WHERE type = 'purchase'
 GROUP BY regency_code, payment";
 
+/// `commodity` and `unit` are free text from the bank's records: only the program's
+/// foods (the list `paperwork_mismatch` checks against) and the units they are sold in
+/// become label values, anything else is one `other` series per regency, so a typo or a
+/// hostile value cannot make a new series (or a card id a label).
 const PRICES_SQL: &str = "
+WITH labelled AS (
+    SELECT regency_code, unit_price,
+           CASE WHEN commodity IN ('BERAS', 'JAGUNG', 'SAGU', 'TELUR', 'DAGING_AYAM',
+                                   'DAGING_SAPI', 'IKAN', 'TAHU', 'TEMPE', 'KACANG_HIJAU',
+                                   'KACANG_TANAH', 'KACANG_MERAH', 'SAYUR', 'BUAH')
+                THEN commodity ELSE 'other' END AS commodity,
+           CASE WHEN unit IN ('kg', 'g', 'l', 'liter', 'pcs', 'butir', 'ikat', 'ekor',
+                              'papan', 'bungkus', 'botol')
+                THEN unit ELSE 'other' END AS unit
+    FROM transaction_items
+    WHERE payment = 'KKS'
+)
 SELECT regency_code, commodity, unit, median(CAST(unit_price AS DOUBLE)) AS median_price
-FROM transaction_items
-WHERE payment = 'KKS'
+FROM labelled
 GROUP BY regency_code, commodity, unit";
 
 /// A card counts as spending once it has a net purchase on or after the day its current

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use crate::model::Stream;
 use crate::sink::kafka::Outgoing;
@@ -40,11 +41,19 @@ pub const TOPIC_BY_PROVINCE: &str = "pantau.by-province";
 /// What travels on the internal topic.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Envelope<'a> {
-    /// An input record, with where it came from.
+    /// An input record, with where it came from and when the router read it (µs since
+    /// the epoch; `None` in records written before receipt times were kept). The engine
+    /// judges the record's event time against that receipt time, so whether a record is
+    /// from the future is decided once, here, and the same on every replay of this topic.
     Record {
         source: PartitionId,
         offset: i64,
         payload: Option<&'a [u8]>,
+        received: Option<i64>,
+        /// Set when the input record was too large to forward whole (see
+        /// [`MAX_FORWARDED_BYTES`]): `payload` is then its first bytes, and the engine
+        /// dead-letters it as `too_large` without decoding it.
+        whole: Option<Whole>,
     },
     /// A source partition has delivered event times up to `max_event`, and is `idle`
     /// (silent with nothing waiting) or not.
@@ -54,6 +63,24 @@ pub enum Envelope<'a> {
         idle: bool,
     },
 }
+
+/// What the router keeps of an input record too large to forward whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Whole {
+    pub length: u64,
+    /// SHA-256 of the whole record, hex.
+    pub sha256: String,
+}
+
+/// The most bytes of key and value an input record may have to be forwarded whole.
+/// pantau's header adds under 200 bytes, so a forwarded record stays under librdkafka's
+/// default `message.max.bytes` (1,000,000) even when the input record sat at Kafka's own
+/// limit (1,048,588); a larger one is forwarded cut short and dead-lettered, never
+/// refused by the producer (which would stop the router on it after every restart).
+pub const MAX_FORWARDED_BYTES: usize = 990_000;
+
+/// The longest key forwarded or dead-lettered; record keys are outlet and card ids.
+pub const MAX_KEY_BYTES: usize = 1024;
 
 fn stream_code(stream: Stream) -> &'static str {
     match stream {
@@ -76,15 +103,25 @@ impl Envelope<'_> {
                 source,
                 offset,
                 payload,
+                received,
+                whole,
             } => {
-                let mut out = format!(
-                    "R {} {} {} {}\n",
+                let mut header = format!(
+                    "R {} {} {} {}",
                     stream_code(source.0),
                     source.1,
                     offset,
                     u8::from(payload.is_some())
-                )
-                .into_bytes();
+                );
+                if received.is_some() || whole.is_some() {
+                    header.push(' ');
+                    header.push_str(&received.map_or("-".to_string(), |t| t.to_string()));
+                }
+                if let Some(w) = whole {
+                    header.push_str(&format!(" {}:{}", w.length, w.sha256));
+                }
+                header.push('\n');
+                let mut out = header.into_bytes();
                 out.extend_from_slice(payload.unwrap_or_default());
                 out
             }
@@ -117,11 +154,28 @@ impl Envelope<'_> {
             Ok((stream, partition.parse().context("bad source partition")?))
         };
         match words.as_slice() {
-            ["R", code, partition, offset, has_payload] => Ok(Envelope::Record {
-                source: source(code, partition)?,
-                offset: offset.parse().context("bad source offset")?,
-                payload: (*has_payload == "1").then_some(body),
-            }),
+            ["R", code, partition, offset, has_payload, rest @ ..] if rest.len() <= 2 => {
+                Ok(Envelope::Record {
+                    source: source(code, partition)?,
+                    offset: offset.parse().context("bad source offset")?,
+                    payload: (*has_payload == "1").then_some(body),
+                    received: match rest.first() {
+                        None | Some(&"-") => None,
+                        Some(at) => Some(at.parse().context("bad receipt time")?),
+                    },
+                    whole: match rest.get(1) {
+                        None => None,
+                        Some(text) => {
+                            let (length, sha256) =
+                                text.split_once(':').context("bad whole-record note")?;
+                            Some(Whole {
+                                length: length.parse().context("bad whole-record length")?,
+                                sha256: sha256.to_string(),
+                            })
+                        }
+                    },
+                })
+            }
             ["P", code, partition, max_event, idle] => Ok(Envelope::Progress {
                 source: source(code, partition)?,
                 max_event: match *max_event {
@@ -164,20 +218,59 @@ pub struct InputRecord<'a> {
     pub offset: i64,
 }
 
-/// Forwards one source partition's records, in order, to the internal topic.
-pub fn forward(source: PartitionId, records: &[InputRecord<'_>], partitions: i32) -> Vec<Outgoing> {
+impl InputRecord<'_> {
+    /// Whether it fits [`MAX_FORWARDED_BYTES`]; one that does not is forwarded cut short
+    /// and dead-lettered, so its event time must move nothing.
+    pub fn forwarded_whole(&self) -> bool {
+        self.key.unwrap_or_default().len() + self.payload.unwrap_or_default().len()
+            <= MAX_FORWARDED_BYTES
+    }
+}
+
+/// Forwards one source partition's records, in order, to the internal topic, stamped
+/// with `received`, the router's wall clock when it read them.
+pub fn forward(
+    source: PartitionId,
+    records: &[InputRecord<'_>],
+    partitions: i32,
+    received: i64,
+) -> Vec<Outgoing> {
     records
         .iter()
-        .map(|r| Outgoing {
-            topic: TOPIC_BY_PROVINCE.to_string(),
-            partition: Some(partition_of(r.payload, partitions)),
-            key: r.key.map(|k| String::from_utf8_lossy(k).into_owned()),
-            payload: Envelope::Record {
-                source,
-                offset: r.offset,
-                payload: r.payload,
+        .map(|r| {
+            let value = r.payload.unwrap_or_default();
+            let too_large = !r.forwarded_whole();
+            let (payload, whole) = if too_large {
+                let kept = &value[..value.len().min(crate::decode::MAX_DEAD_LETTER_ORIGINAL)];
+                let whole = Whole {
+                    length: value.len() as u64,
+                    sha256: crate::rules::hex_prefix(&Sha256::digest(value), 64),
+                };
+                (r.payload.map(|_| kept), Some(whole))
+            } else {
+                (r.payload, None)
+            };
+            Outgoing {
+                topic: TOPIC_BY_PROVINCE.to_string(),
+                // Cut short, it is not routed by its content: the engine of partition 0
+                // dead-letters it, as it does every record without a valid regency.
+                partition: Some(if too_large {
+                    0
+                } else {
+                    partition_of(r.payload, partitions)
+                }),
+                key: r.key.map(|k| {
+                    String::from_utf8_lossy(&k[..k.len().min(MAX_KEY_BYTES)]).into_owned()
+                }),
+                payload: Envelope::Record {
+                    source,
+                    offset: r.offset,
+                    payload,
+                    received: Some(received),
+                    whole,
+                }
+                .encode(),
             }
-            .encode(),
         })
         .collect()
 }
@@ -206,12 +299,15 @@ pub fn progress(
         .collect()
 }
 
-/// The largest event time among a source partition's records (unreadable ones skipped:
-/// the engine dead-letters them).
-pub fn max_event_time(records: &[InputRecord<'_>]) -> Option<i64> {
+/// The largest event time among the records of a source partition that the engines'
+/// decoder will accept, given the latest plausible event time (receipt plus
+/// `--max-future`). Records it will reject (unreadable, from the future, from before the
+/// program) are skipped: their times must move no watermark.
+pub fn max_event_time(stream: Stream, records: &[InputRecord<'_>], latest: i64) -> Option<i64> {
     records
         .iter()
-        .filter_map(|r| r.payload.and_then(crate::feed::event_time))
+        .filter(|r| r.forwarded_whole())
+        .filter_map(|r| crate::decode::accepted_event_time(stream, r.payload, latest))
         .max()
 }
 
@@ -309,11 +405,25 @@ mod tests {
                 source: (Stream::Transfers, 7),
                 offset: 42,
                 payload: Some(payload),
+                received: Some(1_700_000_000_000_000),
+                whole: None,
             },
             Envelope::Record {
                 source: (Stream::Outlets, 0),
                 offset: 3,
                 payload: None,
+                received: None,
+                whole: None,
+            },
+            Envelope::Record {
+                source: (Stream::Transactions, 1),
+                offset: 9,
+                payload: Some(payload),
+                received: None,
+                whole: Some(Whole {
+                    length: 2_000_000,
+                    sha256: "ab".repeat(32),
+                }),
             },
             Envelope::Progress {
                 source: (Stream::Disbursements, 2),
@@ -328,6 +438,18 @@ mod tests {
         ] {
             assert_eq!(Envelope::decode(&e.encode()).unwrap(), e);
         }
+        // Records forwarded before receipt times were kept still read.
+        assert_eq!(
+            Envelope::decode(b"R t 1 2 1\n{}").unwrap(),
+            Envelope::Record {
+                source: (Stream::Transactions, 1),
+                offset: 2,
+                payload: Some(b"{}".as_slice()),
+                received: None,
+                whole: None,
+            }
+        );
+        assert!(Envelope::decode(b"R t 1 2 1 x\n{}").is_err());
         assert!(Envelope::decode(b"no header").is_err());
         assert!(Envelope::decode(b"R q 1 2 1\n{}").is_err());
         assert!(Envelope::decode(b"P t 1 - 2\n").is_err());
@@ -346,6 +468,54 @@ mod tests {
         assert_eq!(partition_of(Some(b"not json"), 4), 0);
         assert_eq!(partition_of(None, 4), 0);
         assert_eq!(partition_of(Some(br#"{"regency_code":"x"}"#), 4), 0);
+    }
+
+    #[test]
+    fn a_record_too_large_to_forward_whole_goes_cut_short_with_its_length_and_hash() {
+        let huge = vec![0xffu8; 1_048_000];
+        let key = vec![b'k'; 5_000];
+        let records = [
+            InputRecord {
+                key: Some(&key),
+                payload: Some(&huge),
+                offset: 5,
+            },
+            InputRecord {
+                key: Some(b"OUT-1"),
+                payload: Some(br#"{"regency_code":"7371"}"#),
+                offset: 6,
+            },
+        ];
+        let out = forward((Stream::Transactions, 2), &records, 4, 77);
+        assert!(
+            out[0].payload.len() < MAX_FORWARDED_BYTES,
+            "{}",
+            out[0].payload.len()
+        );
+        assert_eq!(out[0].key.as_ref().unwrap().len(), MAX_KEY_BYTES);
+        assert_eq!(out[0].partition, Some(0));
+        let Envelope::Record { payload, whole, .. } = Envelope::decode(&out[0].payload).unwrap()
+        else {
+            panic!("not a record");
+        };
+        assert_eq!(
+            payload.unwrap().len(),
+            crate::decode::MAX_DEAD_LETTER_ORIGINAL
+        );
+        let whole = whole.unwrap();
+        assert_eq!(whole.length, 1_048_000);
+        assert_eq!(
+            whole.sha256,
+            crate::rules::hex_prefix(&Sha256::digest(&huge), 64)
+        );
+        let Envelope::Record {
+            whole, received, ..
+        } = Envelope::decode(&out[1].payload).unwrap()
+        else {
+            panic!("not a record");
+        };
+        assert_eq!((whole, received), (None, Some(77)));
+        assert_eq!(out[1].partition, Some(73 % 4));
     }
 
     fn t(n: i32) -> PartitionId {

@@ -27,9 +27,10 @@ use anyhow::{bail, Context};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
+use datafusion::execution::context::SQLOptions;
 use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use sha2::{Digest, Sha256};
 
 use crate::model::Severity;
@@ -524,13 +525,24 @@ impl SqlRunner {
         Ok(())
     }
 
+    /// Plans rule or view SQL as a query and nothing else: DDL (`CREATE EXTERNAL TABLE`,
+    /// `CREATE VIEW`), DML (`INSERT`, `COPY`) and statements (`SET`) are refused before
+    /// anything runs, so a rule file can read the window's tables and change nothing.
+    pub async fn plan_query(&self, sql: &str) -> datafusion::error::Result<DataFrame> {
+        let query_only = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        self.ctx.sql_with_options(sql, query_only).await
+    }
+
     /// Registers a view; its plan reads the registered tables, so it sees each window's
-    /// contents.
-    pub async fn create_view(&self, view: &View) -> anyhow::Result<()> {
+    /// contents. The view's SQL must be a query ([`SqlRunner::plan_query`]).
+    pub async fn create_view(&self, view: &View) -> datafusion::error::Result<()> {
+        self.plan_query(&view.sql).await?;
         self.ctx
             .sql(&format!("CREATE VIEW {} AS {}", view.name, view.sql))
-            .await
-            .with_context(|| format!("view {} ({})", view.name, view.path.display()))?;
+            .await?;
         Ok(())
     }
 
@@ -539,7 +551,7 @@ impl SqlRunner {
         let plan = match cached {
             Some(plan) => plan,
             None => {
-                let plan = self.ctx.sql(sql).await?.create_physical_plan().await?;
+                let plan = self.plan_query(sql).await?.create_physical_plan().await?;
                 if let Ok(mut plans) = self.plans.lock() {
                     plans.insert(sql.to_string(), plan.clone());
                 }

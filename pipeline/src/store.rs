@@ -97,7 +97,104 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 CREATE INDEX IF NOT EXISTS alerts_by_regency ON alerts (regency_code, window_end);
 CREATE INDEX IF NOT EXISTS alerts_by_outlet ON alerts (outlet_id, window_end);
+-- What was removed from a row to store it (NUL characters PostgreSQL cannot hold);
+-- null when nothing was.
+ALTER TABLE alerts ADD COLUMN IF NOT EXISTS cleaned text;
+ALTER TABLE outlets ADD COLUMN IF NOT EXISTS cleaned text;
 ";
+
+/// PostgreSQL's `text` and `jsonb` cannot hold U+0000, which a bank's free text (an
+/// outlet name, and so the alerts that quote it) may carry. Such characters are removed,
+/// and the row's `cleaned` says from which fields.
+fn strip_nul(field: &str, text: &mut String, cleaned: &mut Vec<String>) {
+    if text.contains('\0') {
+        text.retain(|c| c != '\0');
+        cleaned.push(field.to_owned());
+    }
+}
+
+/// [`strip_nul`] for every string and key of a JSON value; true when one changed.
+fn strip_nul_json(value: &mut Value) -> bool {
+    match value {
+        Value::String(text) if text.contains('\0') => {
+            text.retain(|c| c != '\0');
+            true
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |any, v| strip_nul_json(v) || any),
+        Value::Object(map) => {
+            let mut changed = false;
+            if map.keys().any(|k| k.contains('\0')) {
+                let entries: Vec<(String, Value)> = std::mem::take(map).into_iter().collect();
+                for (k, v) in entries {
+                    map.insert(k.replace('\0', ""), v);
+                }
+                changed = true;
+            }
+            map.values_mut()
+                .fold(changed, |any, v| strip_nul_json(v) || any)
+        }
+        _ => false,
+    }
+}
+
+fn cleaned_note(cleaned: Vec<String>) -> Option<String> {
+    (!cleaned.is_empty()).then(|| format!("NUL characters removed from: {}", cleaned.join(", ")))
+}
+
+fn clean_alert(alert: &Alert) -> (Alert, Option<String>) {
+    let mut a = alert.clone();
+    let mut cleaned = Vec::new();
+    strip_nul("entity_id", &mut a.entity_id, &mut cleaned);
+    strip_nul("title", &mut a.title, &mut cleaned);
+    strip_nul("summary", &mut a.summary, &mut cleaned);
+    let mut evidence = Value::Object(std::mem::take(&mut a.evidence));
+    if strip_nul_json(&mut evidence) {
+        cleaned.push("evidence".to_owned());
+    }
+    if let Value::Object(map) = evidence {
+        a.evidence = map;
+    }
+    (a, cleaned_note(cleaned))
+}
+
+fn clean_outlet(outlet: &Outlet) -> (Outlet, Option<String>) {
+    let mut o = outlet.clone();
+    let mut cleaned = Vec::new();
+    strip_nul("outlet_id", &mut o.outlet_id, &mut cleaned);
+    strip_nul("name", &mut o.name, &mut cleaned);
+    strip_nul("district_code", &mut o.district_code, &mut cleaned);
+    (o, cleaned_note(cleaned))
+}
+
+/// A record the database refused for its values (too long for an index, out of range):
+/// left out so the rest is stored. Retrying it could never succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub table: &'static str,
+    /// The alert id or outlet id; never an alert's entity, which may be a card.
+    pub id: String,
+    /// PostgreSQL's SQLSTATE, e.g. `54000` (program limit exceeded).
+    pub code: String,
+    pub error: String,
+}
+
+/// The SQLSTATE of an error PostgreSQL raised about the values written: data exceptions
+/// (22), integrity violations (23) and program limits (54). Connection and resource
+/// errors are not: those are retried.
+fn refused_value(error: &anyhow::Error) -> Option<String> {
+    let code = error
+        .chain()
+        .find_map(|e| e.downcast_ref::<tokio_postgres::Error>())
+        .and_then(tokio_postgres::Error::code)?
+        .code()
+        .to_owned();
+    ["22", "23", "54"]
+        .iter()
+        .any(|class| code.starts_with(class))
+        .then_some(code)
+}
 
 /// Low to critical as 1 to 4, so a dashboard can sort and take the worst.
 fn severity_rank(alert: &Alert) -> i32 {
@@ -175,8 +272,54 @@ impl Store {
         Ok(())
     }
 
+    /// Writes alerts and registry entries, one transaction when the database takes
+    /// them all. When it refuses a value, each record is written alone and those it
+    /// refuses are returned, not retried: one record never stalls the store. Other
+    /// errors (the database away) are returned for the caller to retry.
+    pub async fn write(
+        &mut self,
+        alerts: &[Alert],
+        outlets: &[Outlet],
+    ) -> anyhow::Result<Vec<Skipped>> {
+        let Err(e) = self.write_all(alerts, outlets).await else {
+            return Ok(Vec::new());
+        };
+        if refused_value(&e).is_none() {
+            return Err(e);
+        }
+        let mut skipped = Vec::new();
+        for alert in alerts {
+            if let Err(e) = self.write_all(std::slice::from_ref(alert), &[]).await {
+                let code = refused_value(&e).ok_or(e)?;
+                skipped.push(Skipped {
+                    table: "alerts",
+                    id: alert.alert_id.clone(),
+                    code,
+                    error: "the database refused a value of this alert".to_owned(),
+                });
+            }
+        }
+        for outlet in outlets {
+            if let Err(e) = self.write_all(&[], std::slice::from_ref(outlet)).await {
+                let code = refused_value(&e).ok_or(e)?;
+                skipped.push(Skipped {
+                    table: "outlets",
+                    id: outlet.outlet_id.chars().take(64).collect(),
+                    code,
+                    error: "the database refused a value of this outlet".to_owned(),
+                });
+            }
+        }
+        Ok(skipped)
+    }
+
     /// Writes alerts and registry entries in one transaction: both or neither.
-    pub async fn write(&mut self, alerts: &[Alert], outlets: &[Outlet]) -> anyhow::Result<()> {
+    async fn write_all(&mut self, alerts: &[Alert], outlets: &[Outlet]) -> anyhow::Result<()> {
+        let (alerts, alerts_cleaned): (Vec<Alert>, Vec<Option<String>>) =
+            alerts.iter().map(clean_alert).unzip();
+        let (outlets, outlets_cleaned): (Vec<Outlet>, Vec<Option<String>>) =
+            outlets.iter().map(clean_outlet).unzip();
+        let (alerts, outlets) = (alerts.as_slice(), outlets.as_slice());
         let tx = self.client.transaction().await?;
         if !alerts.is_empty() {
             let text = |f: fn(&Alert) -> &str| -> Vec<&str> { alerts.iter().map(f).collect() };
@@ -192,11 +335,15 @@ impl Store {
                 .map(|a| Value::Object(a.evidence.clone()))
                 .collect();
             tx.execute(
-                "INSERT INTO alerts
+                "INSERT INTO alerts (alert_id, rule_id, rule_version, category, severity,
+                                     severity_rank, entity_type, entity_id, outlet_id,
+                                     regency_code, window_start, window_end, detected_at,
+                                     score, title, summary, evidence, cleaned)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                                       $6::int[], $7::text[], $8::text[], $9::text[], $10::text[],
                                       $11::timestamptz[], $12::timestamptz[], $13::timestamptz[],
-                                      $14::float8[], $15::text[], $16::text[], $17::jsonb[])
+                                      $14::float8[], $15::text[], $16::text[], $17::jsonb[],
+                                      $18::text[])
                  ON CONFLICT (alert_id) DO NOTHING",
                 &[
                     &text(|a| &a.alert_id),
@@ -216,30 +363,36 @@ impl Store {
                     &text(|a| &a.title),
                     &text(|a| &a.summary),
                     &evidence,
+                    &alerts_cleaned,
                 ],
             )
             .await
             .context("writing alerts")?;
         }
         // The registry is latest-wins; within one batch, the last record of an outlet.
-        let latest: BTreeMap<&str, &Outlet> =
-            outlets.iter().map(|o| (o.outlet_id.as_str(), o)).collect();
+        let latest: BTreeMap<&str, (&Outlet, &Option<String>)> = outlets
+            .iter()
+            .zip(&outlets_cleaned)
+            .map(|(o, c)| (o.outlet_id.as_str(), (o, c)))
+            .collect();
         if !latest.is_empty() {
-            let rows: Vec<&Outlet> = latest.into_values().collect();
+            let (rows, cleaned): (Vec<&Outlet>, Vec<&Option<String>>) =
+                latest.into_values().unzip();
             let text =
                 |f: fn(&Outlet) -> &str| -> Vec<&str> { rows.iter().map(|o| f(o)).collect() };
             let kpm: Vec<i64> = rows.iter().map(|o| o.kpm_assigned).collect();
             let registered: Vec<DateTime<FixedOffset>> =
                 rows.iter().map(|o| o.registered_at).collect();
             tx.execute(
-                "INSERT INTO outlets
+                "INSERT INTO outlets (outlet_id, name, regency_code, district_code, bank,
+                                      status, kpm_assigned, registered_at, cleaned)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                      $6::text[], $7::bigint[], $8::timestamptz[])
+                                      $6::text[], $7::bigint[], $8::timestamptz[], $9::text[])
                  ON CONFLICT (outlet_id) DO UPDATE SET
                     name = EXCLUDED.name, regency_code = EXCLUDED.regency_code,
                     district_code = EXCLUDED.district_code, bank = EXCLUDED.bank,
                     status = EXCLUDED.status, kpm_assigned = EXCLUDED.kpm_assigned,
-                    registered_at = EXCLUDED.registered_at",
+                    registered_at = EXCLUDED.registered_at, cleaned = EXCLUDED.cleaned",
                 &[
                     &text(|o| &o.outlet_id),
                     &text(|o| &o.name),
@@ -249,6 +402,7 @@ impl Store {
                     &text(|o| o.status.as_str()),
                     &kpm,
                     &registered,
+                    &cleaned,
                 ],
             )
             .await
@@ -310,12 +464,19 @@ pub async fn load(
     }
     let (alerts, outlets) = split(entries);
     let mut store = Store::connect(config).await?;
+    let mut skipped = Vec::new();
     for chunk in alerts.chunks(5000) {
-        store.write(chunk, &[]).await?;
+        skipped.extend(store.write(chunk, &[]).await?);
     }
-    store.write(&[], &outlets).await?;
-    loaded.alerts = alerts.len();
-    loaded.outlets = outlets.len();
+    skipped.extend(store.write(&[], &outlets).await?);
+    loaded.alerts = alerts.len() - skipped.iter().filter(|s| s.table == "alerts").count();
+    loaded.outlets = outlets.len() - skipped.iter().filter(|s| s.table == "outlets").count();
+    loaded.problems.extend(skipped.iter().map(|s| {
+        format!(
+            "{} {}: not stored, PostgreSQL refused a value (SQLSTATE {})",
+            s.table, s.id, s.code
+        )
+    }));
     Ok(loaded)
 }
 
@@ -394,7 +555,16 @@ pub async fn follow(
                 }
             }
             match store.write(&alerts, &outlets).await {
-                Ok(()) => break,
+                Ok(skipped) => {
+                    for s in &skipped {
+                        metrics
+                            .store_skipped
+                            .with_label_values(&[s.table, &s.code])
+                            .inc();
+                        tracing::error!(table = s.table, id = %s.id, sqlstate = %s.code, "record not stored: PostgreSQL refused a value; the rest is stored");
+                    }
+                    break;
+                }
                 Err(e) => {
                     metrics.store_errors.inc();
                     let wait = backoff.next_delay();

@@ -63,8 +63,15 @@ fn parse_duration(s: &str) -> anyhow::Result<i64> {
     if n <= 0 {
         bail!("{s:?}: a window length must be positive");
     }
-    Ok(n * unit_us)
+    n.checked_mul(unit_us)
+        .filter(|us| *us <= MAX_WINDOW_US)
+        .with_context(|| format!("{s:?}: a window may be at most {MAX_WINDOW_DAYS} days"))
 }
+
+/// The longest window a rule may declare: rollups are kept as long as the longest
+/// window, and window arithmetic must stay far inside `i64` µs.
+const MAX_WINDOW_DAYS: i64 = 400;
+const MAX_WINDOW_US: i64 = MAX_WINDOW_DAYS * MICROS_PER_DAY;
 
 fn format_duration(us: i64) -> String {
     for (unit, size) in [
@@ -100,6 +107,9 @@ impl FromStr for WindowSpec {
                     .context("local_days: every must be a number")?;
                 if days <= 0 || every <= 0 {
                     bail!("local_days: days and every must be positive");
+                }
+                if days > MAX_WINDOW_DAYS || every > MAX_WINDOW_DAYS {
+                    bail!("local_days: days and every may be at most {MAX_WINDOW_DAYS}");
                 }
                 WindowSpec::LocalDays { days, every }
             }
@@ -873,6 +883,7 @@ mod tests {
                     partition: 0,
                     offset: first_offset + i as i64,
                 },
+                latest: crate::decode::NO_LATEST,
             })
             .collect();
         let d = decode_events(Stream::Transactions, &inputs).unwrap();

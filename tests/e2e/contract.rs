@@ -128,7 +128,9 @@ fn every_kind_of_bad_input_reaches_the_dlq_with_its_reason() {
         "unknown_payment",
         "non_positive_amount",
         "time_without_offset",
+        "future",
         "empty_message",
+        "before_program",
     ] {
         assert!(
             reasons.contains(expected),
@@ -165,6 +167,11 @@ fn every_kind_of_bad_input_reaches_the_dlq_with_its_reason() {
     let tx = validator("transaction.json");
     let disb = validator("disbursement.json");
     for d in &dead {
+        // A time past its receipt, or before the program, is a well-formed record with a
+        // wrong clock: the schema describes the shape, pantau judges the clock.
+        if ["future", "before_program"].contains(&d.reason.as_str()) {
+            continue;
+        }
         if let Ok(v) = serde_json::from_str::<Value>(&d.original) {
             let schema = if d.topic == "bpnt.disbursements" {
                 &disb

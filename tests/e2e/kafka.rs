@@ -12,8 +12,11 @@ use crate::support::{
     Tansu,
 };
 
+/// The history carries 16 malformed records, among them a transaction dated 2099 and
+/// one dated 1970 in the middle of its stream: the alerts are still exactly those of the
+/// history without any of them.
 #[test]
-fn run_on_tansu_raises_the_replay_alerts_and_commits_every_offset() {
+fn run_on_tansu_raises_the_clean_replay_alerts_despite_wrong_clocks_and_commits_every_offset() {
     let broker = Tansu::start();
     let tmp = tempfile::tempdir().unwrap();
     let history = tmp.path().join("history");
@@ -36,6 +39,14 @@ fn run_on_tansu_raises_the_replay_alerts_and_commits_every_offset() {
     );
     let (expected, expected_dead) = replay(&history, &tmp.path().join("replay"), &[]);
     assert!(!expected.is_empty());
+    let clean = tmp.path().join("clean");
+    crate::support::simulate(&clean, &["--months", "1", "--scale", "0.5", "--seed", "5"]);
+    let (clean_alerts, _) = replay(&clean, &tmp.path().join("clean-replay"), &[]);
+    assert_eq!(
+        comparable(&expected),
+        comparable(&clean_alerts),
+        "malformed records changed the replay's alerts"
+    );
 
     let metrics_addr = format!("127.0.0.1:{}", free_port());
     let mut child = pantau()
@@ -109,6 +120,13 @@ fn run_on_tansu_raises_the_replay_alerts_and_commits_every_offset() {
         "exactly the malformed records reach the DLQ"
     );
     assert_eq!(as_set(&dead), as_set(&expected_dead));
+    for reason in ["future", "before_program"] {
+        assert!(
+            dead.iter()
+                .any(|d| d.reason == reason && d.topic == "bpnt.transactions"),
+            "no {reason} transaction in the DLQ"
+        );
+    }
 
     let truth = truth(&history);
     for cat in [category::CARD_COLLECTION, category::PRICE_MARKUP] {

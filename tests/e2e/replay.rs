@@ -57,3 +57,35 @@ fn alerts_do_not_depend_on_batch_size() {
     assert!(!big.is_empty());
     assert_eq!(comparable(&big), comparable(&small));
 }
+
+/// A terminal whose clock says 2099, and one reset to 1970, in the middle of the
+/// stream: before, the 2099 record ran the watermark to 2099 and sent the rest of the
+/// history to the DLQ as `late`. Now each is dead-lettered with its own reason and the
+/// alerts are those of the history without them.
+#[test]
+fn a_record_dated_2099_or_1970_changes_no_alert() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clean = tmp.path().join("clean");
+    let poisoned = tmp.path().join("poisoned");
+    let world = ["--months", "2", "--scale", "0.3", "--seed", "9"];
+    simulate(&clean, &world);
+    simulate(&poisoned, &[&world[..], &["--malformed", "10"]].concat());
+    let (expected, clean_dead) = replay(&clean, &tmp.path().join("clean-out"), &[]);
+    assert!(!expected.is_empty());
+    assert!(clean_dead.is_empty(), "{:?}", &clean_dead[..1]);
+    let (alerts, dead) = replay(&poisoned, &tmp.path().join("poisoned-out"), &[]);
+    assert_eq!(comparable(&alerts), comparable(&expected));
+    let mut reasons: Vec<&str> = dead.iter().map(|d| d.reason.as_str()).collect();
+    reasons.sort();
+    let mut injected: Vec<&str> = pantau::sim::MALFORMED_REASONS.to_vec();
+    injected.sort();
+    assert_eq!(
+        reasons, injected,
+        "exactly the injected records are dead letters"
+    );
+    for (reason, year) in [("future", "2099-"), ("before_program", "1970-")] {
+        let d = dead.iter().find(|d| d.reason == reason).unwrap();
+        assert_eq!(d.topic, "bpnt.transactions");
+        assert!(d.original.contains(year) && d.error.contains(year), "{d:?}");
+    }
+}

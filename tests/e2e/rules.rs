@@ -53,10 +53,12 @@ fn replay(cfg: &SimConfig) -> Fixture {
         // Beside the history, not in it: the folder is the replay's input.
         out: tmp.path().join("out").join("alerts.jsonl"),
         batch_size: 4096,
+        now: None,
     };
     let engine = EngineConfig {
         // The CLI defaults; replay lifts the idle timeout itself.
         lateness: Duration::from_secs(600),
+        max_future: Duration::from_secs(300),
         idle_timeout: Duration::from_secs(10),
         rules: workspace_root().join("rules"),
         rule_budget: Duration::from_secs(30),

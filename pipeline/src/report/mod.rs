@@ -30,8 +30,8 @@ use sha2::Sha256;
 use crate::engine::EngineConfig;
 use crate::kafka::KafkaConfig;
 use crate::model::{
-    Alert, Disbursement, Outlet, Payment, Transaction, TxnType, TOPIC_ALERTS, TOPIC_DISBURSEMENTS,
-    TOPIC_OUTLETS, TOPIC_TRANSACTIONS,
+    Alert, Bank, Disbursement, Outlet, Payment, Transaction, TxnType, TOPIC_ALERTS,
+    TOPIC_DISBURSEMENTS, TOPIC_OUTLETS, TOPIC_TRANSACTIONS,
 };
 use crate::regions::Regions;
 
@@ -283,14 +283,15 @@ impl Input {
         bar
     }
 
-    /// Reads one stream a record at a time; one that cannot be read is named in
-    /// `problems` (by file and line, or topic, partition and offset) and the rest read on.
+    /// Reads one stream a record at a time; one that cannot be read, or that `each`
+    /// refuses, is named in `problems` (by file and line, or topic, partition and
+    /// offset) and the rest read on.
     fn each<T: serde::de::DeserializeOwned>(
         &self,
         (file, topic): (&str, &str),
         progress: &indicatif::ProgressBar,
         problems: &mut Vec<String>,
-        mut each: impl FnMut(T),
+        mut each: impl FnMut(T) -> Result<(), String>,
     ) -> anyhow::Result<()> {
         match self {
             Input::History(dir) => {
@@ -303,9 +304,11 @@ impl Input {
                     if line.trim().is_empty() {
                         continue;
                     }
-                    match serde_json::from_str::<T>(&line) {
-                        Ok(record) => each(record),
-                        Err(e) => problems.push(format!("{}:{}: {e}", path.display(), i + 1)),
+                    let refused = serde_json::from_str::<T>(&line)
+                        .map_err(|e| e.to_string())
+                        .and_then(&mut each);
+                    if let Err(e) = refused {
+                        problems.push(format!("{}:{}: {e}", path.display(), i + 1));
                     }
                 }
             }
@@ -315,19 +318,42 @@ impl Input {
                 kafka.read_to_end(topic, |message| {
                     let payload = message.payload().unwrap_or_default();
                     progress.inc(payload.len() as u64 + 1);
-                    match serde_json::from_slice::<T>(payload) {
-                        Ok(record) => each(record),
-                        Err(e) => problems.push(format!(
+                    let refused = serde_json::from_slice::<T>(payload)
+                        .map_err(|e| e.to_string())
+                        .and_then(&mut each);
+                    if let Err(e) = refused {
+                        problems.push(format!(
                             "{topic}/{}@{}: {e}",
                             message.partition(),
                             message.offset()
-                        )),
+                        ));
                     }
                 })?;
             }
         }
         Ok(())
     }
+}
+
+/// An amount as the report accepts it: positive and no larger than any record pantau
+/// accepts (`decode::MAX_RUPIAH`), so the sums below stay in range.
+fn checked_amount(amount: i64) -> Result<i64, String> {
+    if (1..=crate::decode::MAX_RUPIAH).contains(&amount) {
+        Ok(amount)
+    } else {
+        Err(format!(
+            "amount {amount} is not between 1 and {} rupiah; the record is left out",
+            crate::decode::MAX_RUPIAH
+        ))
+    }
+}
+
+/// Adds to a running sum, refusing (rather than wrapping) a sum past `i64`.
+fn add(total: &mut i64, amount: i64) -> Result<(), String> {
+    *total = total.checked_add(amount).ok_or_else(|| {
+        format!("adding {amount} rupiah overflows the sum; the record is left out")
+    })?;
+    Ok(())
 }
 
 fn month_start(period: &str) -> NaiveDate {
@@ -349,23 +375,31 @@ pub fn reconcile(
     let mut outlet_names: HashMap<String, String> = HashMap::new();
     input.each::<Outlet>(OUTLETS, &progress, &mut problems, |o| {
         outlet_names.insert(o.outlet_id, o.name);
+        Ok(())
     })?;
 
     let mut credited: HashMap<String, CreditedCard> = HashMap::new();
     let mut cards: HashMap<String, AnyCard> = HashMap::new();
+    // A repeated id is a redelivery, as in the pipeline: counted once.
+    let mut seen_credits: std::collections::HashSet<(Bank, String)> = Default::default();
     input.each::<Disbursement>(DISBURSEMENTS, &progress, &mut problems, |d| {
+        let amount = checked_amount(d.amount)?;
+        if !seen_credits.insert((d.bank, d.disbursement_id.clone())) {
+            return Ok(());
+        }
         let card = cards.entry(d.card_id.clone()).or_default();
+        add(&mut card.credited, amount)?;
         card.regency_code.clone_from(&d.regency_code);
         card.bank = d.bank.as_str().to_owned();
         card.periods.insert(d.period.clone());
-        card.credited += d.amount;
         if d.period == period {
             let c = credited.entry(d.card_id).or_default();
+            add(&mut c.credited, amount)?;
             c.regency_code = d.regency_code;
             c.bank = d.bank.as_str().to_owned();
-            c.credited += d.amount;
             c.months = c.months.max(u32::from(d.months));
         }
+        Ok(())
     })?;
     if credited.is_empty() {
         bail!("no disbursement names period {period}");
@@ -384,9 +418,14 @@ pub fn reconcile(
 
     let mut spending: BTreeMap<(String, String), DistrictBank> = BTreeMap::new();
     let mut last_day: Option<NaiveDate> = None;
+    let mut seen_payments: std::collections::HashSet<(Bank, String)> = Default::default();
     input.each::<Transaction>(TRANSACTIONS, &progress, &mut problems, |t| {
         if t.payment != Payment::Kks {
-            return;
+            return Ok(());
+        }
+        let amount = checked_amount(t.amount)?;
+        if !seen_payments.insert((t.bank, t.txn_id.clone())) {
+            return Ok(());
         }
         let day = t.occurred_at.date_naive();
         if let Some(card) = cards.get_mut(&t.card_id) {
@@ -396,10 +435,10 @@ pub fn reconcile(
             }
         }
         let Some(&(from, to)) = windows.get(&t.regency_code) else {
-            return;
+            return Ok(());
         };
         if day < from || day >= to {
-            return;
+            return Ok(());
         }
         last_day = last_day.max(Some(day));
         let row = spending
@@ -407,22 +446,23 @@ pub fn reconcile(
             .or_default();
         let signed = match t.kind {
             TxnType::Purchase => {
+                add(&mut row.rupiah_purchased, amount)?;
                 row.purchases += 1;
-                row.rupiah_purchased += t.amount;
-                t.amount
+                amount
             }
             TxnType::Reversal => {
+                add(&mut row.rupiah_reversed, amount)?;
                 row.reversals += 1;
-                row.rupiah_reversed += t.amount;
-                -t.amount
+                -amount
             }
         };
         if let Some(c) = credited.get_mut(&t.card_id) {
-            c.spent += signed;
+            add(&mut c.spent, signed)?;
             if t.kind == TxnType::Purchase && c.first_purchase.is_none_or(|f| day < f) {
                 c.first_purchase = Some(day);
             }
         }
+        Ok(())
     })?;
     progress.finish_and_clear();
 
@@ -439,8 +479,9 @@ pub fn reconcile(
             .entry((c.regency_code.clone(), c.bank.clone()))
             .or_default();
         row.kpm_credited += 1;
-        row.rupiah_credited += c.credited;
-        row.balance_outstanding += (c.credited - c.spent).max(0);
+        add(&mut row.rupiah_credited, c.credited).map_err(anyhow::Error::msg)?;
+        let outstanding = c.credited.saturating_sub(c.spent).max(0);
+        add(&mut row.balance_outstanding, outstanding).map_err(anyhow::Error::msg)?;
         if c.spent > 0 {
             row.kpm_spent_any += 1;
             if c.spent >= c.credited {
@@ -763,7 +804,10 @@ pub async fn run(config: &ReconcileConfig) -> anyhow::Result<Report> {
             tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Alert>> {
                 let (mut alerts, mut problems) = (Vec::new(), Vec::new());
                 let hidden = indicatif::ProgressBar::hidden();
-                input.each::<Alert>(ALERTS, &hidden, &mut problems, |a| alerts.push(a))?;
+                input.each::<Alert>(ALERTS, &hidden, &mut problems, |a| {
+                    alerts.push(a);
+                    Ok(())
+                })?;
                 if !problems.is_empty() {
                     bail!(
                         "records of {TOPIC_ALERTS} could not be read: {}",
@@ -781,6 +825,7 @@ pub async fn run(config: &ReconcileConfig) -> anyhow::Result<Report> {
                 dir: dir.clone(),
                 out: out.path().join("alerts.jsonl"),
                 batch_size: 4096,
+                now: None,
             };
             let mut alerts = Vec::new();
             crate::pipeline::replay(
@@ -893,6 +938,63 @@ mod tests {
             ),
             (900_000, 800_000)
         );
+    }
+
+    #[test]
+    fn a_repeated_id_counts_once_and_a_bad_amount_is_named_by_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let credit = |id: &str, card: &str, amount: &str| {
+            format!(
+                r#"{{"disbursement_id":"{id}","bank":"BRI","card_id":"{card}","regency_code":"3604","period":"2023-01","months":1,"amount":{amount},"credited_at":"2023-01-02T08:00:00+07:00"}}"#
+            )
+        };
+        let pay = |id: &str, card: &str, amount: &str| {
+            format!(
+                r#"{{"txn_id":"{id}","bank":"BRI","occurred_at":"2023-01-05T10:00:00+07:00","outlet_id":"O1","terminal_id":"T1","regency_code":"3604","card_id":"{card}","payment":"KKS","type":"purchase","amount":{amount},"items":[],"balance_after":0}}"#
+            )
+        };
+        let lines = |rows: &[String]| rows.join("\n") + "\n";
+        std::fs::write(dir.path().join("outlets.jsonl"), "").unwrap();
+        std::fs::write(
+            dir.path().join("disbursements.jsonl"),
+            lines(&[
+                credit("D1", "K1", "200000"),
+                credit("D1", "K1", "200000"),
+                credit("D2", "K2", "-200000"),
+                credit("D3", "K3", "200000"),
+            ]),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("transactions.jsonl"),
+            lines(&[
+                pay("T1", "K1", "150000"),
+                pay("T1", "K1", "150000"),
+                pay("T2", "K3", "9223372036854775807"),
+                pay("T3", "K3", "100000"),
+            ]),
+        )
+        .unwrap();
+        let input = Input::History(dir.path().to_path_buf());
+        let report = reconcile(&input, "2023-01", &[], None, None, b"k").unwrap();
+        let row = &report.summary[0];
+        assert_eq!((row.kpm_credited, row.rupiah_credited), (2, 400_000));
+        assert_eq!((row.purchases, row.rupiah_spent), (2, 250_000));
+        assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+        assert!(
+            report.problems[0].contains("disbursements.jsonl:3:"),
+            "{:?}",
+            report.problems
+        );
+        assert!(
+            report.problems[1].contains("transactions.jsonl:3:"),
+            "{:?}",
+            report.problems
+        );
+        assert!(report
+            .problems
+            .iter()
+            .all(|p| p.contains("not between 1 and")));
     }
 
     #[test]

@@ -283,8 +283,10 @@ fn redeliver(cfg: &SimConfig, recs: Vec<(i64, Transaction)>) -> (Vec<Transaction
     (out, repeats)
 }
 
-/// The rejection reasons, in the order malformed records cycle through them.
-pub const MALFORMED_REASONS: [&str; 8] = [
+/// The rejection reasons, in the order malformed records cycle through them. `future`
+/// (a terminal whose clock says 2099) and `before_program` (one reset to 1970) fall on
+/// transactions in the middle of the stream, where a wrong clock does the most harm.
+pub const MALFORMED_REASONS: [&str; 10] = [
     "invalid_json",
     "missing_field",
     "wrong_type",
@@ -292,7 +294,9 @@ pub const MALFORMED_REASONS: [&str; 8] = [
     "unknown_payment",
     "non_positive_amount",
     "time_without_offset",
+    "future",
     "empty_message",
+    "before_program",
 ];
 
 fn make_malformed(
@@ -312,7 +316,7 @@ fn make_malformed(
     // Every third record goes to disbursements, except reasons only a transaction has.
     let streams: Vec<Stream> = (0..n)
         .map(|k| {
-            let reason = MALFORMED_REASONS[k % 8];
+            let reason = MALFORMED_REASONS[k % MALFORMED_REASONS.len()];
             if k % 3 == 2 && reason != "unknown_payment" && !disbs.is_empty() {
                 Stream::Disbursements
             } else {
@@ -328,9 +332,9 @@ fn make_malformed(
     let (mut j_t, mut j_d) = (0usize, 0usize);
     let mut out = Vec::with_capacity(n);
     for (k, &stream) in streams.iter().enumerate() {
-        let reason = MALFORMED_REASONS[k % 8];
+        let reason = MALFORMED_REASONS[k % MALFORMED_REASONS.len()];
         let id = format!("MAL-{:06}", k + 1);
-        let variant = (k / 8) % 2;
+        let variant = (k / MALFORMED_REASONS.len()) % 2;
         let (len, j, m) = match stream {
             Stream::Transactions => {
                 j_t += 1;
@@ -407,6 +411,12 @@ fn make_malformed(
             "time_without_offset" => {
                 let naive = when.naive_local().format("%Y-%m-%dT%H:%M:%S").to_string();
                 obj.insert(time_field.to_string(), Value::String(naive));
+                serde_json::to_string(obj)?
+            }
+            "future" | "before_program" => {
+                let year = if reason == "future" { "2099" } else { "1970" };
+                let wrong = format!("{year}{}", &when.to_rfc3339()[4..]);
+                obj.insert(time_field.to_string(), Value::String(wrong));
                 serde_json::to_string(obj)?
             }
             _ => String::new(),

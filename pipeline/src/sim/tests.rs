@@ -867,9 +867,9 @@ fn malformed_records_cycle_through_all_reasons() {
     let h = default_history();
     assert_eq!(h.malformed.len(), 16);
     let reasons: BTreeSet<&str> = h.malformed.iter().map(|m| m.reason).collect();
-    assert_eq!(reasons.len(), 8);
+    assert_eq!(reasons.len(), MALFORMED_REASONS.len());
     for (k, m) in h.malformed.iter().enumerate() {
-        assert_eq!(m.reason, MALFORMED_REASONS[k % 8]);
+        assert_eq!(m.reason, MALFORMED_REASONS[k % MALFORMED_REASONS.len()]);
     }
     let streams: BTreeSet<Stream> = h.malformed.iter().map(|m| m.stream).collect();
     assert!(streams.contains(&Stream::Transactions) && streams.contains(&Stream::Disbursements));
@@ -884,6 +884,16 @@ fn malformed_records_cycle_through_all_reasons() {
             "non_positive_amount" => assert!(typed_ok.is_some_and(|a| a <= 0), "{}", m.raw),
             "invalid_json" | "empty_message" => {
                 assert!(serde_json::from_str::<serde_json::Value>(&m.raw).is_err())
+            }
+            // Well-formed, with a clock that is wrong.
+            "future" | "before_program" => {
+                assert!(typed_ok.is_some(), "{}", m.raw);
+                let year = if m.reason == "future" {
+                    "\"2099-"
+                } else {
+                    "\"1970-"
+                };
+                assert!(m.raw.contains(year), "{}", m.raw);
             }
             _ => {
                 assert!(serde_json::from_str::<serde_json::Value>(&m.raw).is_ok());
