@@ -272,8 +272,14 @@ pub fn mark_ongoing(alert: &mut Alert, ongoing: Ongoing) {
     }
 }
 
-/// One readable line for a terminal.
+/// One readable line for a terminal. A person reads it: an entity that names a person
+/// (a card) is shown by type alone.
 pub fn one_line(a: &Alert) -> String {
+    let entity = if crate::pseudonym::names_a_person(&a.entity_type) {
+        ""
+    } else {
+        a.entity_id.as_str()
+    };
     format!(
         "[{}{}] {} {} {} {}: {} — {}",
         if a.shadow { "SHADOW " } else { "" },
@@ -281,7 +287,7 @@ pub fn one_line(a: &Alert) -> String {
         a.window_start.format("%Y-%m-%d %H:%M%:z"),
         a.category,
         a.entity_type,
-        a.entity_id,
+        entity,
         a.title,
         a.summary
     )

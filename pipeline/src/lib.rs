@@ -52,6 +52,7 @@ pub mod model;
 pub mod notify;
 pub mod pipeline;
 pub mod program;
+pub mod pseudonym;
 pub mod regions;
 pub mod reload;
 pub mod report;

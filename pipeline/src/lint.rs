@@ -151,6 +151,7 @@ fn check_output(rule: &Rule, schema: &Schema) -> Vec<String> {
             }
         }
     }
+    let about_a_person = crate::pseudonym::names_a_person(&rule.entity_type);
     for (what, template) in [("title", &rule.title), ("summary", &rule.summary)] {
         for key in crate::alert::placeholders(template) {
             if key != "regency_name" && schema.field_with_name(key).is_err() {
@@ -158,10 +159,29 @@ fn check_output(rule: &Rule, schema: &Schema) -> Vec<String> {
                     "the {what} names {{{key}}}, which the query does not return"
                 ));
             }
+            if about_a_person && key == "entity_id" {
+                problems.push(format!(
+                    "the {what} names {{entity_id}} of a {} alert: a card id is personal data and the Tikor read this text; leave it out (the store and notifications name the card by its keyed reference)",
+                    rule.entity_type
+                ));
+            }
+        }
+    }
+    // Every column but the required ones is evidence, which people read.
+    for field in schema.fields() {
+        if PERSONAL_COLUMNS.contains(&field.name().as_str()) {
+            problems.push(format!(
+                "the query returns `{}` as evidence: card ids and KPM identifiers are personal data and must not reach the alert's readers",
+                field.name()
+            ));
         }
     }
     problems
 }
+
+/// Columns that hold personal data: the input's card ids, and KPM identifiers by the
+/// names they would have.
+const PERSONAL_COLUMNS: [&str; 4] = ["card_id", "kpm_id", "nik", "kks_number"];
 
 /// Checks every rule and view of a folder; returns the problems (none: the folder is
 /// good) and how many rules were checked.
@@ -486,6 +506,55 @@ mod tests {
                 "{file} passed: {problems:#?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_card_rule_that_would_show_a_card_id_to_people_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let card_rule = |id: &str, summary: &str, sql: &str| {
+            rule(id, sql)
+                .replace("-- title: Uji {entity_id}", "-- title: Uji kartu")
+                .replace("-- entity: outlet", "-- entity: card")
+                .replace("Skor {score} di {regency_name}", summary)
+        };
+        write(
+            dir.path(),
+            "named.sql",
+            &card_rule(
+                "named",
+                "Kartu {entity_id} di {regency_name}",
+                "SELECT card_id AS entity_id, regency_code, 1.0 AS score FROM transactions",
+            ),
+        );
+        write(
+            dir.path(),
+            "evidence.sql",
+            &card_rule(
+                "evidence",
+                "Kartu di {regency_name}",
+                "SELECT outlet_id AS entity_id, regency_code, 1.0 AS score, card_id FROM transactions",
+            ),
+        );
+        write(
+            dir.path(),
+            "fine.sql",
+            &card_rule(
+                "fine",
+                "Kartu di {regency_name}",
+                "SELECT card_id AS entity_id, regency_code, 1.0 AS score FROM transactions",
+            ),
+        );
+        let (problems, _) = lint_dir(dir.path()).await.unwrap();
+        let about = |file: &str| {
+            problems
+                .iter()
+                .filter(|p| p.path.file_name().unwrap() == file)
+                .count()
+        };
+        assert_eq!(about("named.sql"), 1, "{problems:#?}");
+        assert_eq!(about("evidence.sql"), 1, "{problems:#?}");
+        assert_eq!(about("fine.sql"), 0, "{problems:#?}");
+        assert!(problems.iter().all(|p| p.message.contains("personal data")));
     }
 
     #[test]

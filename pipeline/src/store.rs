@@ -27,6 +27,7 @@ use crate::health::Backoff;
 use crate::kafka::{parse_followed, read_followed, Followed, KafkaConfig};
 use crate::metrics::Metrics;
 use crate::model::{Alert, Outlet, Stream, TOPIC_ALERTS};
+use crate::pseudonym::Pseudonyms;
 use crate::regions::Regions;
 
 /// Where the store is.
@@ -36,6 +37,10 @@ pub struct StoreConfig {
     /// or `host=/run/postgresql user=pantau dbname=pantau`.
     #[arg(long, env = "PANTAU_POSTGRES")]
     pub postgres: String,
+    /// Grafana's readers are people: an alert about a card is stored with the card's
+    /// keyed reference (`PANTAU_PSEUDONYM_KEY`), never its id.
+    #[command(flatten)]
+    pub pseudonyms: crate::pseudonym::PseudonymArgs,
 }
 
 /// Settings of `pantau store run`.
@@ -143,8 +148,7 @@ fn cleaned_note(cleaned: Vec<String>) -> Option<String> {
     (!cleaned.is_empty()).then(|| format!("NUL characters removed from: {}", cleaned.join(", ")))
 }
 
-fn clean_alert(alert: &Alert) -> (Alert, Option<String>) {
-    let mut a = alert.clone();
+fn clean_alert(mut a: Alert) -> (Alert, Option<String>) {
     let mut cleaned = Vec::new();
     strip_nul("entity_id", &mut a.entity_id, &mut cleaned);
     strip_nul("title", &mut a.title, &mut cleaned);
@@ -210,10 +214,12 @@ fn severity_rank(alert: &Alert) -> i32 {
 /// A connection to the store with its schema in place.
 pub struct Store {
     client: Client,
+    pseudonyms: Pseudonyms,
 }
 
 impl Store {
     pub async fn connect(config: &StoreConfig) -> anyhow::Result<Store> {
+        let pseudonyms = Pseudonyms::from_env(crate::pseudonym::KEY_ENV, &config.pseudonyms)?;
         let (client, connection) = tokio_postgres::connect(&config.postgres, NoTls)
             .await
             .context("cannot connect to PostgreSQL (--postgres)")?;
@@ -222,7 +228,7 @@ impl Store {
                 tracing::error!(error = %e, "PostgreSQL connection closed");
             }
         });
-        let store = Store { client };
+        let store = Store { client, pseudonyms };
         store.migrate().await?;
         Ok(store)
     }
@@ -315,8 +321,10 @@ impl Store {
 
     /// Writes alerts and registry entries in one transaction: both or neither.
     async fn write_all(&mut self, alerts: &[Alert], outlets: &[Outlet]) -> anyhow::Result<()> {
-        let (alerts, alerts_cleaned): (Vec<Alert>, Vec<Option<String>>) =
-            alerts.iter().map(clean_alert).unzip();
+        let (alerts, alerts_cleaned): (Vec<Alert>, Vec<Option<String>>) = alerts
+            .iter()
+            .map(|a| clean_alert(self.pseudonyms.for_people(a.clone())))
+            .unzip();
         let (outlets, outlets_cleaned): (Vec<Outlet>, Vec<Option<String>>) =
             outlets.iter().map(clean_outlet).unzip();
         let (alerts, outlets) = (alerts.as_slice(), outlets.as_slice());

@@ -8,7 +8,8 @@ use std::path::Path;
 
 use chrono::{Months, NaiveDate};
 use pantau::model::{Disbursement, Payment, Transaction, Truth, TxnType};
-use pantau::report::{card_ref, BankDifference, DistrictBank, NonTransacting, Report};
+use pantau::pseudonym::Pseudonyms;
+use pantau::report::{BankDifference, DistrictBank, NonTransacting, Report};
 use pantau::sink::files::read_jsonl;
 
 use crate::support::{pantau, produce, replay, run_ok, simulate, truth, Tansu};
@@ -77,11 +78,16 @@ fn reconcile_adds_up_names_the_simulators_non_spenders_and_finds_the_altered_ban
         let m = months.entry(d.regency_code.clone()).or_default();
         *m = (*m).max(u32::from(d.months));
     }
-    // Spent is the KKS purchases minus the KKS reversals within the period's months.
+    // Spent is the KKS purchases minus the KKS reversals within the period's months, each
+    // payment once: the simulator redelivers some, as banks do.
     let start = NaiveDate::from_ymd_opt(2023, 1, 1).unwrap();
     let transactions: Vec<Transaction> = read_jsonl(&history.join("transactions.jsonl")).unwrap();
     let mut spent: BTreeMap<(String, String), i64> = BTreeMap::new();
+    let mut seen = BTreeSet::new();
     for t in transactions.iter().filter(|t| t.payment == Payment::Kks) {
+        if !seen.insert((t.bank.as_str(), t.txn_id.clone())) {
+            continue;
+        }
         let Some(m) = months.get(&t.regency_code) else {
             continue;
         };
@@ -132,7 +138,10 @@ fn reconcile_adds_up_names_the_simulators_non_spenders_and_finds_the_altered_ban
         })
         .map(|t| {
             let outlet = t.params["outlet_id"].as_str().unwrap_or("").to_owned();
-            (card_ref(KEY.as_bytes(), &t.entity_id), outlet)
+            (
+                Pseudonyms::new(KEY.as_bytes()).reference(&t.entity_id),
+                outlet,
+            )
         })
         .collect();
     assert!(!idle.is_empty(), "the simulation made no idle KPM");

@@ -13,8 +13,8 @@ use serde_json::Value;
 use sha2::Digest;
 
 use crate::support::{
-    free_port, pantau, read_topic, run_ok, small_month_of_alerts, workspace_root, Postgres,
-    Prometheus, Tansu,
+    free_port, http_get, pantau, read_topic, run_ok, small_month_of_alerts, workspace_root,
+    Postgres, Prometheus, Tansu,
 };
 
 fn yaml(path: &str) -> Value {
@@ -462,12 +462,15 @@ fn every_dashboard_query_answers_from_a_live_pipeline_and_the_alert_store() {
     let broker = Tansu::start();
     let pg = Postgres::with_pantau_roles();
     let tmp = tempfile::tempdir().unwrap();
+    let history = tmp.path().join("history");
     run_ok(
         pantau()
             .args(
                 "simulate --months 2 --scale 0.3 --malformed 8 --seed 11 --partitions 2".split(' '),
             )
-            .args(["--brokers", &broker.brokers]),
+            .args(["--brokers", &broker.brokers])
+            .arg("--out")
+            .arg(&history),
     );
     let rules = tmp.path().join("rules");
     copy_rules(&rules);
@@ -475,10 +478,14 @@ fn every_dashboard_query_answers_from_a_live_pipeline_and_the_alert_store() {
 
     let pantau_addr = format!("127.0.0.1:{}", free_port());
     let store_addr = format!("127.0.0.1:{}", free_port());
-    let spawn = |cmd: &mut Command| {
+    // Logged at info, as a district runs it, so the logs can be searched for card ids.
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let spawn = |cmd: &mut Command, name: &str| {
         Killed(
-            cmd.stdout(Stdio::null())
-                .stderr(Stdio::null())
+            cmd.env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(logs.join(name)).unwrap())
                 .spawn()
                 .expect("pantau starts"),
         )
@@ -510,12 +517,14 @@ fn every_dashboard_query_answers_from_a_live_pipeline_and_the_alert_store() {
             .arg(&rules)
             .arg("--state-dir")
             .arg(tmp.path().join("state")),
+        "run.log",
     );
     let _store = spawn(
         pantau()
             .args(["store", "run", "--brokers", &broker.brokers])
             .args(["--postgres", &pg.url("pantau", "pantau")])
             .args(["--metrics-addr", &store_addr, "--linger", "200ms"]),
+        "store.log",
     );
     let prometheus = Prometheus::start(&[("pantau", &pantau_addr), ("pantau-store", &store_addr)]);
     std::thread::sleep(Duration::from_secs(2));
@@ -591,6 +600,68 @@ fn every_dashboard_query_answers_from_a_live_pipeline_and_the_alert_store() {
         "SELECT count(*) FROM alerts WHERE rule_id IN ('price_markup_candidate', 'slow_probe')",
     );
     assert_eq!(shadow[0][0].as_deref(), Some("0"));
+
+    // No card id of the input in what people read: the logs at info, either /metrics,
+    // and every row Grafana's role can read. Cards are named by their keyed reference.
+    let mut cards = BTreeSet::new();
+    for file in ["transactions.jsonl", "disbursements.jsonl"] {
+        for line in std::fs::read_to_string(history.join(file)).unwrap().lines() {
+            if let Some(card) = serde_json::from_str::<Value>(line)
+                .ok()
+                .and_then(|v| v["card_id"].as_str().map(str::to_owned))
+            {
+                cards.insert(card);
+            }
+        }
+    }
+    assert!(cards.len() > 100, "{} cards", cards.len());
+    let mut readable = Vec::new();
+    for name in ["run.log", "store.log"] {
+        readable.push((
+            name.to_owned(),
+            std::fs::read_to_string(logs.join(name)).unwrap(),
+        ));
+    }
+    for addr in [&pantau_addr, &store_addr] {
+        readable.push((
+            format!("{addr}/metrics"),
+            http_get(addr, "/metrics").unwrap(),
+        ));
+    }
+    for table in ["alerts", "outlets"] {
+        let rows = pg.query(
+            "grafana",
+            "pantau",
+            &format!("SELECT t::text FROM {table} t"),
+        );
+        let text: Vec<String> = rows.into_iter().flatten().flatten().collect();
+        readable.push((format!("table {table}"), text.join("\n")));
+    }
+    let card_alerts = pg.query(
+        "grafana",
+        "pantau",
+        "SELECT entity_id FROM alerts WHERE entity_type = 'card'",
+    );
+    assert!(!card_alerts.is_empty(), "no card alert to check");
+    for row in &card_alerts {
+        let reference = row[0].as_deref().unwrap();
+        assert!(
+            reference.starts_with('P') && reference.len() == 17,
+            "{reference}"
+        );
+    }
+    for (what, text) in &readable {
+        assert!(
+            !text.is_empty() || what.starts_with("table"),
+            "{what} is empty"
+        );
+        let leaked: Vec<&String> = cards
+            .iter()
+            .filter(|c| text.contains(c.as_str()))
+            .take(3)
+            .collect();
+        assert!(leaked.is_empty(), "{what} shows card ids {leaked:?}");
+    }
 
     // The district the dashboards are opened on: the one with the most outlet alerts.
     let busiest = pg.query(

@@ -14,9 +14,15 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 pub fn pantau() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pantau"));
-    c.current_dir(workspace_root()).env("RUST_LOG", "warn");
+    c.current_dir(workspace_root())
+        .env("RUST_LOG", "warn")
+        .env(pantau::pseudonym::KEY_ENV, TEST_PSEUDONYM_KEY);
     c
 }
+
+/// The pseudonym key every command of the tests runs with (the commands that make card
+/// references refuse to start without one).
+pub const TEST_PSEUDONYM_KEY: &str = "pantau-e2e-key";
 
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

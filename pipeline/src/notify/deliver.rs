@@ -63,6 +63,10 @@ pub struct NotifyConfig {
     pub state_dir: PathBuf,
     #[command(flatten)]
     pub font: crate::chart::FontArg,
+    /// The Tikor are people: an alert about a card names it by its keyed reference
+    /// (`PANTAU_PSEUDONYM_KEY`) in every message, webhook body and digest, never its id.
+    #[command(flatten)]
+    pub pseudonyms: crate::pseudonym::PseudonymArgs,
 }
 
 /// What goes to `pantau.notify.dlq`.
@@ -421,6 +425,8 @@ pub async fn run(
     config: &NotifyConfig,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
+    let pseudonyms =
+        crate::pseudonym::Pseudonyms::from_env(crate::pseudonym::KEY_ENV, &config.pseudonyms)?;
     let routes = Arc::new(Routes::load(&config.routes)?);
     let templates = Arc::new(Templates::load(&config.templates)?);
     crate::chart::load_font(&config.font.chart_font)?;
@@ -512,7 +518,8 @@ pub async fn run(
                         registry_next.insert(origin.0, origin.1 + 1);
                         continue;
                     }
-                    Some(Followed::Alert(alert)) => *alert,
+                    // From here on the alert is what a person reads.
+                    Some(Followed::Alert(alert)) => pseudonyms.for_people(*alert),
                     None if message.topic() == TOPIC_OUTLETS => {
                         registry_next.insert(origin.0, origin.1 + 1);
                         continue;

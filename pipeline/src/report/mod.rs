@@ -12,7 +12,8 @@
 //!   reaches what the period credited it; the balance outstanding is what credited
 //!   cards have left of the period's credit.
 //!
-//! Card ids never leave this module: lists name cards by [`card_ref`], a keyed hash.
+//! Card ids never leave this module: lists name cards by their keyed reference
+//! ([`crate::pseudonym`]).
 //! [`html`] draws the printable page in Bahasa Indonesia.
 
 pub mod html;
@@ -23,9 +24,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use chrono::{Months, NaiveDate};
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
 use crate::engine::EngineConfig;
 use crate::kafka::KafkaConfig;
@@ -33,6 +32,7 @@ use crate::model::{
     Alert, Bank, Disbursement, Outlet, Payment, Transaction, TxnType, TOPIC_ALERTS,
     TOPIC_DISBURSEMENTS, TOPIC_OUTLETS, TOPIC_TRANSACTIONS,
 };
+use crate::pseudonym::Pseudonyms;
 use crate::regions::Regions;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -69,8 +69,10 @@ pub struct ReconcileConfig {
     pub bank_totals: Option<PathBuf>,
     /// Environment variable holding the key card references are made with
     /// (HMAC-SHA256); the bank, holding the same key, can find the cards again.
-    #[arg(long, default_value = "PANTAU_PSEUDONYM_KEY")]
+    #[arg(long, default_value = crate::pseudonym::KEY_ENV)]
     pub pseudonym_key_env: String,
+    #[command(flatten)]
+    pub pseudonyms: crate::pseudonym::PseudonymArgs,
     #[command(flatten)]
     pub font: crate::chart::FontArg,
     #[command(flatten)]
@@ -81,16 +83,6 @@ fn parse_period(s: &str) -> Result<String, String> {
     NaiveDate::parse_from_str(&format!("{s}-01"), "%Y-%m-%d")
         .map(|_| s.to_owned())
         .map_err(|_| format!("{s:?} is not a period: expected YYYY-MM, e.g. 2023-01"))
-}
-
-/// A card as the report names it: `P` and 16 hex digits of HMAC-SHA256(key, card id).
-pub fn card_ref(key: &[u8], card_id: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
-    mac.update(card_id.as_bytes());
-    format!(
-        "P{}",
-        crate::rules::hex_prefix(&mac.finalize().into_bytes(), 16)
-    )
 }
 
 /// Credits, spending and their balance for one district and bank.
@@ -367,7 +359,7 @@ pub fn reconcile(
     alerts: &[Alert],
     target: Option<Target>,
     bank_totals: Option<&Path>,
-    key: &[u8],
+    key: &Pseudonyms,
 ) -> anyhow::Result<Report> {
     let progress = input.progress();
     let mut problems = Vec::new();
@@ -498,7 +490,7 @@ pub fn reconcile(
             non_transacting.push(NonTransacting {
                 regency_code: c.regency_code.clone(),
                 bank: c.bank.clone(),
-                card_ref: card_ref(key, card_id),
+                card_ref: key.reference(card_id),
                 rupiah_credited: c.credited,
                 usual_outlet_name: usual
                     .as_ref()
@@ -533,7 +525,7 @@ pub fn reconcile(
         .map(|(id, c)| NeverUsed {
             regency_code: c.regency_code.clone(),
             bank: c.bank.clone(),
-            card_ref: card_ref(key, id),
+            card_ref: key.reference(id),
             periods: c.periods.iter().cloned().collect::<Vec<_>>().join(" "),
             rupiah_credited: c.credited,
         })
@@ -782,13 +774,7 @@ pub fn write(report: &Report, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
 /// `pantau report reconcile`.
 pub async fn run(config: &ReconcileConfig) -> anyhow::Result<Report> {
     crate::chart::load_font(&config.font.chart_font)?;
-    let key = std::env::var(&config.pseudonym_key_env).unwrap_or_default();
-    if key.is_empty() {
-        eprintln!(
-            "note: {} is not set; card references are unkeyed hashes of the card ids",
-            config.pseudonym_key_env
-        );
-    }
+    let key = Pseudonyms::from_env(&config.pseudonym_key_env, &config.pseudonyms)?;
     let input = match (&config.history, &config.brokers) {
         (Some(dir), _) => Input::History(dir.clone()),
         (None, Some(brokers)) => Input::Kafka(KafkaConfig {
@@ -850,7 +836,7 @@ pub async fn run(config: &ReconcileConfig) -> anyhow::Result<Report> {
             &alerts,
             target,
             bank_totals.as_deref(),
-            key.as_bytes(),
+            &key,
         )
     })
     .await??;
@@ -888,13 +874,6 @@ pub async fn run(config: &ReconcileConfig) -> anyhow::Result<Report> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_card_reference_is_keyed_and_stable() {
-        assert_eq!(card_ref(b"k", "K1"), card_ref(b"k", "K1"));
-        assert_ne!(card_ref(b"k", "K1"), card_ref(b"other", "K1"));
-        assert_eq!(card_ref(b"k", "K1").len(), 17);
-    }
 
     #[test]
     fn a_bad_line_of_the_banks_file_is_named_and_the_lines_around_it_compared() {
@@ -976,7 +955,7 @@ mod tests {
         )
         .unwrap();
         let input = Input::History(dir.path().to_path_buf());
-        let report = reconcile(&input, "2023-01", &[], None, None, b"k").unwrap();
+        let report = reconcile(&input, "2023-01", &[], None, None, &Pseudonyms::new(b"k")).unwrap();
         let row = &report.summary[0];
         assert_eq!((row.kpm_credited, row.rupiah_credited), (2, 400_000));
         assert_eq!((row.purchases, row.rupiah_spent), (2, 250_000));

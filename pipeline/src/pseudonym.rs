@@ -1,0 +1,116 @@
+//! Keyed references for card ids (and any KPM identifier) wherever a person reads them.
+//!
+//! Card ids are personal data. Machines may carry them (the `pantau.alerts` topic, the
+//! DLQ); what people read (the alert store behind Grafana, Tikor notifications, the
+//! monthly report, a terminal) names a card only as `P` + 16 hex digits of
+//! HMAC-SHA256(`PANTAU_PSEUDONYM_KEY`, card id): stable, so one card is one reference
+//! everywhere, and resolvable by the bank that holds the key. Without the key there are
+//! no references: every command that makes them refuses to start, unless told
+//! `--allow-unkeyed-references` (tests, demos), where the references are unkeyed hashes.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::model::Alert;
+
+/// The environment variable holding the key.
+pub const KEY_ENV: &str = "PANTAU_PSEUDONYM_KEY";
+
+/// Entity types that name a person or their card.
+pub fn names_a_person(entity_type: &str) -> bool {
+    matches!(entity_type, "card" | "kpm")
+}
+
+/// What the commands that make references take on their command line.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PseudonymArgs {
+    /// Make card references without `PANTAU_PSEUDONYM_KEY` (unkeyed hashes of the card
+    /// ids, which anyone can recompute): for tests and demos, never for real data.
+    #[arg(long)]
+    pub allow_unkeyed_references: bool,
+}
+
+/// No key where references must be made.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{0} is not set: card references cannot be made. Set it to the key agreed with the bank (any length), or pass --allow-unkeyed-references for test data"
+)]
+pub struct MissingKey(pub String);
+
+/// The key card references are made with. Its `Debug` never shows the key.
+#[derive(Clone)]
+pub struct Pseudonyms {
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Pseudonyms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pseudonyms")
+            .field("keyed", &!self.key.is_empty())
+            .finish()
+    }
+}
+
+impl Pseudonyms {
+    pub fn new(key: &[u8]) -> Pseudonyms {
+        Pseudonyms { key: key.to_vec() }
+    }
+
+    /// The key from `variable` (normally [`KEY_ENV`]); missing or empty is an error
+    /// unless `args` allow unkeyed references.
+    pub fn from_env(variable: &str, args: &PseudonymArgs) -> Result<Pseudonyms, MissingKey> {
+        let key = std::env::var(variable).unwrap_or_default();
+        if key.is_empty() && !args.allow_unkeyed_references {
+            return Err(MissingKey(variable.to_owned()));
+        }
+        Ok(Pseudonyms::new(key.as_bytes()))
+    }
+
+    /// A card as a person may read it: `P` and 16 hex digits of HMAC-SHA256(key, id).
+    pub fn reference(&self, card_id: &str) -> String {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes a key of any length");
+        mac.update(card_id.as_bytes());
+        format!(
+            "P{}",
+            crate::rules::hex_prefix(&mac.finalize().into_bytes(), 16)
+        )
+    }
+
+    /// An alert as a person may read it: an entity that names a person by its
+    /// reference. Title, summary and evidence never hold the id (`pantau rules lint`
+    /// refuses rules that would put it there).
+    pub fn for_people(&self, mut alert: Alert) -> Alert {
+        if names_a_person(&alert.entity_type) {
+            alert.entity_id = self.reference(&alert.entity_id);
+        }
+        alert
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reference_is_keyed_stable_and_never_the_id() {
+        let p = Pseudonyms::new(b"k");
+        assert_eq!(p.reference("K1"), p.reference("K1"));
+        assert_ne!(p.reference("K1"), Pseudonyms::new(b"other").reference("K1"));
+        assert_eq!(p.reference("K1").len(), 17);
+        assert!(!p.reference("K1").contains("K1"));
+    }
+
+    #[test]
+    fn a_missing_key_is_an_error_unless_allowed_and_the_key_never_shows() {
+        let unset = "PANTAU_TEST_KEY_THAT_IS_NOT_SET";
+        let e = Pseudonyms::from_env(unset, &PseudonymArgs::default()).unwrap_err();
+        assert!(e.to_string().contains(unset), "{e}");
+        let allowed = PseudonymArgs {
+            allow_unkeyed_references: true,
+        };
+        assert!(Pseudonyms::from_env(unset, &allowed).is_ok());
+        let debug = format!("{:?}", Pseudonyms::new(b"s3cret-key"));
+        assert!(!debug.contains("s3cret"), "{debug}");
+    }
+}
