@@ -447,6 +447,29 @@ min_severity = "high"
     assert!(dead
         .iter()
         .all(|d| d.channel == "down" && d.tries == 4 && d.error.contains("503")));
+    // A card is named to the Tikor by its keyed reference only, in every body sent.
+    let cards: Vec<&Alert> = alerts.iter().filter(|a| a.entity_type == "card").collect();
+    assert!(!cards.is_empty(), "this history has no card alert to check");
+    let all = receivers.received.lock().unwrap().clone();
+    for r in &all {
+        let body = String::from_utf8_lossy(&r.body);
+        for card in &cards {
+            assert!(
+                !body.contains(&card.entity_id),
+                "{} received the card id of {}",
+                r.path,
+                card.alert_id
+            );
+        }
+    }
+    let pseudonyms =
+        pantau::pseudonym::Pseudonyms::new(crate::support::TEST_PSEUDONYM_KEY.as_bytes());
+    assert!(
+        cards.iter().any(|c| all.iter().any(
+            |r| String::from_utf8_lossy(&r.body).contains(&pseudonyms.reference(&c.entity_id))
+        )),
+        "no card alert reached a webhook with its reference"
+    );
 }
 
 /// Serves pantau's realization figures for Serang, as `pantau run` would, to be scraped.
