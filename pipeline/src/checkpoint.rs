@@ -753,7 +753,8 @@ mod tests {
         expected.extend(whole.finish().await.unwrap());
         assert!(expected.len() > 3, "too few alerts: {}", expected.len());
         let (older, newer) = (records.len() * 3 / 10, records.len() * 3 / 5);
-        let damages: [(&str, fn(&Path)); 3] = [
+        type Damage = fn(&Path);
+        let damages: [(&str, Damage); 3] = [
             ("corrupt", |dir| {
                 let manifest = dir.join("manifest.json");
                 let text = fs::read(&manifest).unwrap();

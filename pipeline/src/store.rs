@@ -125,9 +125,8 @@ fn strip_nul_json(value: &mut Value) -> bool {
             text.retain(|c| c != '\0');
             true
         }
-        Value::Array(items) => items
-            .iter_mut()
-            .fold(false, |any, v| strip_nul_json(v) || any),
+        // Every element is cleaned: no short-circuit.
+        Value::Array(items) => items.iter_mut().map(strip_nul_json).filter(|c| *c).count() > 0,
         Value::Object(map) => {
             let mut changed = false;
             if map.keys().any(|k| k.contains('\0')) {
@@ -137,8 +136,7 @@ fn strip_nul_json(value: &mut Value) -> bool {
                 }
                 changed = true;
             }
-            map.values_mut()
-                .fold(changed, |any, v| strip_nul_json(v) || any)
+            map.values_mut().map(strip_nul_json).filter(|c| *c).count() > 0 || changed
         }
         _ => false,
     }
