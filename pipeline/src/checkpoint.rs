@@ -640,6 +640,17 @@ mod tests {
         alerts
     }
 
+    /// A simulated history of a few regencies, as a bank would produce it.
+    fn simulated(months: u32, seed: u64) -> Vec<Outgoing> {
+        let sim = crate::sim::SimConfig {
+            months,
+            scale: 0.3,
+            seed,
+            ..Default::default()
+        };
+        crate::sim::simulate(&sim).unwrap().interleaved()
+    }
+
     fn ids(alerts: &[Alert]) -> Vec<String> {
         let mut ids: Vec<String> = alerts.iter().map(|a| a.alert_id.clone()).collect();
         ids.sort();
@@ -652,19 +663,7 @@ mod tests {
     /// or a starved partition does over Kafka), so the checkpoint is taken with every
     /// window still open.
     async fn restored_mid_stream_raises_the_same_alerts(held: bool) {
-        let sim = crate::sim::SimConfig {
-            months: 2,
-            scale: 0.3,
-            seed: 3,
-            ..Default::default()
-        };
-        let history = crate::sim::simulate(&sim).unwrap();
-        let records = crate::feed::interleave(
-            Stream::ALL
-                .iter()
-                .map(|s| (*s, history.records(*s)))
-                .collect(),
-        );
+        let records = simulated(2, 3);
         let holder = (Stream::Transfers, 9);
         let engine = || {
             let mut e = engine();
@@ -735,19 +734,7 @@ mod tests {
     /// stopped.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_damaged_newest_checkpoint_falls_back_to_an_older_one_and_raises_the_same_alerts() {
-        let sim = crate::sim::SimConfig {
-            months: 1,
-            scale: 0.3,
-            seed: 8,
-            ..Default::default()
-        };
-        let history = crate::sim::simulate(&sim).unwrap();
-        let records = crate::feed::interleave(
-            Stream::ALL
-                .iter()
-                .map(|s| (*s, history.records(*s)))
-                .collect(),
-        );
+        let records = simulated(1, 8);
         let mut whole = engine();
         let mut expected = feed(&mut whole, &records, 0).await;
         expected.extend(whole.finish().await.unwrap());

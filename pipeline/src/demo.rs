@@ -88,12 +88,7 @@ pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
         "embedded broker at {}; metrics at http://{addr}/metrics",
         kafka.brokers
     );
-    let records = feed::interleave(
-        Stream::ALL
-            .iter()
-            .map(|s| (*s, history.records(*s)))
-            .collect(),
-    );
+    let records = history.interleaved();
     println!(
         "feeding {} records while the pipeline consumes; alerts as they fire:",
         records.len()

@@ -277,12 +277,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 };
                 let topics: Vec<&str> = Stream::ALL.iter().map(|s| s.topic()).collect();
                 kafka.ensure_topics(&topics).await?;
-                let records = feed::interleave(
-                    Stream::ALL
-                        .iter()
-                        .map(|s| (*s, history.records(*s)))
-                        .collect(),
-                );
+                let records = history.interleaved();
                 let sink = KafkaSink::new(&kafka, None)?;
                 match pace {
                     Some(pace) => feed::produce_paced(&sink, &records, 500, pace).await?,

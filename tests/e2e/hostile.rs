@@ -2,16 +2,15 @@
 //! in the middle of a stream on a real broker.
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pantau::feed;
 use pantau::kafka::KafkaConfig;
 use pantau::model::{DeadLetter, Stream};
-use pantau::sim::{self, SimConfig};
 use pantau::sink::kafka::{KafkaSink, Outgoing};
 use sha2::{Digest, Sha256};
 
-use crate::support::{comparable, pantau, read_topic, replay, Tansu};
+use crate::support::{comparable, pantau, read_topic, simulated_month, wait_for_success, Tansu};
 
 /// Before, the dead letter of a 900 KB record that is not UTF-8 (base64: 1.2 MB) was
 /// refused by the producer and `run` stopped on it, after every restart.
@@ -19,25 +18,9 @@ use crate::support::{comparable, pantau, read_topic, replay, Tansu};
 fn a_900_kb_record_that_is_not_utf8_is_dead_lettered_cut_short_and_every_alert_is_raised() {
     let broker = Tansu::start();
     let tmp = tempfile::tempdir().unwrap();
-    let history_dir = tmp.path().join("history");
-    let history = sim::simulate(&SimConfig {
-        months: 1,
-        scale: 0.3,
-        seed: 6,
-        malformed: 0,
-        ..SimConfig::default()
-    })
-    .unwrap();
-    sim::write_folder(&history, &history_dir).unwrap();
-    let (expected, _) = replay(&history_dir, &tmp.path().join("replay"), &[]);
-    assert!(!expected.is_empty());
+    let (history, expected) = simulated_month(tmp.path(), 6);
 
-    let mut records = feed::interleave(
-        Stream::ALL
-            .iter()
-            .map(|s| (*s, history.records(*s)))
-            .collect(),
-    );
+    let mut records = history.interleaved();
     // Not UTF-8 anywhere: 0xff never occurs in UTF-8.
     let huge: Vec<u8> = (0..900 * 1024).map(|i| [0xff, b'{', 0x80][i % 3]).collect();
     let middle = records.len() / 2;
@@ -74,16 +57,7 @@ fn a_900_kb_record_that_is_not_utf8_is_dead_lettered_cut_short_and_every_alert_i
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "pantau run did not finish");
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let log_text = std::fs::read_to_string(&log).unwrap();
-    assert!(status.success(), "pantau run failed:\n{log_text}");
+    wait_for_success(&mut child, &log, Duration::from_secs(600));
 
     let dead: Vec<DeadLetter> = read_topic(&broker.brokers, "pantau.dlq")
         .iter()

@@ -77,6 +77,43 @@ pub fn small_month_of_alerts(dir: &Path) -> (PathBuf, Vec<Alert>) {
     (history, alerts)
 }
 
+/// A simulated month made in-process (for tests that produce it themselves), written to
+/// `DIR/history`, and what its replay raises.
+pub fn simulated_month(dir: &Path, seed: u64) -> (pantau::sim::History, Vec<Alert>) {
+    let history = pantau::sim::simulate(&pantau::sim::SimConfig {
+        months: 1,
+        scale: 0.3,
+        seed,
+        malformed: 0,
+        ..pantau::sim::SimConfig::default()
+    })
+    .unwrap();
+    let folder = dir.join("history");
+    pantau::sim::write_folder(&history, &folder).unwrap();
+    let (expected, _) = replay(&folder, &dir.join("replay"), &[]);
+    assert!(!expected.is_empty());
+    (history, expected)
+}
+
+/// Waits for `pantau run --exit-when-idle` to finish and insists that it succeeded;
+/// returns its log (stderr, written to `log`).
+pub fn wait_for_success(child: &mut Child, log: &Path, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pantau did not finish within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let log_text = std::fs::read_to_string(log).unwrap();
+    assert!(status.success(), "pantau failed:\n{log_text}");
+    log_text
+}
+
 pub fn truth(dir: &Path) -> Vec<Truth> {
     read_jsonl(&dir.join("truth.jsonl")).expect("truth.jsonl")
 }

@@ -12,11 +12,11 @@ use chrono::DateTime;
 use pantau::feed;
 use pantau::kafka::KafkaConfig;
 use pantau::model::{Alert, Stream};
-use pantau::sim::{self, SimConfig};
 use pantau::sink::kafka::KafkaSink;
 
 use crate::support::{
-    free_port, http_get, pantau, read_topic, replay, run_ok, workspace_root, Tansu,
+    free_port, http_get, pantau, read_topic, run_ok, simulated_month, wait_for_success,
+    workspace_root, Tansu,
 };
 
 /// A copy of the shipped rules and views (not their fixtures) to change.
@@ -144,28 +144,13 @@ fn consumed(scraped: &str) -> f64 {
 fn a_running_pipeline_takes_up_rule_and_snooze_changes_and_keeps_its_windows() {
     let broker = Tansu::start();
     let tmp = tempfile::tempdir().unwrap();
-    let history_dir = tmp.path().join("history");
-    let history = sim::simulate(&SimConfig {
-        months: 1,
-        scale: 0.3,
-        seed: 5,
-        malformed: 0,
-        ..SimConfig::default()
-    })
-    .unwrap();
-    sim::write_folder(&history, &history_dir).unwrap();
-    let (expected, _) = replay(&history_dir, &tmp.path().join("replay"), &[]);
+    let (history, expected) = simulated_month(tmp.path(), 5);
 
     // Half a month, a pause for the changes, the other half.
     let split = DateTime::parse_from_rfc3339("2023-01-16T00:00:00+07:00")
         .unwrap()
         .timestamp_micros();
-    let records = feed::interleave(
-        Stream::ALL
-            .iter()
-            .map(|s| (*s, history.records(*s)))
-            .collect(),
-    );
+    let records = history.interleaved();
     let (first, second): (Vec<_>, Vec<_>) = records
         .into_iter()
         .partition(|r| feed::event_time(&r.payload).is_none_or(|t| t < split));
@@ -271,16 +256,7 @@ fn a_running_pipeline_takes_up_rule_and_snooze_changes_and_keeps_its_windows() {
     });
     produce(&second);
 
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "pantau run did not finish");
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let log_text = std::fs::read_to_string(&log).unwrap();
-    assert!(status.success(), "pantau run failed:\n{log_text}");
+    let log_text = wait_for_success(&mut child, &log, Duration::from_secs(300));
     assert!(log_text.contains("rule change refused"), "{log_text}");
     assert!(log_text.contains("broken.sql"), "{log_text}");
     assert!(log_text.contains("alert snoozed"), "{log_text}");

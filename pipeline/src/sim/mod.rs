@@ -79,6 +79,12 @@ pub fn write_folder(h: &History, dir: &Path) -> Result<()> {
 }
 
 impl History {
+    /// Every record of every stream in the order a bank would produce them: the registry
+    /// first, then the event streams merged by event time ([`crate::feed::interleave`]).
+    pub fn interleaved(&self) -> Vec<crate::sink::kafka::Outgoing> {
+        crate::feed::interleave(Stream::ALL.iter().map(|s| (*s, self.records(*s))).collect())
+    }
+
     /// Every record of one stream as (Kafka key, JSON bytes) in file order, malformed
     /// included: the keys of DESIGN.md §3 (transactions, transfers and outlets by
     /// `outlet_id`, disbursements by `card_id`).
