@@ -525,7 +525,13 @@ impl Engine {
             .is_none_or(|at| watermark - at >= EVICT_EVERY_US)
         {
             self.window.evict(watermark, self.watermarks.lateness_us());
-            self.cooldowns.evict(watermark);
+            // A window still open may have started long before the watermark (a 100-day
+            // window) and so still continue an episode: keep episodes until no open
+            // window can. Evicting by the watermark alone dropped them earlier or later
+            // depending on how the watermark moved, so `run` and `replay` disagreed on
+            // `ongoing_since`.
+            self.cooldowns
+                .evict(watermark.saturating_sub(self.window.longest_window_us()));
             self.evicted_at = Some(watermark);
             self.metrics
                 .buffered_rows

@@ -46,7 +46,7 @@ pub struct Metrics {
     pub state_rebuilds: IntCounterVec,
     pub internal_rejected: IntCounter,
     pub checkpoint_seconds: prometheus::Histogram,
-    pub dead_letters_shed: IntCounterVec,
+    pub dlq_wait: prometheus::Counter,
     pub broker_up: IntGauge,
     pub broker_outages: IntCounter,
     pub topic_watermark: GaugeVec,
@@ -304,11 +304,12 @@ impl Metrics {
                     .buckets(vec![0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
                 ),
             ),
-            dead_letters_shed: counter(
+            dlq_wait: registered(
                 &r,
-                "pantau_dead_letters_shed_total",
-                "Dead letters over --dlq-max-per-sec: counted and summarised in the log, not produced",
-                &["topic", "reason"],
+                prometheus::Counter::new(
+                    "pantau_dlq_wait_seconds_total",
+                    "Seconds consumption waited so that dead letters stay within --dlq-max-per-sec (none is dropped)",
+                ),
             ),
             broker_up,
             broker_outages,

@@ -15,7 +15,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::checkpoint::CheckpointStore;
 use crate::detect::{Detector, Start};
-use crate::dlq::DeadLetterLimiter;
+use crate::dlq::DeadLetterPacer;
 use crate::engine::{Engine, EngineConfig, RawRecord};
 use crate::kafka::KafkaConfig;
 use crate::metrics::Metrics;
@@ -280,9 +280,9 @@ pub struct RunConfig {
     /// are then taken up without a restart.
     #[arg(long, default_value = "2s", value_parser = crate::engine::parse_duration)]
     pub reload_interval: Duration,
-    /// Dead letters produced in full per second at most; beyond it they are counted
-    /// (pantau_dead_letters_shed_total) and summarised in the log, so a flood of bad
-    /// input cannot flood the DLQ.
+    /// Dead letters produced per second on average at most: beyond it consumption waits
+    /// (pantau_dlq_wait_seconds_total), so a flood of bad input cannot flood the DLQ and
+    /// no dead letter is dropped. 0: no limit.
     #[arg(long, default_value_t = 1000)]
     pub dlq_max_per_sec: u32,
 }
@@ -506,7 +506,12 @@ pub async fn run(
         Some(metrics.consumer_lag.clone()),
     )?;
     source.start(shared.clone())?;
-    let mut limiter = DeadLetterLimiter::new(run_config.dlq_max_per_sec);
+    let mut pacer = DeadLetterPacer::new(run_config.dlq_max_per_sec);
+    // Test-only: slows every engine batch, so the routers run far ahead of the engines
+    // (tests/e2e/hostile.rs); unset in any real deployment.
+    let engine_delay = std::env::var("PANTAU_TEST_ENGINE_DELAY")
+        .ok()
+        .and_then(|d| crate::engine::parse_duration(&d).ok());
     let mut summary = Summary::default();
     let mut shutdown = Box::pin(shutdown_signal());
     let mut clocks = InputClocks::new(engine_config.idle_timeout);
@@ -647,30 +652,23 @@ pub async fn run(
 
         // Engines: internal records in, alerts and dead letters out.
         let mut outgoing = Vec::new();
+        let mut dead_this_turn = 0;
         for batch in &batches {
             let Origin::ByProvince(p) = batch.origin else {
                 continue;
             };
+            if let Some(delay) = engine_delay {
+                tokio::time::sleep(delay).await;
+            }
             let dead = worker.detector.ingest(p, &batch.records)?;
             summary.dead_letters += dead.len() as u64;
             for d in &dead {
-                if limiter.admit(turn) {
-                    outgoing.push(Outgoing::dead_letter(d)?);
-                } else {
-                    metrics
-                        .dead_letters_shed
-                        .with_label_values(&[&d.topic, &d.reason])
-                        .inc();
-                }
+                outgoing.push(Outgoing::dead_letter(d)?);
             }
+            dead_this_turn += dead.len();
         }
-        if let Some(shed) = limiter.take_shed_summary() {
-            tracing::warn!(
-                shed = shed.shed,
-                shed_total = shed.shed_total,
-                "dead letters over --dlq-max-per-sec were counted, not produced"
-            );
-        }
+        // Every dead letter is produced; a flood is paced by waiting before reading on.
+        let dlq_wait = pacer.charge(dead_this_turn, turn);
         let alerts = worker.detector.advance(wall_clock_us()).await?;
         alerts.iter().for_each(&mut on_alert);
         summary.add_alerts(&alerts);
@@ -708,6 +706,17 @@ pub async fn run(
         if idle {
             tracing::info!("every partition idle and every window closed; exiting");
             break;
+        }
+        if !dlq_wait.is_zero() {
+            metrics.dlq_wait.inc_by(dlq_wait.as_secs_f64());
+            tracing::debug!(wait = ?dlq_wait, "dead letters over --dlq-max-per-sec: consumption waits");
+            tokio::select! {
+                _ = tokio::time::sleep(dlq_wait) => {}
+                _ = &mut shutdown => {
+                    tracing::info!("shutdown requested; checkpointing and committing");
+                    break;
+                }
+            }
         }
     }
     source.stop_hook();

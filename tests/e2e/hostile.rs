@@ -119,3 +119,61 @@ fn a_user_error_prints_a_message_not_a_backtrace() {
         assert!(stderr.contains("error"), "{args:?}:\n{stderr}");
     }
 }
+
+/// pantau deployed onto topics that already hold months of history: the inputs are
+/// read far ahead of the engines, and no input may be declared idle, nor any watermark
+/// follow the wall clock, before the engines have read what was forwarded. Run twice:
+/// as it comes, and with every engine batch slowed so the router runs far ahead. Both
+/// raise the replay's alerts with no dead letter (the history has no bad record).
+#[test]
+fn a_backlog_produced_before_run_starts_raises_the_replay_alerts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let history = tmp.path().join("history");
+    let mut produced_to = Vec::new();
+    for _ in 0..2 {
+        let broker = Tansu::start();
+        crate::support::run_ok(
+            pantau()
+                .args([
+                    "simulate", "--months", "2", "--scale", "0.5", "--seed", "13",
+                ])
+                .args(["--regencies", "3601,3602,3603,3604,3672,3673"])
+                .arg("--out")
+                .arg(&history)
+                .args(["--brokers", &broker.brokers, "--partitions", "4"]),
+        );
+        produced_to.push(broker);
+    }
+    let (expected, _) = crate::support::replay(&history, &tmp.path().join("replay"), &[]);
+    assert!(expected.len() > 20, "{} alerts", expected.len());
+    for (broker, delay) in produced_to.iter().zip([None, Some("20ms")]) {
+        let log = tmp.path().join(format!("run-{}.log", delay.unwrap_or("0")));
+        let mut run = pantau();
+        run.args(["run", "--brokers", &broker.brokers, "--group", "backlog"])
+            .args(["--exit-when-idle", "--idle-timeout", "5s"])
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .arg("--state-dir")
+            .arg(tmp.path().join(format!("state-{}", delay.unwrap_or("0"))))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(delay) = delay {
+            run.env("PANTAU_TEST_ENGINE_DELAY", delay);
+        }
+        let mut child = run.spawn().unwrap();
+        wait_for_success(&mut child, &log, Duration::from_secs(600));
+        let produced: Vec<pantau::model::Alert> = read_topic(&broker.brokers, "pantau.alerts")
+            .iter()
+            .map(|b| serde_json::from_slice(b).unwrap())
+            .collect();
+        crate::support::assert_same_alerts(
+            &produced,
+            &expected,
+            &format!("engine delay {delay:?}"),
+        );
+        assert!(
+            read_topic(&broker.brokers, "pantau.dlq").is_empty(),
+            "engine delay {delay:?}: valid records dead-lettered"
+        );
+    }
+}

@@ -130,6 +130,46 @@ pub fn comparable(alerts: &[Alert]) -> BTreeMap<String, serde_json::Value> {
         .collect()
 }
 
+/// Insists that two runs raised the same alerts, naming the ids missing, the ids extra
+/// and the first fields that differ (the whole maps are too long to read).
+pub fn assert_same_alerts(got: &[Alert], expected: &[Alert], what: &str) {
+    let (got, expected) = (comparable(got), comparable(expected));
+    let missing: Vec<&String> = expected.keys().filter(|k| !got.contains_key(*k)).collect();
+    let extra: Vec<&String> = got.keys().filter(|k| !expected.contains_key(*k)).collect();
+    let describe = |ids: &[&String], from: &BTreeMap<String, serde_json::Value>| -> Vec<String> {
+        ids.iter()
+            .take(5)
+            .map(|id| format!("{id} {} {}", from[*id]["rule_id"], from[*id]["window_end"]))
+            .collect()
+    };
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{what}: {} alerts missing {:?}, {} extra {:?}",
+        missing.len(),
+        describe(&missing, &expected),
+        extra.len(),
+        describe(&extra, &got)
+    );
+    for (id, want) in &expected {
+        let have = &got[id];
+        if have != want {
+            let fields: Vec<String> = want
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, v)| have.get(k.as_str()) != Some(*v))
+                .map(|(k, v)| {
+                    format!(
+                        "{k}: expected {v}, got {}",
+                        have.get(k.as_str()).unwrap_or(&serde_json::Value::Null)
+                    )
+                })
+                .collect();
+            panic!("{what}: alert {id} differs: {}", fields.join("; "));
+        }
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -32,6 +32,10 @@ use crate::model::Stream;
 use crate::route::TOPIC_BY_PROVINCE;
 use crate::watermark::PartitionId;
 
+/// The lag [`KafkaSource::backlog`] reports for a partition the broker did not answer
+/// about: unknown, so held as behind.
+pub const UNKNOWN_LAG: i64 = -1;
+
 /// Consumer group settings for `pantau run`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SourceConfig {
@@ -405,21 +409,28 @@ impl KafkaSource {
     /// consumer's position is behind the partition's high watermark. A partition that is
     /// behind is stalled, not idle, and must keep holding the watermark however long it
     /// stays silent. Asks the broker, so call it only for partitions that look idle.
+    ///
+    /// A question the broker does not answer (a busy broker times out serving a backlog)
+    /// counts as behind, with [`UNKNOWN_LAG`]: before, no answer counted as no backlog,
+    /// and declaring a partition idle on no answer runs the watermark past everything
+    /// still unread.
     pub fn backlog(&self, candidates: &[Origin]) -> Vec<(Origin, i64)> {
         let Ok(positions) = self.consumer.position() else {
-            return Vec::new();
+            return candidates.iter().map(|o| (*o, UNKNOWN_LAG)).collect();
         };
         candidates
             .iter()
             .filter_map(|origin| {
-                let (low, high) = tokio::task::block_in_place(|| {
+                let answered = tokio::task::block_in_place(|| {
                     self.consumer.fetch_watermarks(
                         origin.topic(),
                         origin.partition(),
                         Duration::from_secs(2),
                     )
-                })
-                .ok()?;
+                });
+                let Ok((low, high)) = answered else {
+                    return Some((*origin, UNKNOWN_LAG));
+                };
                 // The broker answered: whatever outage there was is over.
                 if let Some(h) = &self.consumer.context().health {
                     h.broker_up();
