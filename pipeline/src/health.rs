@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 /// on it and the `/health` endpoint that reads it.
 pub struct Health {
     outage: Mutex<Option<Outage>>,
+    /// The alert store's database, for `pantau store run`: while it cannot be written at
+    /// all, the process is not healthy either.
+    database: Mutex<Option<Outage>>,
     broker_up: IntGauge,
     outages: IntCounter,
 }
@@ -34,6 +37,9 @@ pub struct HealthStatus {
     pub broker: BrokerState,
     pub reason: Option<String>,
     pub down_for_seconds: Option<f64>,
+    /// Why the alert store's database cannot be written, when it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,9 +56,33 @@ impl Health {
         broker_up.set(1);
         Health {
             outage: Mutex::new(None),
+            database: Mutex::new(None),
             broker_up,
             outages,
         }
+    }
+
+    fn database(&self) -> std::sync::MutexGuard<'_, Option<Outage>> {
+        self.database.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The alert store cannot write at all (connection gone, every try failing): `/health`
+    /// answers 503 with the reason until [`Health::database_up`].
+    pub fn database_down(&self, reason: &str) {
+        let mut down = self.database();
+        match down.as_mut() {
+            Some(current) => current.reason = reason.to_owned(),
+            None => {
+                *down = Some(Outage {
+                    reason: reason.to_owned(),
+                    since: Instant::now(),
+                })
+            }
+        }
+    }
+
+    pub fn database_up(&self) {
+        *self.database() = None;
     }
 
     fn outage(&self) -> std::sync::MutexGuard<'_, Option<Outage>> {
@@ -97,25 +127,34 @@ impl Health {
         }
     }
 
+    /// Whether the broker is reachable: what the pipeline waits on before it trusts
+    /// silence. The database's state is in [`Health::status`] only.
     pub fn is_healthy(&self) -> bool {
         self.outage().is_none()
     }
 
     pub fn status(&self) -> HealthStatus {
-        match self.outage().as_ref() {
+        let database = self.database().as_ref().map(|d| d.reason.clone());
+        let broker_ok = self.outage().is_none();
+        let mut status = match self.outage().as_ref() {
             None => HealthStatus {
                 healthy: true,
                 broker: BrokerState::Up,
                 reason: None,
                 down_for_seconds: None,
+                database: None,
             },
             Some(outage) => HealthStatus {
                 healthy: false,
                 broker: BrokerState::Down,
                 reason: Some(outage.reason.clone()),
                 down_for_seconds: Some(outage.since.elapsed().as_secs_f64()),
+                database: None,
             },
-        }
+        };
+        status.healthy = broker_ok && database.is_none();
+        status.database = database;
+        status
     }
 
     /// Records `error` as an outage when it is one; other errors (bad records, unknown
@@ -233,6 +272,26 @@ mod tests {
         assert!(health.is_healthy());
         assert_eq!(gauge.get(), 1);
         assert_eq!(health.status().reason, None);
+    }
+
+    /// Before, `/health` of `pantau store run` said 200 while every write to
+    /// PostgreSQL failed.
+    #[test]
+    fn a_database_that_cannot_be_written_makes_health_say_so() {
+        let (health, _, _) = fresh();
+        health.database_down("store write failed: connection refused");
+        let status = health.status();
+        assert!(!status.healthy);
+        assert_eq!(status.broker, BrokerState::Up);
+        assert_eq!(
+            status.database.as_deref(),
+            Some("store write failed: connection refused")
+        );
+        // The broker's state, which the pipeline waits on, is unaffected.
+        assert!(health.is_healthy());
+        health.database_up();
+        assert!(health.status().healthy);
+        assert_eq!(health.status().database, None);
     }
 
     #[test]

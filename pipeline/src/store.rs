@@ -547,12 +547,14 @@ pub async fn follow(
         }
         let (alerts, outlets) = split(entries);
         let mut backoff = Backoff::new();
+        let health = metrics.health();
         loop {
             if store.is_closed() {
                 match Store::connect(config).await {
                     Ok(s) => store = s,
                     Err(e) => {
                         metrics.store_errors.inc();
+                        health.database_down(&format!("store unreachable: {e:#}"));
                         let wait = backoff.next_delay();
                         tracing::error!(error = %format!("{e:#}"), retry_in = ?wait, "store unreachable");
                         tokio::time::sleep(wait).await;
@@ -562,6 +564,7 @@ pub async fn follow(
             }
             match store.write(&alerts, &outlets).await {
                 Ok(skipped) => {
+                    health.database_up();
                     for s in &skipped {
                         metrics
                             .store_skipped
@@ -573,6 +576,7 @@ pub async fn follow(
                 }
                 Err(e) => {
                     metrics.store_errors.inc();
+                    health.database_down(&format!("store write failed: {e:#}"));
                     let wait = backoff.next_delay();
                     tracing::error!(error = %format!("{e:#}"), retry_in = ?wait, "store write failed");
                     tokio::time::sleep(wait).await;
