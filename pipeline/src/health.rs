@@ -1,4 +1,5 @@
-//! Whether pantau can reach its Kafka broker, and how long to wait before trying again.
+//! Whether pantau can reach its Kafka broker (and, for the alert store, write its
+//! database), and how long to wait before trying again.
 //!
 //! This module owns the broker-connection state behind `/health` (served by
 //! [`crate::metrics::serve`]) and the `pantau_broker_up` / `pantau_broker_outages_total`

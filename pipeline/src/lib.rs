@@ -22,13 +22,14 @@
 //! steps: `route` forwards input records to the internal topic by province, and
 //! `detect` keeps one engine per internal partition, checkpointed by `checkpoint`.
 //! `reload` takes up rule and snooze changes while running.
-//! `health` tracks the broker for `/health`, `dlq` bounds the dead-letter rate,
+//! `health` tracks the broker (and the store's database) for `/health`, `dlq` paces dead letters,
 //! `metrics` serves `/metrics`, `program` computes the realization, spending and price
 //! figures it publishes for the dashboards, and `store` keeps alerts and the outlet
 //! registry in PostgreSQL for the district drill-down; `notify` tells each district's
 //! Tikor about its alerts; `report` writes the monthly reconciliation a district owes
 //! the ministry; `chart` draws the PNGs both use; `sim` makes simulated districts; `demo` runs it all
-//! in-process; `eval` scores alerts against the anomalies a simulation injected;
+//! in-process; `pseudonym` makes the keyed card references everything a person reads
+//! uses; `eval` scores alerts against the anomalies a simulation injected;
 //! `lint`, `fixtures` and `backtest` are the rule author's tools (`pantau rules ...`).
 
 pub mod alert;
