@@ -170,7 +170,10 @@ fn dead_letter(
         }
         Err(_) => None,
     };
-    let (original, original_encoding) = match text {
+    // JSON writes a control character as six bytes: text made of them would outgrow the
+    // producer's limit where base64 of the same bytes does not.
+    let base64_len = kept.len().div_ceil(3) * 4;
+    let (original, original_encoding) = match text.filter(|t| json_escaped_len(t) <= base64_len) {
         Some(text) => (text.to_string(), "text"),
         None => (
             base64::engine::general_purpose::STANDARD.encode(kept),
@@ -193,6 +196,17 @@ fn dead_letter(
         error: rejection.message.clone(),
         rejected_at: Utc::now().fixed_offset(),
     }
+}
+
+/// The length of `text` as a JSON string's contents.
+fn json_escaped_len(text: &str) -> usize {
+    text.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
 }
 
 impl Engine {
@@ -754,6 +768,48 @@ mod tests {
         format!(
             r#"{{"txn_id":"T{id}","bank":"BNI","occurred_at":"{at}","outlet_id":"O1","terminal_id":"T1","regency_code":"3604","card_id":"C{id}","payment":"QRIS","type":"purchase","amount":5000}}"#
         )
+    }
+
+    /// Before, 200 KB of zero bytes (valid UTF-8) went into the dead letter as text,
+    /// which JSON writes as 1.2 MB of `\u0000`: over the producer's 1 MB limit, so `run`
+    /// stopped on it at every restart.
+    #[test]
+    fn a_dead_letter_of_control_bytes_stays_under_the_message_limit() {
+        for payload in [vec![0u8; 200_000], vec![0x1fu8; 2_000_000]] {
+            let record = RawRecord {
+                key: Some(b"O1"),
+                payload: Some(&payload),
+                offset: 1,
+                received: None,
+            };
+            let rejection = Rejection {
+                reason: Reason::InvalidJson,
+                message: "not valid JSON".into(),
+            };
+            let dead = dead_letter(Stream::Transactions, 0, &record, &rejection);
+            let produced = crate::sink::kafka::Outgoing::dead_letter(&dead).unwrap();
+            assert!(
+                produced.payload.len() < 500_000,
+                "{}",
+                produced.payload.len()
+            );
+            assert_eq!(dead.original_encoding, "base64");
+            assert_eq!(dead.original_length, payload.len() as u64);
+        }
+        let text = RawRecord {
+            key: None,
+            payload: Some(b"{\"a\":\n1"),
+            offset: 2,
+            received: None,
+        };
+        let rejection = Rejection {
+            reason: Reason::InvalidJson,
+            message: "x".into(),
+        };
+        assert_eq!(
+            dead_letter(Stream::Transactions, 0, &text, &rejection).original_encoding,
+            "text"
+        );
     }
 
     #[tokio::test]

@@ -668,7 +668,11 @@ pub async fn run(
             dead_this_turn += dead.len();
         }
         // Every dead letter is produced; a flood is paced by waiting before reading on.
-        let dlq_wait = pacer.charge(dead_this_turn, turn);
+        // One wait stays far below librdkafka's max.poll.interval.ms (300 s); a larger
+        // debt is waited off over the next turns (the pacer keeps it).
+        let dlq_wait = pacer
+            .charge(dead_this_turn, turn)
+            .min(Duration::from_secs(30));
         let alerts = worker.detector.advance(wall_clock_us()).await?;
         alerts.iter().for_each(&mut on_alert);
         summary.add_alerts(&alerts);

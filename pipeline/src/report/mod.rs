@@ -297,7 +297,7 @@ impl Input {
                         continue;
                     }
                     let refused = serde_json::from_str::<T>(&line)
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| without_values(&e))
                         .and_then(&mut each);
                     if let Err(e) = refused {
                         problems.push(format!("{}:{}: {e}", path.display(), i + 1));
@@ -311,7 +311,7 @@ impl Input {
                     let payload = message.payload().unwrap_or_default();
                     progress.inc(payload.len() as u64 + 1);
                     let refused = serde_json::from_slice::<T>(payload)
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| without_values(&e))
                         .and_then(&mut each);
                     if let Err(e) = refused {
                         problems.push(format!(
@@ -325,6 +325,24 @@ impl Input {
         }
         Ok(())
     }
+}
+
+/// A line that cannot be read, as the printed report may say it: serde quotes the
+/// offending value, and a card id is personal data, so only what kind of problem and
+/// where (a missing field names only the field).
+fn without_values(error: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let text = error.to_string();
+    if text.starts_with("missing field") {
+        return text;
+    }
+    let what = match error.classify() {
+        Category::Syntax => "not valid JSON",
+        Category::Eof => "the line ends early",
+        Category::Data => "a field has the wrong type or value",
+        Category::Io => "unreadable",
+    };
+    format!("{what} at line {} column {}", error.line(), error.column())
 }
 
 /// An amount as the report accepts it: positive and no larger than any record pantau
@@ -974,6 +992,17 @@ mod tests {
             .problems
             .iter()
             .all(|p| p.contains("not between 1 and")));
+    }
+
+    #[test]
+    fn an_unreadable_line_is_named_without_its_values() {
+        let bad = r#"{"disbursement_id":"D1","card_id":6013123456789012}"#;
+        let e = serde_json::from_str::<Disbursement>(bad).unwrap_err();
+        let said = without_values(&e);
+        assert!(!said.contains("6013123456789012"), "{said}");
+        assert!(said.contains("column"), "{said}");
+        let missing = serde_json::from_str::<Disbursement>("{}").unwrap_err();
+        assert!(without_values(&missing).contains("missing field"));
     }
 
     #[test]
