@@ -209,21 +209,27 @@ impl SnoozeList {
             .comment(Some(b'#'))
             .trim(csv::Trim::All)
             .from_reader(text.as_bytes());
-        for result in reader.deserialize::<Snooze>() {
-            let outcome = result.map_err(|e| {
-                let line = e.position().map(|p| p.line()).unwrap_or_default();
-                format!("{name}:{line}: {e}")
-            });
-            let checked = outcome.and_then(|snooze| {
-                if snooze.entity_id.is_empty() || snooze.rule_id.is_empty() {
-                    return Err(format!(
-                        "{name}: a line has an empty entity_id or rule_id ({snooze:?})"
-                    ));
-                }
-                let until = until_us(&snooze.until)
-                    .map_err(|e| format!("{name}: entity {}: {e}", snooze.entity_id))?;
-                Ok((snooze, until))
-            });
+        let headers = reader.headers().cloned().unwrap_or_default();
+        // Problems name the line, never the entity: a snooze for a card names a card,
+        // and these problems are logged at warn.
+        for result in reader.records() {
+            let checked = result
+                .map_err(|e| {
+                    let line = e.position().map(|p| p.line()).unwrap_or_default();
+                    format!("{name}:{line}: {e}")
+                })
+                .and_then(|record| {
+                    let line = record.position().map(|p| p.line()).unwrap_or_default();
+                    let snooze: Snooze = record
+                        .deserialize(Some(&headers))
+                        .map_err(|e| format!("{name}:{line}: {e}"))?;
+                    if snooze.entity_id.is_empty() || snooze.rule_id.is_empty() {
+                        return Err(format!("{name}:{line}: empty entity_id or rule_id"));
+                    }
+                    let until =
+                        until_us(&snooze.until).map_err(|e| format!("{name}:{line}: {e}"))?;
+                    Ok((snooze, until))
+                });
             match checked {
                 Ok(entry) => list.entries.push(entry),
                 Err(problem) => list.problems.push(problem),
@@ -390,6 +396,17 @@ mod tests {
         assert_eq!(list.len(), 2, "{:?}", list.problems);
         assert_eq!(list.problems.len(), 2, "{:?}", list.problems);
         assert!(list.problems[0].contains("\"soon\""), "{:?}", list.problems);
+        // Named by line, not by entity (which may be a card).
+        assert!(
+            list.problems[0].contains("snooze.csv:5"),
+            "{:?}",
+            list.problems
+        );
+        assert!(
+            !list.problems.iter().any(|p| p.contains("O-3")),
+            "{:?}",
+            list.problems
+        );
         assert!(
             list.problems[1].contains("snooze.csv:6"),
             "{:?}",
