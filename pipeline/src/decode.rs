@@ -1657,7 +1657,7 @@ mod tests {
     /// A chunk through the router, across the internal topic's encoding and into an
     /// engine, as `pantau run` carries it.
     fn through_router_and_engine(stream: Stream, payloads: &[Option<Vec<u8>>]) {
-        use crate::engine::{Engine, EngineConfig, RawRecord};
+        use crate::engine::{Engine, RawRecord};
         use crate::route::{self, Envelope, InputRecord};
         // 2023-04-01T00:00+07:00, after every template's time; plus five minutes.
         let received = 1_680_282_000_000_000;
@@ -1674,14 +1674,7 @@ mod tests {
         let forwarded = route::forward((stream, 0), &records, 4, received);
         assert_eq!(forwarded.len(), records.len());
         let progress = route::max_event_time(stream, &records, latest);
-        let config = EngineConfig {
-            lateness: std::time::Duration::from_secs(600),
-            max_future: std::time::Duration::from_secs(300),
-            idle_timeout: std::time::Duration::from_secs(10),
-            rules: std::path::PathBuf::new(),
-            rule_budget: std::time::Duration::from_secs(30),
-            snooze: None,
-        };
+        let config = crate::fixtures::engine_config(std::path::Path::new(""), None);
         let mut engine = Engine::new(
             &config,
             crate::rules::RuleSet::default(),

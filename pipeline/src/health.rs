@@ -136,26 +136,18 @@ impl Health {
 
     pub fn status(&self) -> HealthStatus {
         let database = self.database().as_ref().map(|d| d.reason.clone());
-        let broker_ok = self.outage().is_none();
-        let mut status = match self.outage().as_ref() {
-            None => HealthStatus {
-                healthy: true,
-                broker: BrokerState::Up,
-                reason: None,
-                down_for_seconds: None,
-                database: None,
+        let outage = self.outage();
+        HealthStatus {
+            healthy: outage.is_none() && database.is_none(),
+            broker: if outage.is_none() {
+                BrokerState::Up
+            } else {
+                BrokerState::Down
             },
-            Some(outage) => HealthStatus {
-                healthy: false,
-                broker: BrokerState::Down,
-                reason: Some(outage.reason.clone()),
-                down_for_seconds: Some(outage.since.elapsed().as_secs_f64()),
-                database: None,
-            },
-        };
-        status.healthy = broker_ok && database.is_none();
-        status.database = database;
-        status
+            reason: outage.as_ref().map(|o| o.reason.clone()),
+            down_for_seconds: outage.as_ref().map(|o| o.since.elapsed().as_secs_f64()),
+            database,
+        }
     }
 
     /// Records `error` as an outage when it is one; other errors (bad records, unknown
