@@ -24,14 +24,18 @@ struct Received {
     content_type: Option<String>,
     body: Vec<u8>,
     at: Instant,
+    /// Answered 200.
+    ok: bool,
 }
 
 /// HTTP stand-ins on one loopback port: `/hook/<name>` answers 503 to the first
-/// `failures[name]` requests (all of them for `down`), then 200; `/bot<token>/sendMessage`
-/// and `/bot<token>/sendPhoto` answer like Telegram.
+/// `failures[name]` requests (all of them for `down`, and the daily digests for `switch`
+/// while `switch_down` is set), then 200; `/bot<token>/sendMessage` and
+/// `/bot<token>/sendPhoto` answer like Telegram.
 struct Receivers {
     addr: String,
     received: Arc<Mutex<Vec<Received>>>,
+    switch_down: Arc<std::sync::atomic::AtomicBool>,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -45,42 +49,58 @@ impl Receivers {
         type Shared = (
             Arc<Mutex<Vec<Received>>>,
             Arc<BTreeMap<&'static str, usize>>,
+            Arc<std::sync::atomic::AtomicBool>,
         );
         let received = Arc::new(Mutex::new(Vec::new()));
-        let state: Shared = (received.clone(), Arc::new(failures));
-        let record =
-            |received: &Mutex<Vec<Received>>, path: String, headers: &HeaderMap, body: Bytes| {
-                let header = |n: &str| {
-                    headers
-                        .get(n)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned)
-                };
-                let mut all = received.lock().unwrap();
-                all.push(Received {
-                    key: header("idempotency-key"),
-                    signature: header("x-pantau-signature"),
-                    content_type: header("content-type"),
-                    body: body.to_vec(),
-                    at: Instant::now(),
-                    path: path.clone(),
-                });
-                all.iter().filter(|r| r.path == path).count()
+        let switch_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let state: Shared = (received.clone(), Arc::new(failures), switch_down.clone());
+        // Records a request; `ok` decides the answer from how many came to the path
+        // (this one included) and the idempotency key.
+        let record = |received: &Mutex<Vec<Received>>,
+                      path: String,
+                      headers: &HeaderMap,
+                      body: Bytes,
+                      ok: &dyn Fn(usize, &str) -> bool| {
+            let header = |n: &str| {
+                headers
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
             };
+            let mut all = received.lock().unwrap();
+            let seen = all.iter().filter(|r| r.path == path).count() + 1;
+            let key = header("idempotency-key");
+            let ok = ok(seen, key.as_deref().unwrap_or_default());
+            all.push(Received {
+                key,
+                signature: header("x-pantau-signature"),
+                content_type: header("content-type"),
+                body: body.to_vec(),
+                at: Instant::now(),
+                path,
+                ok,
+            });
+            ok
+        };
         let app = axum::Router::new()
             .route(
                 "/hook/{name}",
                 post(
-                    move |State((received, failures)): State<Shared>,
+                    move |State((received, failures, switch_down)): State<Shared>,
                           Path(name): Path<String>,
                           headers: HeaderMap,
                           body: Bytes| async move {
-                        let seen = record(&received, format!("/hook/{name}"), &headers, body);
                         let fail = failures.get(name.as_str()).copied().unwrap_or(0);
-                        if name == "down" || seen <= fail {
-                            StatusCode::SERVICE_UNAVAILABLE
-                        } else {
+                        let ok = |seen: usize, key: &str| {
+                            let switched_off = name == "switch"
+                                && key.starts_with("digest-")
+                                && switch_down.load(std::sync::atomic::Ordering::SeqCst);
+                            name != "down" && seen > fail && !switched_off
+                        };
+                        if record(&received, format!("/hook/{name}"), &headers, body, &ok) {
                             StatusCode::OK
+                        } else {
+                            StatusCode::SERVICE_UNAVAILABLE
                         }
                     },
                 ),
@@ -88,12 +108,19 @@ impl Receivers {
             .route(
                 "/{bot}/{method}",
                 post(
-                    move |State((received, _)): State<Shared>,
+                    move |State((received, _, _)): State<Shared>,
                           Path((bot, method)): Path<(String, String)>,
                           headers: HeaderMap,
                           body: Bytes| async move {
-                        record(&received, format!("/{bot}/{method}"), &headers, body);
-                        if method == "sendMessage" || method == "sendPhoto" {
+                        let known = method == "sendMessage" || method == "sendPhoto";
+                        record(
+                            &received,
+                            format!("/{bot}/{method}"),
+                            &headers,
+                            body,
+                            &|_, _| known,
+                        );
+                        if known {
                             (StatusCode::OK, r#"{"ok":true,"result":{}}"#)
                         } else {
                             (StatusCode::NOT_FOUND, r#"{"ok":false}"#)
@@ -106,6 +133,7 @@ impl Receivers {
         Receivers {
             addr,
             received,
+            switch_down,
             _runtime: runtime,
         }
     }
@@ -469,6 +497,121 @@ min_severity = "high"
             |r| String::from_utf8_lossy(&r.body).contains(&pseudonyms.reference(&c.entity_id))
         )),
         "no card alert reached a webhook with its reference"
+    );
+}
+
+#[test]
+fn a_digest_under_way_at_sigterm_is_neither_lost_nor_repeated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (broker, alerts) = broker_with_a_small_month(tmp.path());
+    let serang = alerts
+        .iter()
+        .filter(|a| a.regency_code == "3604" && !a.shadow)
+        .count();
+    assert!(serang > 0, "this history has no alert in Serang");
+
+    // The Tikor's receiver takes alerts but refuses digests until it is switched on.
+    let receivers = Receivers::start(BTreeMap::new());
+    receivers
+        .switch_down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let routes_path = tmp.path().join("routes.toml");
+    std::fs::write(
+        &routes_path,
+        format!(
+            r#"
+dashboard_url = "http://grafana.example"
+[digest]
+at = "00:00"
+every = "3s"
+[channels.tikor]
+kind = "webhook"
+url = "http://{}/hook/switch"
+[[routes]]
+regency = "3604"
+channels = ["tikor"]
+"#,
+            receivers.addr
+        ),
+    )
+    .unwrap();
+    let start = || {
+        pantau()
+            .args(["notify", "--brokers", &broker.brokers, "--routes"])
+            .arg(&routes_path)
+            .args(["--max-tries", "1000", "--retry-after", "200ms"])
+            .arg("--state-dir")
+            .arg(tmp.path().join("state"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("pantau notify starts")
+    };
+    let digests = || -> Vec<Received> {
+        receivers
+            .on("/hook/switch")
+            .into_iter()
+            .filter(|r| r.key.as_deref().unwrap_or_default().starts_with("digest-"))
+            .collect()
+    };
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    // Stopped while the first digest is being retried.
+    let mut first = start();
+    wait_for("a digest to be refused", &|| !digests().is_empty());
+    let interrupted = digests()[0].key.clone().unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status();
+    assert!(first.wait().unwrap().success(), "notify exits on SIGTERM");
+    // Down for longer than a digest period.
+    std::thread::sleep(Duration::from_secs(4));
+    receivers
+        .switch_down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+
+    // "[RINGKASAN HARIAN] Kabupaten Serang: 7 peringatan baru, 24 November 2026"
+    let counted = |r: &Received| -> usize {
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        let subject = body["message"]["subject"].as_str().unwrap().to_owned();
+        let after = subject.split(": ").nth(1).unwrap();
+        after.split(' ').next().unwrap().parse().unwrap()
+    };
+    let delivered = || -> Vec<Received> { digests().into_iter().filter(|r| r.ok).collect() };
+    let mut second = start();
+    wait_for("the interrupted digest and two more", &|| {
+        let delivered = delivered();
+        delivered
+            .iter()
+            .any(|r| r.key.as_ref() == Some(&interrupted))
+            && delivered.len() >= 3
+    });
+    let _ = second.kill();
+    let _ = second.wait();
+
+    let delivered = delivered();
+    let keys: BTreeSet<&str> = delivered
+        .iter()
+        .map(|r| r.key.as_deref().unwrap())
+        .collect();
+    assert_eq!(keys.len(), delivered.len(), "a digest delivered twice");
+    assert_eq!(
+        delivered.iter().map(counted).sum::<usize>(),
+        serang,
+        "every alert of Serang in exactly one digest that reached the Tikor"
+    );
+    let interrupted = delivered
+        .iter()
+        .find(|r| r.key.as_ref() == Some(&interrupted))
+        .unwrap();
+    assert!(
+        counted(interrupted) > 0,
+        "the interrupted digest lost its alerts"
     );
 }
 

@@ -32,7 +32,8 @@ use crate::metrics::Metrics;
 use crate::model::{Alert, TOPIC_ALERTS, TOPIC_OUTLETS};
 use crate::notify::channel::{Kind, Outbound, Sender};
 use crate::notify::digest::{
-    daily_message, fetch_realization, folded_message, realization_text, Schedule, Tally, TallyEntry,
+    daily_message, fetch_realization, folded_message, realization_text, DueDigest, Schedule, Tally,
+    TallyEntry,
 };
 use crate::notify::message::{kecamatan, Message, OutletInfo, Templates};
 use crate::notify::routes::Routes;
@@ -90,14 +91,23 @@ pub struct FailedNotification {
 pub struct Job {
     pub outbound: Outbound,
     origins: Vec<(i32, i64)>,
-    /// The regency a daily digest is about (alerts name their own).
-    digest_regency: Option<String>,
+    /// The daily digest this is (alerts name their own regency).
+    digest: Option<DigestId>,
+}
+
+/// A district's digest, by the time it fell due.
+type DigestId = (String, chrono::DateTime<Utc>);
+
+/// What a channel's worker is done with: delivered, or dead-lettered.
+enum Finished {
+    Alert((i32, i64)),
+    Digest(DigestId),
 }
 
 impl Job {
     fn regencies(&self) -> Vec<String> {
-        let mut regencies: Vec<String> = match &self.digest_regency {
-            Some(r) => vec![r.clone()],
+        let mut regencies: Vec<String> = match &self.digest {
+            Some((r, _)) => vec![r.clone()],
             None => self
                 .outbound
                 .alerts
@@ -206,7 +216,7 @@ impl Progress {
 struct Worker {
     name: String,
     sender: Arc<dyn Sender>,
-    done: mpsc::UnboundedSender<(i32, i64)>,
+    done: mpsc::UnboundedSender<Finished>,
     log: Arc<std::sync::Mutex<DeliveredLog>>,
     dlq: Arc<KafkaSink>,
     config: NotifyConfig,
@@ -270,14 +280,37 @@ impl Worker {
         } else {
             self.dead_letter(&job, last_error).await;
         }
-        for origin in job.origins {
-            if self.done.send(origin).is_err() {
+        let finished = job
+            .origins
+            .into_iter()
+            .map(Finished::Alert)
+            .chain(job.digest.map(Finished::Digest));
+        for f in finished {
+            if self.done.send(f).is_err() {
                 return;
             }
         }
     }
 
     fn delivered(&self, job: &Job) {
+        let keys: Vec<&str> = match job.outbound.kind {
+            Kind::Daily => vec![job.outbound.key.as_str()],
+            _ => job
+                .outbound
+                .alerts
+                .iter()
+                .map(|a| a.alert_id.as_str())
+                .collect(),
+        };
+        let recorded = self
+            .log
+            .lock()
+            .map_err(|_| anyhow::anyhow!("delivered log poisoned"))
+            .and_then(|mut log| keys.iter().try_for_each(|key| log.record(key, &self.name)));
+        if let Err(e) = recorded {
+            // Delivered all the same; a restart may send it once more.
+            tracing::error!(error = %format!("{e:#}"), "cannot record a delivery");
+        }
         match job.outbound.kind {
             Kind::Daily => self.count_each(&job.regencies(), "digest_sent"),
             kind => {
@@ -286,20 +319,6 @@ impl Worker {
                 } else {
                     "sent"
                 };
-                let recorded = self
-                    .log
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("delivered log poisoned"))
-                    .and_then(|mut log| {
-                        for alert in &job.outbound.alerts {
-                            log.record(&alert.alert_id, &self.name)?;
-                        }
-                        Ok(())
-                    });
-                if let Err(e) = recorded {
-                    // Delivered all the same; a restart may send it once more.
-                    tracing::error!(error = %format!("{e:#}"), "cannot record a delivery");
-                }
                 for alert in &job.outbound.alerts {
                     self.count(&alert.regency_code, outcome);
                 }
@@ -320,8 +339,8 @@ impl Worker {
             subject: message.subject.clone(),
             text: message.text.clone(),
         };
-        let failures: Vec<FailedNotification> = match &job.digest_regency {
-            Some(regency) => vec![failed(None, regency.clone())],
+        let failures: Vec<FailedNotification> = match &job.digest {
+            Some((regency, _)) => vec![failed(None, regency.clone())],
             None => job
                 .outbound
                 .alerts
@@ -371,7 +390,7 @@ impl Worker {
                 message: Arc::new(message),
             },
             origins: held.into_iter().flat_map(|j| j.origins).collect(),
-            digest_regency: None,
+            digest: None,
         }
     }
 }
@@ -467,7 +486,19 @@ pub async fn run(
     let mut schedule = routes
         .digest
         .clone()
-        .map(|digest| Schedule::new(&routes, digest, Utc::now()));
+        .map(|digest| Schedule::new(&routes, digest, Utc::now(), |r| tally.last_end(r)));
+    // Digests that fell due before a stop and did not reach every channel go first.
+    let mut digests_waiting = HashMap::new();
+    let unsent = tally.unsent();
+    queue_digests(
+        unsent,
+        &mut tally,
+        &log,
+        &mut digests_waiting,
+        &routes,
+        &templates,
+        &queues,
+    )?;
     let consumer = kafka
         .follower(&config.group, &[TOPIC_ALERTS, TOPIC_OUTLETS])
         .await?;
@@ -543,6 +574,7 @@ pub async fn run(
                         outlet_name: outlet.map(|o| o.name.clone()),
                         kecamatan: outlet.and_then(|o| kecamatan(&alert.regency_code, &o.district_code)),
                         received_at: Utc::now(),
+                        counted_in: None,
                         digested: false,
                     })?;
                 }
@@ -569,20 +601,26 @@ pub async fn run(
                             message: rendered.clone(),
                         },
                         origins: vec![origin],
-                        digest_regency: None,
+                        digest: None,
                     };
                     if queues[channel].send(job).is_err() {
                         anyhow::bail!("the worker of channel {channel} stopped");
                     }
                 }
             }
-            Some(origin) = done_rx.recv() => progress.done(origin),
+            Some(finished) = done_rx.recv() => {
+                finish(finished, &mut progress, &mut digests_waiting, &mut tally)?;
+            }
             _ = tick.tick() => {
                 commit(&consumer, TOPIC_ALERTS, &progress.take_committable());
                 let registry_offsets: Vec<(i32, i64)> = std::mem::take(&mut registry_next).into_iter().collect();
                 commit(&consumer, TOPIC_OUTLETS, &registry_offsets);
                 if let Some(schedule) = schedule.as_mut() {
-                    send_daily_digests(schedule, &mut tally, &routes, &templates, &queues)?;
+                    let due = schedule.due(&routes, Utc::now());
+                    if !due.is_empty() {
+                        let digests = tally.fall_due(&due)?;
+                        queue_digests(digests, &mut tally, &log, &mut digests_waiting, &routes, &templates, &queues)?;
+                    }
                 }
             }
             _ = tokio::signal::ctrl_c() => break,
@@ -599,49 +637,81 @@ pub async fn run(
     if drained.is_err() {
         tracing::warn!("channel workers still sending after 30 s; stopping without them");
     }
-    while let Ok(origin) = done_rx.try_recv() {
-        progress.done(origin);
+    while let Ok(finished) = done_rx.try_recv() {
+        finish(finished, &mut progress, &mut digests_waiting, &mut tally)?;
     }
     commit(&consumer, TOPIC_ALERTS, &progress.take_committable());
     tracing::info!(in_flight = progress.in_flight(), "notifier stopping");
     Ok(())
 }
 
-/// Hands each district whose digest fell due its digest, on every channel of its
-/// routes (a province catch-all only when there were alerts). Realization is read from
-/// Prometheus off the loop, so a slow Prometheus holds nothing up.
-fn send_daily_digests(
-    schedule: &mut Schedule,
+/// A channel is done with an alert or a digest; a digest done on every channel is sent.
+fn finish(
+    finished: Finished,
+    progress: &mut Progress,
+    digests_waiting: &mut HashMap<DigestId, usize>,
     tally: &mut Tally,
+) -> anyhow::Result<()> {
+    match finished {
+        Finished::Alert(origin) => progress.done(origin),
+        Finished::Digest(id) => {
+            if let Some(left) = digests_waiting.get_mut(&id) {
+                *left -= 1;
+                if *left == 0 {
+                    digests_waiting.remove(&id);
+                    tally.sent(&id.0, id.1)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Hands each digest to every channel of its district's routes that does not have it
+/// yet. Realization is read from Prometheus off the loop, so a slow Prometheus holds
+/// nothing up.
+fn queue_digests(
+    digests: Vec<DueDigest>,
+    tally: &mut Tally,
+    log: &std::sync::Mutex<DeliveredLog>,
+    digests_waiting: &mut HashMap<DigestId, usize>,
     routes: &Arc<Routes>,
     templates: &Arc<Templates>,
     queues: &Arc<HashMap<String, mpsc::UnboundedSender<Job>>>,
 ) -> anyhow::Result<()> {
-    let now = Utc::now();
-    let due = schedule.due(routes, now);
-    if due.is_empty() {
-        return Ok(());
-    }
     let every = routes
         .digest
         .as_ref()
         .map_or(Duration::from_secs(86_400), |d| d.every);
-    let counted: Vec<(&str, chrono::DateTime<Utc>)> = due
-        .iter()
-        .map(|d| (d.regency_code.as_str(), d.end))
-        .collect();
-    let mut digests = Vec::new();
-    for d in &due {
+    let mut work = Vec::new();
+    for digest in digests {
+        let channels: Vec<String> = {
+            let log = log
+                .lock()
+                .map_err(|_| anyhow::anyhow!("delivered log poisoned"))?;
+            digest
+                .channels
+                .iter()
+                // A channel since removed from the routing file is not waited for.
+                .filter(|c| queues.contains_key(*c) && !log.contains(&digest.key(), c))
+                .cloned()
+                .collect()
+        };
+        if channels.is_empty() {
+            tally.sent(&digest.regency_code, digest.end)?;
+            continue;
+        }
+        digests_waiting.insert((digest.regency_code.clone(), digest.end), channels.len());
         let entries: Vec<TallyEntry> = tally
-            .pending(&d.regency_code, d.end)
+            .counted(&digest.regency_code, digest.end)
             .into_iter()
             .cloned()
             .collect();
-        if !(d.catch_all && entries.is_empty()) {
-            digests.push((d.clone(), entries));
-        }
+        work.push((digest, channels, entries));
     }
-    tally.digested(&counted)?;
+    if work.is_empty() {
+        return Ok(());
+    }
     let prometheus = routes
         .digest
         .as_ref()
@@ -658,15 +728,15 @@ fn send_daily_digests(
                     "Prometheus tidak dapat dibaca".to_owned()
                 })),
         };
-        for (due, entries) in digests {
+        for (digest, channels, entries) in work {
             let entries: Vec<&TallyEntry> = entries.iter().collect();
             let text = realization_text(
                 realization
                     .as_ref()
-                    .map(|r| r.get(&due.regency_code))
+                    .map(|r| r.get(&digest.regency_code))
                     .map_err(String::as_str),
             );
-            let start = due.end - chrono::Duration::from_std(every).unwrap_or_default();
+            let start = digest.end - chrono::Duration::from_std(every).unwrap_or_default();
             let start = entries
                 .iter()
                 .map(|e| e.received_at)
@@ -675,25 +745,25 @@ fn send_daily_digests(
             let message = Arc::new(daily_message(
                 &templates,
                 &routes.dashboard_url,
-                &due.regency_code,
+                &digest.regency_code,
                 start,
-                due.end,
+                digest.end,
                 &entries,
                 text,
             ));
-            for channel in &due.channels {
+            for channel in &channels {
                 let job = Job {
                     outbound: Outbound {
-                        key: format!("digest-{}-{}", due.regency_code, due.end.timestamp()),
+                        key: digest.key(),
                         kind: Kind::Daily,
                         alerts: Vec::new(),
                         message: message.clone(),
                     },
                     origins: Vec::new(),
-                    digest_regency: Some(due.regency_code.clone()),
+                    digest: Some((digest.regency_code.clone(), digest.end)),
                 };
                 if queues.get(channel).is_none_or(|q| q.send(job).is_err()) {
-                    tracing::error!(channel = %channel, regency = %due.regency_code, "daily digest not queued: the channel's worker stopped");
+                    tracing::error!(channel = %channel, regency = %digest.regency_code, "daily digest not queued: the channel's worker stopped");
                 }
             }
         }

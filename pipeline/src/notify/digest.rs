@@ -3,9 +3,11 @@
 //! alerts since its last one, by category and outlet, with realization so far
 //! ([`daily_message`]).
 //!
-//! The alerts not yet in a daily digest are kept in `--state-dir/tally.jsonl`, so a
-//! restart neither loses nor repeats them; a digest due while the notifier was down
-//! takes them into the next one. Each district's digest falls due at `[digest] at` in
+//! The alerts not yet in a daily digest are kept in `--state-dir/tally.jsonl`, and a
+//! digest that fell due in `digests.jsonl` until every channel has it, so a stop in the
+//! middle of sending (a SIGTERM at 07:00) neither loses nor repeats it: after the
+//! restart it goes, with the same alerts, to the channels the delivered log lacks. A
+//! digest that fell due while the notifier was down goes out as soon as it is back. Each district's digest falls due at `[digest] at` in
 //! its own time zone (WIB, WITA, WIT). Realization comes from the Prometheus that
 //! scrapes `pantau run` (`[digest] prometheus_url`), the figures the dashboards show.
 
@@ -39,15 +41,38 @@ pub struct TallyEntry {
     pub outlet_name: Option<String>,
     pub kecamatan: Option<String>,
     pub received_at: DateTime<Utc>,
+    /// The end of the digest that counts it, once one fell due.
+    #[serde(default)]
+    pub counted_in: Option<DateTime<Utc>>,
+    /// That digest went out on every channel.
     #[serde(default)]
     pub digested: bool,
 }
 
-/// The alerts each district's next digest counts, on disk.
+/// A district's digest that fell due: kept until every channel has it, so a restart
+/// resends it to the channels that do not, with the same alerts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DueDigest {
+    pub regency_code: String,
+    pub end: DateTime<Utc>,
+    pub channels: Vec<String>,
+    pub sent: bool,
+}
+
+impl DueDigest {
+    /// The receivers' idempotency key, and the delivered log's.
+    pub fn key(&self) -> String {
+        format!("digest-{}-{}", self.regency_code, self.end.timestamp())
+    }
+}
+
+/// The alerts each district's next digest counts and the digests not yet sent, on disk.
 pub struct Tally {
     entries: Vec<TallyEntry>,
     ids: HashSet<String>,
+    digests: Vec<DueDigest>,
     path: PathBuf,
+    digests_path: PathBuf,
     file: std::fs::File,
 }
 
@@ -59,33 +84,57 @@ fn append_only(path: &Path) -> anyhow::Result<std::fs::File> {
         .with_context(|| format!("opening {}", path.display()))
 }
 
+/// The lines of a JSON-lines state file; a line cut short by a crash mid-write is
+/// skipped (its alert is read again from Kafka if it was not yet delivered).
+fn read_lines<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<Vec<T>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        match serde_json::from_str::<T>(line) {
+            Ok(item) => out.push(item),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), line = i + 1, error = %e, "unreadable digest state line skipped")
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Written aside and renamed, so a crash leaves the old file or the new one.
+fn replace_lines<T: Serialize>(path: &Path, items: &[T]) -> anyhow::Result<()> {
+    let fresh = path.with_extension("jsonl.new");
+    {
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(&fresh)
+                .with_context(|| format!("writing {}", fresh.display()))?,
+        );
+        for item in items {
+            writeln!(out, "{}", serde_json::to_string(item)?)?;
+        }
+        out.into_inner()?.sync_all()?;
+    }
+    std::fs::rename(&fresh, path).with_context(|| format!("replacing {}", path.display()))
+}
+
 impl Tally {
     pub fn open(dir: &Path) -> anyhow::Result<Tally> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join("tally.jsonl");
-        let mut entries = Vec::new();
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                for (i, line) in text.lines().enumerate() {
-                    match serde_json::from_str::<TallyEntry>(line) {
-                        Ok(entry) => entries.push(entry),
-                        // A line cut short by a crash mid-write: the alert is read again
-                        // from Kafka if it was not yet delivered.
-                        Err(e) => {
-                            tracing::warn!(file = %path.display(), line = i + 1, error = %e, "unreadable digest tally line skipped")
-                        }
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        }
+        let digests_path = dir.join("digests.jsonl");
+        let entries: Vec<TallyEntry> = read_lines(&path)?;
+        let digests = read_lines(&digests_path)?;
         let ids = entries.iter().map(|e| e.alert_id.clone()).collect();
         let file = append_only(&path)?;
         Ok(Tally {
             entries,
             ids,
+            digests,
             path,
+            digests_path,
             file,
         })
     }
@@ -101,48 +150,92 @@ impl Tally {
         Ok(())
     }
 
-    /// What a district's digest due at `end` counts: everything not yet digested that
-    /// arrived before it.
-    pub fn pending(&self, regency_code: &str, end: DateTime<Utc>) -> Vec<&TallyEntry> {
+    /// What a district's digest due at `end` counts.
+    pub fn counted(&self, regency_code: &str, end: DateTime<Utc>) -> Vec<&TallyEntry> {
         self.entries
             .iter()
-            .filter(|e| !e.digested && e.regency_code == regency_code && e.received_at < end)
+            .filter(|e| e.regency_code == regency_code && e.counted_in == Some(end))
             .collect()
     }
 
-    /// Marks what the districts' digests due at these times counted, forgets what was
-    /// digested long ago, and rewrites the file once for all of them.
-    pub fn digested(&mut self, digests: &[(&str, DateTime<Utc>)]) -> anyhow::Result<()> {
-        let Some(latest) = digests.iter().map(|(_, end)| *end).max() else {
-            return Ok(());
-        };
-        let forget_before = latest - chrono::Duration::days(KEEP_DIGESTED_DAYS);
-        let due: HashMap<&str, DateTime<Utc>> = digests.iter().copied().collect();
+    /// Gives each digest that fell due the alerts that arrived before it and no earlier
+    /// digest counts, and keeps it until [`Tally::sent`]. A province's catch-all with
+    /// nothing to say is sent by saying nothing. Returns the digests to send.
+    pub fn fall_due(&mut self, due: &[Due]) -> anyhow::Result<Vec<DueDigest>> {
+        let mut to_send = Vec::new();
+        for d in due {
+            let mut counts = 0;
+            for e in &mut self.entries {
+                if e.counted_in.is_none()
+                    && e.regency_code == d.regency_code
+                    && e.received_at < d.end
+                {
+                    e.counted_in = Some(d.end);
+                    counts += 1;
+                }
+            }
+            let digest = DueDigest {
+                regency_code: d.regency_code.clone(),
+                end: d.end,
+                channels: d.channels.clone(),
+                sent: d.catch_all && counts == 0,
+            };
+            if !digest.sent {
+                to_send.push(digest.clone());
+            }
+            self.digests.push(digest);
+        }
+        self.save()?;
+        Ok(to_send)
+    }
+
+    /// The digests that fell due and have not reached every channel yet.
+    pub fn unsent(&self) -> Vec<DueDigest> {
+        self.digests.iter().filter(|d| !d.sent).cloned().collect()
+    }
+
+    /// The end of the district's last digest that fell due, if one is remembered.
+    pub fn last_end(&self, regency_code: &str) -> Option<DateTime<Utc>> {
+        self.digests
+            .iter()
+            .filter(|d| d.regency_code == regency_code)
+            .map(|d| d.end)
+            .max()
+    }
+
+    /// Marks a digest delivered (or dead-lettered) on every channel: its alerts are
+    /// digested, and what was digested long ago is forgotten.
+    pub fn sent(&mut self, regency_code: &str, end: DateTime<Utc>) -> anyhow::Result<()> {
+        for d in &mut self.digests {
+            if d.regency_code == regency_code && d.end == end {
+                d.sent = true;
+            }
+        }
         for e in &mut self.entries {
-            if due
-                .get(e.regency_code.as_str())
-                .is_some_and(|end| e.received_at < *end)
-            {
+            if e.regency_code == regency_code && e.counted_in == Some(end) {
                 e.digested = true;
             }
         }
+        let forget_before = end - chrono::Duration::days(KEEP_DIGESTED_DAYS);
         self.entries
             .retain(|e| !(e.digested && e.received_at < forget_before));
         self.ids = self.entries.iter().map(|e| e.alert_id.clone()).collect();
-        // Written aside and renamed, so a crash leaves the old file or the new one.
-        let fresh = self.path.with_extension("jsonl.new");
-        {
-            let mut out = std::io::BufWriter::new(
-                std::fs::File::create(&fresh)
-                    .with_context(|| format!("writing {}", fresh.display()))?,
-            );
-            for e in &self.entries {
-                writeln!(out, "{}", serde_json::to_string(e)?)?;
-            }
-            out.into_inner()?.sync_all()?;
-        }
-        std::fs::rename(&fresh, &self.path)
-            .with_context(|| format!("replacing {}", self.path.display()))?;
+        // The latest of each district stays, so the schedule knows what it last sent.
+        let latest: HashMap<String, DateTime<Utc>> =
+            self.digests.iter().fold(HashMap::new(), |mut m, d| {
+                let end = m.entry(d.regency_code.clone()).or_insert(d.end);
+                *end = (*end).max(d.end);
+                m
+            });
+        self.digests.retain(|d| {
+            !d.sent || d.end >= forget_before || latest.get(&d.regency_code) == Some(&d.end)
+        });
+        self.save()
+    }
+
+    fn save(&mut self) -> anyhow::Result<()> {
+        replace_lines(&self.path, &self.entries)?;
+        replace_lines(&self.digests_path, &self.digests)?;
         self.file = append_only(&self.path)?;
         Ok(())
     }
@@ -180,15 +273,24 @@ pub struct Due {
 }
 
 impl Schedule {
-    pub fn new(routes: &Routes, schedule: DigestSchedule, now: DateTime<Utc>) -> Schedule {
+    /// `last_end` is when each district's last digest (if any is remembered) fell due:
+    /// one that fell due while the notifier was down falls due at once.
+    pub fn new(
+        routes: &Routes,
+        schedule: DigestSchedule,
+        now: DateTime<Utc>,
+        last_end: impl Fn(&str) -> Option<DateTime<Utc>>,
+    ) -> Schedule {
         let regions = Regions::get();
+        let every = chrono::Duration::from_std(schedule.every).unwrap_or(chrono::Duration::days(1));
         let next = regions
             .regencies()
             .iter()
             .filter(|r| !routes.digest_channels(&r.code).0.is_empty())
             .map(|r| {
-                let at = next_boundary(now, r.utc_offset, schedule.at, schedule.every);
-                (r.code.clone(), at)
+                let next = next_boundary(now, r.utc_offset, schedule.at, schedule.every);
+                let missed = last_end(&r.code).is_some_and(|last| last < next - every);
+                (r.code.clone(), if missed { next - every } else { next })
             })
             .collect();
         Schedule { schedule, next }
@@ -502,59 +604,44 @@ mod tests {
             outlet_name: outlet.map(|o| format!("Toko {o}")),
             kecamatan: outlet.map(|_| "Cikande".into()),
             received_at: utc(at),
+            counted_in: None,
             digested: false,
         }
+    }
+
+    fn due(end: DateTime<Utc>) -> Due {
+        Due {
+            regency_code: "3604".into(),
+            end,
+            channels: vec!["tikor".into()],
+            catch_all: false,
+        }
+    }
+
+    fn ids(entries: Vec<&TallyEntry>) -> Vec<&str> {
+        entries.iter().map(|e| e.alert_id.as_str()).collect()
     }
 
     #[test]
     fn the_tally_counts_an_alert_once_and_keeps_what_is_not_yet_digested_across_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let mut tally = Tally::open(dir.path()).unwrap();
-        tally
-            .add(entry(
-                "a",
-                "price_markup",
-                Some("EW-1"),
-                "2026-11-23T01:00:00Z",
-            ))
-            .unwrap();
-        tally
-            .add(entry(
-                "a",
-                "price_markup",
-                Some("EW-1"),
-                "2026-11-23T02:00:00Z",
-            ))
-            .unwrap();
-        tally
-            .add(entry(
-                "b",
-                "seasonal_outlet",
-                Some("EW-2"),
-                "2026-11-23T03:00:00Z",
-            ))
-            .unwrap();
-        tally
-            .add(entry(
-                "c",
-                "seasonal_outlet",
-                Some("EW-2"),
-                "2026-11-24T03:00:00Z",
-            ))
-            .unwrap();
+        for (id, category, outlet, at) in [
+            ("a", "price_markup", "EW-1", "2026-11-23T01:00:00Z"),
+            ("a", "price_markup", "EW-1", "2026-11-23T02:00:00Z"),
+            ("b", "seasonal_outlet", "EW-2", "2026-11-23T03:00:00Z"),
+            ("c", "seasonal_outlet", "EW-2", "2026-11-24T03:00:00Z"),
+        ] {
+            tally.add(entry(id, category, Some(outlet), at)).unwrap();
+        }
         let end = utc("2026-11-24T00:00:00Z");
-        assert_eq!(tally.pending("3604", end).len(), 2);
-        tally.digested(&[("3604", end)]).unwrap();
+        assert_eq!(tally.fall_due(&[due(end)]).unwrap().len(), 1);
+        assert_eq!(ids(tally.counted("3604", end)), ["a", "b"]);
+        tally.sent("3604", end).unwrap();
         drop(tally);
         let mut tally = Tally::open(dir.path()).unwrap();
-        assert!(tally.pending("3604", end).is_empty());
+        assert!(tally.unsent().is_empty());
         let later = utc("2026-11-25T00:00:00Z");
-        let ids: Vec<&str> = tally
-            .pending("3604", later)
-            .iter()
-            .map(|e| e.alert_id.as_str())
-            .collect();
-        assert_eq!(ids, ["c"]);
         // Read again after a restart: still counted once.
         tally
             .add(entry(
@@ -564,7 +651,73 @@ mod tests {
                 "2026-11-24T05:00:00Z",
             ))
             .unwrap();
-        assert_eq!(tally.pending("3604", later).len(), 1);
+        tally.fall_due(&[due(later)]).unwrap();
+        assert_eq!(ids(tally.counted("3604", later)), ["c"]);
+    }
+
+    #[test]
+    fn a_digest_that_fell_due_before_a_stop_is_sent_after_it_with_the_same_alerts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tally = Tally::open(dir.path()).unwrap();
+        tally
+            .add(entry("a", "price_markup", None, "2026-11-23T01:00:00Z"))
+            .unwrap();
+        let end = utc("2026-11-24T00:00:00Z");
+        tally.fall_due(&[due(end)]).unwrap();
+        // Arrives while the digest is being sent: the next one counts it.
+        tally
+            .add(entry("b", "price_markup", None, "2026-11-24T00:00:01Z"))
+            .unwrap();
+        drop(tally);
+
+        let mut tally = Tally::open(dir.path()).unwrap();
+        let unsent = tally.unsent();
+        assert_eq!(unsent.len(), 1);
+        assert_eq!(unsent[0].key(), format!("digest-3604-{}", end.timestamp()));
+        assert_eq!(ids(tally.counted("3604", end)), ["a"]);
+        assert_eq!(tally.last_end("3604"), Some(end));
+        let later = utc("2026-11-25T00:00:00Z");
+        tally.fall_due(&[due(later)]).unwrap();
+        assert_eq!(ids(tally.counted("3604", later)), ["b"]);
+        tally.sent("3604", end).unwrap();
+        drop(tally);
+
+        let tally = Tally::open(dir.path()).unwrap();
+        let unsent: Vec<DateTime<Utc>> = tally.unsent().iter().map(|d| d.end).collect();
+        assert_eq!(unsent, [later]);
+    }
+
+    #[test]
+    fn a_digest_missed_while_the_notifier_was_down_falls_due_at_once() {
+        let routes = Routes::parse(
+            r#"
+dashboard_url = "http://grafana.example"
+[digest]
+at = "07:00"
+[channels.tikor]
+kind = "webhook"
+url = "http://127.0.0.1:9/hook"
+[[routes]]
+regency = "3604"
+channels = ["tikor"]
+"#,
+        )
+        .unwrap();
+        let schedule = routes.digest.clone().unwrap();
+        // 09:00 WIB: this morning's 07:00 digest is past.
+        let now = utc("2026-11-24T02:00:00Z");
+        let this_morning = utc("2026-11-24T00:00:00Z");
+        let yesterday = utc("2026-11-23T00:00:00Z");
+        let mut missed = Schedule::new(&routes, schedule.clone(), now, |_| Some(yesterday));
+        let due = missed.due(&routes, now);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].end, this_morning);
+        assert!(missed.due(&routes, now).is_empty());
+        // Sent this morning, or a first start: tomorrow's is the next.
+        for last in [Some(this_morning), None] {
+            let mut schedule = Schedule::new(&routes, schedule.clone(), now, |_| last);
+            assert!(schedule.due(&routes, now).is_empty());
+        }
     }
 
     #[test]
