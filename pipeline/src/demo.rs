@@ -125,6 +125,7 @@ pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
         shutdown_timeout: Duration::from_secs(30),
         dlq_max_per_sec: 1000,
         reload_interval: Duration::from_secs(2),
+        max_buffered_rows: None,
     };
     let mut alerts: Vec<Alert> = Vec::new();
     let pipeline = pipeline::run(

@@ -287,6 +287,31 @@ impl Detector {
         Ok(alerts)
     }
 
+    /// Raw rows every engine holds for open windows.
+    pub fn buffered_rows(&self) -> usize {
+        self.engines
+            .values()
+            .map(|pe| pe.engine.buffered_rows())
+            .sum()
+    }
+
+    /// Internal records before `ends` (the next offset per partition) that the engines
+    /// have not read yet.
+    pub fn unread(&self, ends: &BTreeMap<i32, i64>) -> usize {
+        self.engines
+            .iter()
+            .filter_map(|(p, pe)| ends.get(p).map(|end| (end - pe.position).max(0) as usize))
+            .sum()
+    }
+
+    /// The lowest engine's watermark: `None` while one waits for its first, or there is
+    /// no engine.
+    pub fn watermark(&self) -> Option<i64> {
+        let mut watermarks = self.engines.values().map(|pe| pe.engine.watermark());
+        let first = watermarks.next()??;
+        watermarks.try_fold(first, |low, w| Some(low.min(w?)))
+    }
+
     /// True when every engine's sources have been declared idle (and there is an engine).
     pub fn all_idle(&self) -> bool {
         !self.engines.is_empty() && self.engines.values().all(|pe| pe.engine.all_idle())

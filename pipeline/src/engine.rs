@@ -547,9 +547,6 @@ impl Engine {
             self.cooldowns
                 .evict(watermark.saturating_sub(self.window.longest_window_us()));
             self.evicted_at = Some(watermark);
-            self.metrics
-                .buffered_rows
-                .set(self.window.buffered_rows() as i64);
         }
         Ok(alerts)
     }

@@ -20,7 +20,8 @@
 //! ```
 //! `pipeline` wires a source, the engine and a sink together. Over Kafka it runs two
 //! steps: `route` forwards input records to the internal topic by province, and
-//! `detect` keeps one engine per internal partition, checkpointed by `checkpoint`.
+//! `detect` keeps one engine per internal partition, checkpointed by `checkpoint`;
+//! `backpressure` pauses the inputs that run ahead while the watermark waits.
 //! `reload` takes up rule and snooze changes while running.
 //! `health` tracks the broker (and the store's database) for `/health`, `dlq` paces dead letters,
 //! `metrics` serves `/metrics`, `program` computes the realization, spending and price
@@ -33,6 +34,7 @@
 //! `lint`, `fixtures` and `backtest` are the rule author's tools (`pantau rules ...`).
 
 pub mod alert;
+pub mod backpressure;
 pub mod backtest;
 pub mod bench;
 pub mod chart;

@@ -38,6 +38,7 @@ pub struct Metrics {
     pub watermark_lag: Gauge,
     pub partition_max_event: GaugeVec,
     pub buffered_rows: IntGauge,
+    pub input_paused: IntGaugeVec,
     pub consumer_lag: IntGaugeVec,
     pub offset_gaps: IntCounterVec,
     pub commits: IntCounter,
@@ -153,6 +154,12 @@ impl Metrics {
             &["topic", "partition"],
         );
         let buffered_rows = int_gauge(&r, "pantau_buffered_rows", "Raw rows held for open windows");
+        let input_paused = gauge_vec(
+            &r,
+            "pantau_input_partitions_paused",
+            "Input partitions the router paused: reason memory (the engines hold --max-buffered-rows while the watermark waits) or engines_behind (two batches forwarded and not yet read)",
+            &["reason"],
+        );
         let consumer_lag = gauge_vec(
             &r,
             "pantau_consumer_lag_records",
@@ -265,6 +272,7 @@ impl Metrics {
             watermark_lag,
             partition_max_event,
             buffered_rows,
+            input_paused,
             consumer_lag,
             offset_gaps: counter(
                 &r,

@@ -13,6 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::backpressure::Backpressure;
 use crate::checkpoint::CheckpointStore;
 use crate::detect::{Detector, Start};
 use crate::dlq::DeadLetterPacer;
@@ -46,6 +47,8 @@ pub struct Summary {
     pub suppressed: u64,
     /// Rule runs that failed and were skipped; each is in the log with its error.
     pub rule_failures: u64,
+    /// The most raw rows the engines held at once.
+    pub peak_buffered_rows: usize,
     pub elapsed: Duration,
 }
 
@@ -62,6 +65,11 @@ impl Summary {
     }
 
     /// Takes the counts only the metrics know.
+    fn buffered(&mut self, rows: usize, metrics: &Metrics) {
+        metrics.buffered_rows.set(rows as i64);
+        self.peak_buffered_rows = self.peak_buffered_rows.max(rows);
+    }
+
     fn add_metrics(&mut self, metrics: &Metrics) {
         self.rule_failures = Metrics::total(&metrics.rule_failures);
         self.suppressed = Metrics::total(&metrics.alerts_suppressed);
@@ -81,6 +89,10 @@ impl Summary {
         for (category, n) in &self.by_category {
             println!("  {category:<20} {n}");
         }
+        println!(
+            "peak {} raw rows buffered for open windows",
+            self.peak_buffered_rows
+        );
         if self.shadow_alerts > 0 {
             println!(
                 "{} alerts of rules in shadow mode (not notified)",
@@ -229,6 +241,7 @@ pub async fn replay_rules(
                 summary.records += chunk.records.len() as u64;
                 let dead = engine.ingest(stream, 0, &to_raw(&chunk.records, received))?;
                 summary.dead_letters += dead.len() as u64;
+                summary.buffered(engine.buffered_rows(), &metrics);
                 dlq_out.write(&dead)?;
                 let alerts = engine.advance(wall_clock_us()).await?;
                 alerts.iter().for_each(&mut on_alert);
@@ -285,6 +298,13 @@ pub struct RunConfig {
     /// no dead letter is dropped. 0: no limit.
     #[arg(long, default_value_t = 1000)]
     pub dlq_max_per_sec: u32,
+    /// Raw rows this instance's engines may hold for open windows. Past it, while one
+    /// input partition holds the watermark back, the input partitions that run ahead are
+    /// paused until windows close (`pantau_input_partitions_paused`); nothing is
+    /// dropped. A row costs about 1 KiB of memory. Default: rows filling half the
+    /// memory limit (the container's, else the machine's). 0: no limit.
+    #[arg(long)]
+    pub max_buffered_rows: Option<usize>,
 }
 
 /// What the rebalance callback and the pipeline loop share: the loop parks its worker
@@ -507,6 +527,19 @@ pub async fn run(
     )?;
     source.start(shared.clone())?;
     let mut pacer = DeadLetterPacer::new(run_config.dlq_max_per_sec);
+    let max_buffered_rows = run_config
+        .max_buffered_rows
+        .unwrap_or_else(crate::backpressure::default_cap);
+    tracing::info!(
+        max_buffered_rows,
+        "input partitions that run ahead pause when the engines hold this many rows"
+    );
+    let mut backpressure = Backpressure::new(max_buffered_rows, source_config.batch_size);
+    // Where this instance's router has written the internal topic up to: what its
+    // engines have yet to read of it will be buffered too.
+    let mut internal_ends: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut rows_per_record = crate::backpressure::RowsPerRecord::default();
+    let lateness_us = i64::try_from(engine_config.lateness.as_micros()).unwrap_or(i64::MAX);
     // Test-only: slows every engine batch, so the routers run far ahead of the engines
     // (tests/e2e/hostile.rs); unset in any real deployment.
     let engine_delay = std::env::var("PANTAU_TEST_ENGINE_DELAY")
@@ -559,6 +592,7 @@ pub async fn run(
                     for o in parts {
                         if let Origin::Input(pid) = o {
                             clocks.revoke(pid);
+                            backpressure.revoke(pid);
                         }
                     }
                 }
@@ -585,12 +619,9 @@ pub async fn run(
             let received = wall_clock_us();
             let latest = RawRecord::latest_event_at(received, engine_config.max_future);
             forwarded.extend(route::forward(pid, &records, internal_partitions, received));
-            forwarded.extend(route::progress(
-                pid,
-                route::max_event_time(pid.0, &records, latest),
-                false,
-                internal_partitions,
-            ));
+            let max_event = route::max_event_time(pid.0, &records, latest);
+            backpressure.forwarded(pid, max_event);
+            forwarded.extend(route::progress(pid, max_event, false, internal_partitions));
             clocks.hold(pid, now);
             if let Some(last) = records.last() {
                 input_offsets.push(CommitOffset {
@@ -631,9 +662,17 @@ pub async fn run(
                 }
             }
         }
-        if let Err(e) = router.send_all(&forwarded).await {
-            metrics.alert_produce_errors.inc();
-            return Err(e.context("forwarding input records to the internal topic"));
+        match router.send_all(&forwarded).await {
+            Ok(placed) => {
+                for (partition, offset) in placed {
+                    let end = internal_ends.entry(partition).or_insert(offset + 1);
+                    *end = (*end).max(offset + 1);
+                }
+            }
+            Err(e) => {
+                metrics.alert_produce_errors.inc();
+                return Err(e.context("forwarding input records to the internal topic"));
+            }
         }
         if run_config.transactional {
             let group = source
@@ -653,6 +692,8 @@ pub async fn run(
         // Engines: internal records in, alerts and dead letters out.
         let mut outgoing = Vec::new();
         let mut dead_this_turn = 0;
+        let buffered_before = worker.detector.buffered_rows();
+        let mut read_this_turn = 0;
         for batch in &batches {
             let Origin::ByProvince(p) = batch.origin else {
                 continue;
@@ -661,11 +702,52 @@ pub async fn run(
                 tokio::time::sleep(delay).await;
             }
             let dead = worker.detector.ingest(p, &batch.records)?;
+            read_this_turn += batch.records.len();
             summary.dead_letters += dead.len() as u64;
             for d in &dead {
                 outgoing.push(Outgoing::dead_letter(d)?);
             }
             dead_this_turn += dead.len();
+        }
+        let buffered = worker.detector.buffered_rows();
+        // Windows close only in `advance`, below: what this turn added.
+        rows_per_record.turn(read_this_turn, buffered.saturating_sub(buffered_before));
+        summary.buffered(buffered, &metrics);
+        let unread = worker.detector.unread(&internal_ends);
+        let decision = backpressure.decide(
+            unread,
+            buffered + rows_per_record.of(unread),
+            worker.detector.watermark(),
+            lateness_us,
+        );
+        if !decision.pause.is_empty() {
+            tracing::info!(
+                buffered_rows = buffered,
+                unread_internal_records = unread,
+                cap = max_buffered_rows,
+                partitions = %describe(&decision.pause),
+                "the watermark waits for a slower input: pausing the input partitions that run ahead"
+            );
+            source.pause(&input_origins(&decision.pause))?;
+        }
+        if !decision.resume.is_empty() {
+            tracing::info!(
+                buffered_rows = buffered,
+                partitions = %describe(&decision.resume),
+                "resuming paused input partitions"
+            );
+            source.resume(&input_origins(&decision.resume))?;
+        }
+        for reason in ["memory", "engines_behind"] {
+            let paused = if reason == backpressure.reason() {
+                backpressure.paused()
+            } else {
+                0
+            };
+            metrics
+                .input_paused
+                .with_label_values(&[reason])
+                .set(paused as i64);
         }
         // Every dead letter is produced; a flood is paced by waiting before reading on.
         // One wait stays far below librdkafka's max.poll.interval.ms (300 s); a larger
@@ -756,6 +838,18 @@ pub async fn run(
     summary.add_metrics(&metrics);
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+fn input_origins(partitions: &[PartitionId]) -> Vec<Origin> {
+    partitions.iter().map(|p| Origin::Input(*p)).collect()
+}
+
+fn describe(partitions: &[PartitionId]) -> String {
+    partitions
+        .iter()
+        .map(|(stream, p)| format!("{}:{p}", stream.topic()))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn origins_of(internal: &[i32]) -> Vec<Origin> {

@@ -80,8 +80,12 @@ pub fn small_month_of_alerts(dir: &Path) -> (PathBuf, Vec<Alert>) {
 /// A simulated month made in-process (for tests that produce it themselves), written to
 /// `DIR/history`, and what its replay raises.
 pub fn simulated_month(dir: &Path, seed: u64) -> (pantau::sim::History, Vec<Alert>) {
+    simulated_months(dir, 1, seed)
+}
+
+pub fn simulated_months(dir: &Path, months: u32, seed: u64) -> (pantau::sim::History, Vec<Alert>) {
     let history = pantau::sim::simulate(&pantau::sim::SimConfig {
-        months: 1,
+        months,
         scale: 0.3,
         seed,
         malformed: 0,

@@ -129,7 +129,10 @@ impl KafkaSink {
 
     /// Produces every record and waits for all acknowledgements; the first refusal is
     /// returned as an error (nothing is committed then).
-    pub async fn send_all(&self, records: &[Outgoing]) -> anyhow::Result<()> {
+    /// Produces every record and waits until each is acknowledged; returns where each
+    /// went (partition, offset), in order.
+    pub async fn send_all(&self, records: &[Outgoing]) -> anyhow::Result<Vec<(i32, i64)>> {
+        let mut placed = Vec::with_capacity(records.len());
         for chunk in records.chunks(50_000) {
             let sends = chunk.iter().map(|r| {
                 let mut record = FutureRecord::to(&r.topic).payload(&r.payload);
@@ -141,15 +144,19 @@ impl KafkaSink {
                 }
                 self.producer.send(record, Timeout::Never)
             });
-            try_join_all(sends)
-                .await
-                .map_err(|(e, _)| anyhow::anyhow!("the broker refused a record: {e}"))?;
+            placed.extend(
+                try_join_all(sends)
+                    .await
+                    .map_err(|(e, _)| anyhow::anyhow!("the broker refused a record: {e}"))?
+                    .into_iter()
+                    .map(|d| (d.partition, d.offset)),
+            );
         }
         if let (false, Some(h)) = (records.is_empty(), &self.health) {
             // Acknowledged: the broker is there.
             h.broker_up();
         }
-        Ok(())
+        Ok(placed)
     }
 
     pub fn begin(&self) -> anyhow::Result<()> {

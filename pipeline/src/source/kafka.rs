@@ -227,6 +227,14 @@ pub fn offset_list(offsets: &[CommitOffset]) -> anyhow::Result<TopicPartitionLis
     Ok(list)
 }
 
+fn partition_list(partitions: &[Origin]) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    for o in partitions {
+        list.add_partition(o.topic(), o.partition());
+    }
+    list
+}
+
 impl KafkaSource {
     pub fn subscribe(
         kafka: &KafkaConfig,
@@ -403,6 +411,20 @@ impl KafkaSource {
             self.committed.insert(c.origin, c.offset);
         }
         Ok(true)
+    }
+
+    /// Stops fetching these partitions; their records wait in the broker, and reading
+    /// resumes after the last one handed out.
+    pub fn pause(&self, partitions: &[Origin]) -> anyhow::Result<()> {
+        self.consumer
+            .pause(&partition_list(partitions))
+            .context("cannot pause input partitions")
+    }
+
+    pub fn resume(&self, partitions: &[Origin]) -> anyhow::Result<()> {
+        self.consumer
+            .resume(&partition_list(partitions))
+            .context("cannot resume input partitions")
     }
 
     /// Of the given partitions, those with records still to read, and how many: the
