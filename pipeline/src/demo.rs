@@ -111,6 +111,7 @@ pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
         group: "pantau-demo".into(),
         batch_size: 5_000,
         linger: Duration::from_millis(200),
+        session_timeout: Duration::from_secs(45),
     };
     let state_dir = std::env::temp_dir().join(format!("pantau-demo-{}", std::process::id()));
     let run_config = RunConfig {

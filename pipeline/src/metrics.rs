@@ -39,6 +39,7 @@ pub struct Metrics {
     pub partition_max_event: GaugeVec,
     pub buffered_rows: IntGauge,
     pub input_paused: IntGaugeVec,
+    pub group_sessions_lost: IntCounter,
     pub consumer_lag: IntGaugeVec,
     pub offset_gaps: IntCounterVec,
     pub commits: IntCounter,
@@ -273,6 +274,11 @@ impl Metrics {
             partition_max_event,
             buffered_rows,
             input_paused,
+            group_sessions_lost: single(
+                &r,
+                "pantau_group_sessions_lost_total",
+                "Times the consumer group session expired and the partitions were released without a commit, then the group rejoined",
+            ),
             consumer_lag,
             offset_gaps: counter(
                 &r,

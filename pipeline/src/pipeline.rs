@@ -313,6 +313,7 @@ struct Shared {
     worker: Mutex<Option<Worker>>,
     /// An error met inside a rebalance callback, for the loop to stop on.
     failure: Mutex<Option<String>>,
+    metrics: Arc<Metrics>,
 }
 
 struct Worker {
@@ -387,6 +388,7 @@ impl Shared {
         worker: &mut Worker,
         consumer: &BaseConsumer<RecordingContext>,
         list: &TopicPartitionList,
+        metrics: &Metrics,
     ) -> anyhow::Result<()> {
         let revoked = origins(list);
         let internal: Vec<i32> = revoked
@@ -396,6 +398,19 @@ impl Shared {
                 Origin::Input(_) => None,
             })
             .collect();
+        if consumer.assignment_lost() {
+            // The session expired (a busy broker, a stalled host): the partitions are
+            // already someone else's and no commit of this member is accepted. Release
+            // them; librdkafka rejoins, and whoever takes them resumes from the last
+            // commit (alerts since then come again under the same ids).
+            metrics.group_sessions_lost.inc();
+            tracing::warn!(
+                partitions = revoked.len(),
+                "the consumer group session was lost; releasing the partitions without a commit and rejoining"
+            );
+            release(worker, &internal, &revoked);
+            return Ok(());
+        }
         let mut offsets = worker.detector.checkpoint(&internal)?;
         if worker.alerts.is_transactional() {
             // Input offsets went with their forwarded copies, in the router's transactions.
@@ -413,20 +428,26 @@ impl Shared {
                 Origin::ByProvince(_) => None,
             }));
             if !offsets.is_empty() {
-                consumer
-                    .commit(&offset_list(&offsets)?, CommitMode::Sync)
-                    .context("cannot commit the revoked partitions")?;
+                if let Err(e) = consumer.commit(&offset_list(&offsets)?, CommitMode::Sync) {
+                    // The new owner resumes from the last commit that went through.
+                    tracing::warn!(error = %e, "cannot commit the revoked partitions; their new owner re-reads from the last commit");
+                }
             }
         }
-        for p in internal {
-            worker.detector.release(p);
-        }
-        for o in revoked {
-            if let Origin::Input(pid) = o {
-                worker.routed.remove(&pid);
-            }
-        }
+        release(worker, &internal, &revoked);
         Ok(())
+    }
+}
+
+/// Forgets revoked partitions: their engines and what was routed from them.
+fn release(worker: &mut Worker, internal: &[i32], revoked: &[Origin]) {
+    for p in internal {
+        worker.detector.release(*p);
+    }
+    for o in revoked {
+        if let Origin::Input(pid) = o {
+            worker.routed.remove(pid);
+        }
     }
 }
 
@@ -452,7 +473,7 @@ impl RebalanceHook for Shared {
     }
 
     fn revoking(&self, consumer: &BaseConsumer<RecordingContext>, list: &TopicPartitionList) {
-        self.with_parked(|worker| Shared::revoke(worker, consumer, list));
+        self.with_parked(|worker| Shared::revoke(worker, consumer, list, &self.metrics));
     }
 }
 
@@ -518,6 +539,7 @@ pub async fn run(
             routed: BTreeMap::new(),
         })),
         failure: Mutex::new(None),
+        metrics: metrics.clone(),
     });
     let mut source = KafkaSource::subscribe(
         kafka,

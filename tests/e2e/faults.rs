@@ -347,8 +347,34 @@ fn killed_with_sigkill_mid_stream_and_restarted_it_raises_every_alert_of_a_clean
     let brokers = mock.bootstrap_servers();
     // Small: the mock cluster keeps only about 5 MB per partition.
     let w = world(&brokers, "0.3");
-    let (_twice, logs) = killed_and_restarted(&brokers, &w, &[]);
+    // The killed member's partitions wait for its session to expire.
+    let (_twice, logs) = killed_and_restarted(&brokers, &w, &["--session-timeout", "10s"]);
     assert_a_restart_restored(&logs);
+}
+
+/// A host that stalls (here: SIGSTOP) past the session timeout comes back to find its
+/// partitions gone. Before, the revoke tried to commit for a member the group no
+/// longer knew, failed, and the run stopped on it. Now it releases them, rejoins, and
+/// the run ends with every alert.
+#[test]
+fn a_lost_group_session_ends_in_a_rejoin_and_every_alert_still_comes() {
+    let mock = mock_cluster();
+    let brokers = mock.bootstrap_servers();
+    let w = world(&brokers, "0.3");
+    let mut run = Instance::start(&brokers, &w, "stalled", &["--session-timeout", "6s"]);
+    if !run.wait_for_log("partitions assigned", Duration::from_secs(120)) {
+        panic!("pantau ended before it was assigned:\n{}", run.log_text());
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    run.signal("-STOP");
+    std::thread::sleep(Duration::from_secs(15));
+    run.signal("-CONT");
+    let log = run.finish();
+    assert!(
+        log.contains("consumer group session was lost"),
+        "the session was not lost; nothing was tested:\n{log}"
+    );
+    assert_same_alerts(&brokers, &w);
 }
 
 #[test]

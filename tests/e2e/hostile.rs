@@ -133,14 +133,16 @@ fn a_user_error_prints_a_message_not_a_backtrace() {
 fn a_backlog_produced_before_run_starts_raises_the_replay_alerts() {
     let tmp = tempfile::tempdir().unwrap();
     let history = tmp.path().join("history");
+    // CI's size; the README's 400 k-record check sets both.
+    let months = std::env::var("PANTAU_BACKLOG_MONTHS").unwrap_or("2".into());
+    let scale = std::env::var("PANTAU_BACKLOG_SCALE").unwrap_or("0.5".into());
     let mut produced_to = Vec::new();
     for _ in 0..2 {
         let broker = Tansu::start();
         crate::support::run_ok(
             pantau()
-                .args([
-                    "simulate", "--months", "2", "--scale", "0.5", "--seed", "13",
-                ])
+                .args(["simulate", "--months", &months, "--scale", &scale])
+                .args(["--seed", "13"])
                 .args(["--regencies", "3601,3602,3603,3604,3672,3673"])
                 .arg("--out")
                 .arg(&history)

@@ -48,6 +48,12 @@ pub struct SourceConfig {
     /// Longest wait for a batch to fill, e.g. `200ms`.
     #[arg(long, default_value = "200ms", value_parser = crate::engine::parse_duration)]
     pub linger: Duration,
+    /// How long the group coordinator waits for this member's heartbeat before handing
+    /// its partitions to others (librdkafka's `session.timeout.ms`). A broker busy
+    /// serving a backlog answers heartbeats late: 10 s was seen to expire there. A lost
+    /// session ends in a rejoin, never a stall.
+    #[arg(long, default_value = "45s", value_parser = crate::engine::parse_duration)]
+    pub session_timeout: Duration,
 }
 
 /// Where a partition's records come from.
@@ -165,6 +171,12 @@ impl ConsumerContext for RecordingContext {
                 if let Err(e) = consumer.assign(list) {
                     tracing::error!(error = %e, "cannot take up the assigned partitions");
                 }
+                // librdkafka keeps a partition's pause across a revoke and a new
+                // assignment; the router forgot it at the revoke, so nobody would
+                // resume it.
+                if let Err(e) = consumer.resume(list) {
+                    tracing::error!(error = %e, "cannot resume the assigned partitions");
+                }
                 self.record(Assignment::Assigned(origins(list)));
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
@@ -256,7 +268,10 @@ impl KafkaSource {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .set("session.timeout.ms", "10000")
+            .set(
+                "session.timeout.ms",
+                config.session_timeout.as_millis().to_string(),
+            )
             // Routed records and alerts written in an aborted transaction are never read.
             .set("isolation.level", "read_committed")
             // librdkafka prefetches up to 64 MB per partition by default; records of one
