@@ -6,14 +6,13 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use pantau::feed;
-use pantau::kafka::KafkaConfig;
 use pantau::model::{DeadLetter, Stream};
-use pantau::sink::kafka::{KafkaSink, Outgoing};
+use pantau::sink::kafka::Outgoing;
 use sha2::{Digest, Sha256};
 
 use crate::support::{
-    comparable, http_get, pantau, read_topic, simulated_month, simulated_months, wait_for_success,
-    Tansu,
+    comparable, http_get, pantau, produce_inputs, read_topic, simulated_month, simulated_months,
+    wait_for_success, Tansu,
 };
 
 /// Before, the dead letter of a 900 KB record that is not UTF-8 (base64: 1.2 MB) was
@@ -37,18 +36,7 @@ fn a_900_kb_record_that_is_not_utf8_is_dead_lettered_cut_short_and_every_alert_i
             payload: huge.clone(),
         },
     );
-    let kafka = KafkaConfig {
-        brokers: broker.brokers.clone(),
-        partitions: 3,
-    };
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let topics: Vec<&str> = Stream::ALL.iter().map(|s| s.topic()).collect();
-        kafka.ensure_topics(&topics).await.unwrap();
-        let sink = KafkaSink::new(&kafka, None).unwrap();
-        feed::produce(&sink, &records, 20_000, |_| async {})
-            .await
-            .unwrap();
-    });
+    produce_inputs(&broker.brokers, 3, &records);
 
     let log = tmp.path().join("run.log");
     let mut child = pantau()
@@ -217,27 +205,8 @@ fn a_silent_partition_pauses_the_others_at_the_row_cap_and_every_alert_comes_whe
             && feed::event_time(&r.payload).is_some_and(|t| t >= silent_from)
     });
     assert!(held.len() > 1000, "{} records held back", held.len());
-    let kafka = KafkaConfig {
-        brokers: String::new(),
-        partitions,
-    };
     let broker = Tansu::start();
-    let kafka = KafkaConfig {
-        brokers: broker.brokers.clone(),
-        ..kafka
-    };
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let produce = |records: &[Outgoing]| {
-        runtime.block_on(async {
-            let topics: Vec<&str> = Stream::ALL.iter().map(|s| s.topic()).collect();
-            kafka.ensure_topics(&topics).await.unwrap();
-            let sink = KafkaSink::new(&kafka, None).unwrap();
-            feed::produce(&sink, records, 20_000, |_| async {})
-                .await
-                .unwrap();
-        })
-    };
-    produce(&streamed);
+    produce_inputs(&broker.brokers, partitions, &streamed);
 
     // A replay of this history holds about 32,000 rows at its peak (a month of rows for
     // the monthly windows); had nothing paused, this run would hold about 83,000.
@@ -283,7 +252,7 @@ fn a_silent_partition_pauses_the_others_at_the_row_cap_and_every_alert_comes_whe
         std::thread::sleep(Duration::from_millis(200));
     }
     // The silent partition speaks.
-    produce(&held);
+    produce_inputs(&broker.brokers, partitions, &held);
     let log_text = wait_for_success(&mut child, &log, Duration::from_secs(600));
     assert!(
         log_text.contains("resuming paused input partitions"),

@@ -318,11 +318,7 @@ min_severity = "high"
             .expect("pantau notify starts")
     };
     let wait_for = |what: &str, done: &dyn Fn() -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(180);
-        while !done() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::support::wait_until(what, Duration::from_secs(180), done)
     };
 
     // First run: stopped (SIGTERM) once the flaky channel has recovered, mid-stream.
@@ -554,11 +550,7 @@ channels = ["tikor"]
             .collect()
     };
     let wait_for = |what: &str, done: &dyn Fn() -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !done() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::support::wait_until(what, Duration::from_secs(120), done)
     };
 
     // Stopped while the first digest is being retried.

@@ -692,3 +692,32 @@ pub fn produce(brokers: &str, topic: &str, records: Vec<(String, Vec<u8>)>) {
         sink.send_all(&out).await.unwrap();
     });
 }
+
+/// Produces records to the input topics (created with `partitions` partitions if
+/// missing), in order, and waits for the broker.
+pub fn produce_inputs(brokers: &str, partitions: i32, records: &[pantau::sink::kafka::Outgoing]) {
+    let kafka = pantau::kafka::KafkaConfig {
+        brokers: brokers.to_owned(),
+        partitions,
+    };
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let topics: Vec<&str> = pantau::model::Stream::ALL
+            .iter()
+            .map(|s| s.topic())
+            .collect();
+        kafka.ensure_topics(&topics).await.unwrap();
+        let sink = pantau::sink::kafka::KafkaSink::new(&kafka, None).unwrap();
+        pantau::feed::produce(&sink, records, 20_000, |_| async {})
+            .await
+            .unwrap();
+    });
+}
+
+/// Polls `done` every 100 ms; fails the test naming `what` after `limit`.
+pub fn wait_until(what: &str, limit: Duration, done: &dyn Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::DateTime;
 use pantau::feed;
-use pantau::kafka::KafkaConfig;
-use pantau::model::{Alert, Stream};
-use pantau::sink::kafka::KafkaSink;
+use pantau::model::Alert;
 
 use crate::support::{
     free_port, http_get, pantau, read_topic, run_ok, simulated_month, wait_for_success,
@@ -154,22 +152,7 @@ fn a_running_pipeline_takes_up_rule_and_snooze_changes_and_keeps_its_windows() {
     let (first, second): (Vec<_>, Vec<_>) = records
         .into_iter()
         .partition(|r| feed::event_time(&r.payload).is_none_or(|t| t < split));
-    let kafka = KafkaConfig {
-        brokers: broker.brokers.clone(),
-        partitions: 3,
-    };
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let produce = |records: &[pantau::sink::kafka::Outgoing]| {
-        runtime.block_on(async {
-            let topics: Vec<&str> = Stream::ALL.iter().map(|s| s.topic()).collect();
-            kafka.ensure_topics(&topics).await.unwrap();
-            let sink = KafkaSink::new(&kafka, None).unwrap();
-            feed::produce(&sink, records, 20_000, |_| async {})
-                .await
-                .unwrap();
-        })
-    };
-    produce(&first);
+    crate::support::produce_inputs(&broker.brokers, 3, &first);
 
     let rules = copy_rules(tmp.path());
     let snooze = tmp.path().join("snooze.csv");
@@ -254,7 +237,7 @@ fn a_running_pipeline_takes_up_rule_and_snooze_changes_and_keeps_its_windows() {
             && metric(m, "pantau_snoozes ") == Some(1.0)
             && metric(m, "pantau_rules_loaded{mode=\"shadow\"}") == Some(1.0)
     });
-    produce(&second);
+    crate::support::produce_inputs(&broker.brokers, 3, &second);
 
     let log_text = wait_for_success(&mut child, &log, Duration::from_secs(300));
     assert!(log_text.contains("rule change refused"), "{log_text}");
