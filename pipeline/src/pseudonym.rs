@@ -18,8 +18,15 @@ pub const KEY_ENV: &str = "PANTAU_PSEUDONYM_KEY";
 
 /// Entity types that name a person or their card.
 pub fn names_a_person(entity_type: &str) -> bool {
-    matches!(entity_type, "card" | "kpm")
+    PERSON_ENTITY_TYPES.contains(&entity_type)
 }
+
+/// The entity types whose ids name a person (a card, a KPM).
+pub const PERSON_ENTITY_TYPES: [&str; 2] = ["card", "kpm"];
+
+/// What every reference looks like (`P` and 16 hex digits), for SQL's `~`: a card id
+/// never does.
+pub const REFERENCE_PATTERN: &str = "^P[0-9a-f]{16}$";
 
 /// What the commands that make references take on their command line.
 #[derive(Debug, Clone, Default, clap::Args)]

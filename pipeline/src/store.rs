@@ -231,6 +231,42 @@ impl Store {
         Ok(store)
     }
 
+    /// A store written by a pantau that stored card alerts by the card's id: the ids
+    /// are replaced by their references, so Grafana's role never reads one.
+    async fn reference_stored_card_ids(&self) -> anyhow::Result<()> {
+        let types: Vec<&str> = crate::pseudonym::PERSON_ENTITY_TYPES.to_vec();
+        let rows = self
+            .client
+            .query(
+                "SELECT alert_id, entity_id FROM alerts WHERE entity_type = ANY($1) AND entity_id !~ $2",
+                &[&types, &crate::pseudonym::REFERENCE_PATTERN],
+            )
+            .await
+            .context("reading the stored alerts about a person")?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let references: Vec<String> = rows
+            .iter()
+            .map(|r| self.pseudonyms.reference(r.get(1)))
+            .collect();
+        self.client
+            .execute(
+                "UPDATE alerts SET entity_id = r.reference
+                 FROM unnest($1::text[], $2::text[]) AS r(alert_id, reference)
+                 WHERE alerts.alert_id = r.alert_id",
+                &[&ids, &references],
+            )
+            .await
+            .context("replacing stored card ids by their references")?;
+        tracing::info!(
+            alerts = ids.len(),
+            "card ids stored by an older pantau replaced by their references"
+        );
+        Ok(())
+    }
+
     pub fn is_closed(&self) -> bool {
         self.client.is_closed()
     }
@@ -240,6 +276,7 @@ impl Store {
             .batch_execute(SCHEMA)
             .await
             .context("creating the store's tables")?;
+        self.reference_stored_card_ids().await?;
         let regions = Regions::get();
         let regencies = regions.regencies();
         let column = |f: fn(&crate::regions::Regency) -> &str| -> Vec<&str> {

@@ -895,3 +895,45 @@ fn an_outlet_named_with_a_nul_and_its_alerts_all_reach_the_store() {
         Some(expected.to_string().as_str())
     );
 }
+
+/// Before, a store written by a pantau that kept card ids kept them after the upgrade,
+/// and Grafana's role read them.
+#[test]
+fn card_ids_an_older_store_holds_are_replaced_by_references_when_the_store_starts() {
+    let pg = Postgres::with_pantau_roles();
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("none.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let url = pg.url("pantau", "pantau");
+    let load = || {
+        let out = pantau()
+            .args(["store", "load", "--postgres", &url, "--alerts"])
+            .arg(&empty)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    load();
+    let card = "6013011234567890";
+    pg.query(
+        "pantau",
+        "pantau",
+        &format!(
+            "INSERT INTO alerts (alert_id, rule_id, rule_version, category, severity, severity_rank,
+                entity_type, entity_id, regency_code, window_start, window_end, detected_at,
+                score, title, summary, evidence)
+             VALUES ('a1', 'card_many_places', '1', 'card_many_places', 'high', 3, 'card', '{card}',
+                '3604', now(), now(), now(), 1, 't', 's', '{{}}')"
+        ),
+    );
+    load();
+    let stored = pg.query("grafana", "pantau", "SELECT entity_id FROM alerts");
+    let reference =
+        pantau::pseudonym::Pseudonyms::new(crate::support::TEST_PSEUDONYM_KEY.as_bytes())
+            .reference(card);
+    assert_eq!(stored, vec![vec![Some(reference)]]);
+}
