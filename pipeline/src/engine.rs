@@ -697,7 +697,7 @@ fn hold_back(
 ) -> Vec<Alert> {
     let mut raised = Vec::with_capacity(found.len());
     for mut alert in found {
-        let snooze = snoozes.covering(&rule.id, &alert.entity_id, window.end);
+        let snooze = snoozes.covering(&rule.id, &alert.entity_type, &alert.entity_id, window.end);
         let verdict = cooldowns.judge(
             &rule.id,
             &alert.entity_id,

@@ -63,6 +63,15 @@ impl Pseudonyms {
         Pseudonyms { key: key.to_vec() }
     }
 
+    /// The key from `variable` if it is set: for what may match a reference but need
+    /// not make one (a snooze list naming a card by the reference people see).
+    pub fn from_env_if_set(variable: &str) -> Option<Pseudonyms> {
+        std::env::var(variable)
+            .ok()
+            .filter(|k| !k.is_empty())
+            .map(|k| Pseudonyms::new(k.as_bytes()))
+    }
+
     /// The key from `variable` (normally [`KEY_ENV`]); missing or empty is an error
     /// unless `args` allow unkeyed references.
     pub fn from_env(variable: &str, args: &PseudonymArgs) -> Result<Pseudonyms, MissingKey> {

@@ -101,7 +101,7 @@ impl Watcher {
         if let Some(path) = &self.snooze {
             match std::fs::read_to_string(path) {
                 Ok(text) if Some(&text) != self.snooze_text.as_ref() => {
-                    let list = SnoozeList::parse(&path.display().to_string(), &text);
+                    let list = SnoozeList::read(path, &text);
                     for problem in &list.problems {
                         tracing::warn!(%problem, "snooze line ignored");
                     }
@@ -311,7 +311,7 @@ mod tests {
         let Some(Change::Snoozes(list)) = changes.first() else {
             panic!("no snooze change: {changes:?}");
         };
-        assert!(list.covering("demo_rule", "O-1", 0).is_some());
+        assert!(list.covering("demo_rule", "outlet", "O-1", 0).is_some());
         assert_eq!(metrics.snoozes.get(), 1);
     }
 }

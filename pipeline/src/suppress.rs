@@ -173,6 +173,9 @@ pub struct Snooze {
 pub struct SnoozeList {
     entries: Vec<(Snooze, i64)>,
     pub problems: Vec<String>,
+    /// With the key, a card may be named by its reference (`P…`), the only name the
+    /// monitoring team sees for it.
+    references: Option<crate::pseudonym::Pseudonyms>,
 }
 
 fn until_us(text: &str) -> Result<i64, String> {
@@ -200,7 +203,20 @@ impl SnoozeList {
     pub fn load(path: &Path) -> anyhow::Result<SnoozeList> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read snooze file {}", path.display()))?;
-        Ok(SnoozeList::parse(&path.display().to_string(), &text))
+        Ok(SnoozeList::read(path, &text))
+    }
+
+    /// A snooze file's text, with card references resolvable when
+    /// `PANTAU_PSEUDONYM_KEY` is set.
+    pub fn read(path: &Path, text: &str) -> SnoozeList {
+        SnoozeList::parse(&path.display().to_string(), text).with_references(
+            crate::pseudonym::Pseudonyms::from_env_if_set(crate::pseudonym::KEY_ENV),
+        )
+    }
+
+    pub fn with_references(mut self, references: Option<crate::pseudonym::Pseudonyms>) -> Self {
+        self.references = references;
+        self
     }
 
     pub fn parse(name: &str, text: &str) -> SnoozeList {
@@ -238,13 +254,24 @@ impl SnoozeList {
         list
     }
 
-    /// The snooze that covers a detection of `rule_id` on `entity_id` in a window ending
-    /// at `window_end`, if any.
-    pub fn covering(&self, rule_id: &str, entity_id: &str, window_end: i64) -> Option<&Snooze> {
+    /// The snooze that covers a detection of `rule_id` on an entity in a window ending
+    /// at `window_end`, if any. A card is covered by its id or its reference.
+    pub fn covering(
+        &self,
+        rule_id: &str,
+        entity_type: &str,
+        entity_id: &str,
+        window_end: i64,
+    ) -> Option<&Snooze> {
+        let reference = self
+            .references
+            .as_ref()
+            .filter(|_| crate::pseudonym::names_a_person(entity_type))
+            .map(|p| p.reference(entity_id));
         self.entries
             .iter()
             .find(|(s, until)| {
-                s.entity_id == entity_id
+                (s.entity_id == entity_id || reference.as_deref() == Some(s.entity_id.as_str()))
                     && (s.rule_id == "*" || s.rule_id == rule_id)
                     && window_end <= *until
             })
@@ -416,18 +443,40 @@ mod tests {
             .unwrap()
             .timestamp_micros();
         let s = list
-            .covering("price_markup", "O-1", end_of_jan_31_wib)
+            .covering("price_markup", "outlet", "O-1", end_of_jan_31_wib)
             .unwrap();
         assert_eq!(s.reason, "harga diperiksa, tunggu laporan");
         assert!(list
-            .covering("price_markup", "O-1", end_of_jan_31_wib + 1)
+            .covering("price_markup", "outlet", "O-1", end_of_jan_31_wib + 1)
             .is_none());
         assert!(list
-            .covering("short_quantity", "O-1", end_of_jan_31_wib)
+            .covering("short_quantity", "outlet", "O-1", end_of_jan_31_wib)
             .is_none());
         assert!(list
-            .covering("short_quantity", "O-2", end_of_jan_31_wib)
+            .covering("short_quantity", "outlet", "O-2", end_of_jan_31_wib)
             .is_some());
-        assert!(list.covering("price_markup", "O-9", 0).is_none());
+        assert!(list.covering("price_markup", "outlet", "O-9", 0).is_none());
+    }
+
+    #[test]
+    fn a_card_is_snoozed_by_the_reference_people_see_when_the_key_is_there() {
+        let keyed = crate::pseudonym::Pseudonyms::new(b"kunci");
+        let card = "6013011234567890";
+        let text = format!(
+            "entity_id,rule_id,until,reason,who\n{},*,2023-01-31,diperiksa,Tikor\n",
+            keyed.reference(card)
+        );
+        let without_key = SnoozeList::parse("snooze.csv", &text);
+        assert!(without_key
+            .covering("card_many_places", "card", card, 0)
+            .is_none());
+        let with_key = without_key.with_references(Some(keyed));
+        assert!(with_key
+            .covering("card_many_places", "card", card, 0)
+            .is_some());
+        // An outlet is never matched through a reference.
+        assert!(with_key
+            .covering("price_markup", "outlet", card, 0)
+            .is_none());
     }
 }
