@@ -352,9 +352,10 @@ def pipeline():
                 [prom("sum by (table) (rate(pantau_store_rows_total[$__rate_interval]))", legend="{{table}}"),
                  prom('sum(rate(pantau_store_errors_total{job="pantau-store"}[$__rate_interval]))', legend="errors")],
                 w=12, h=8, unit="reqps"),
-        L.panel("timeseries", "State", "Raw rows held for open windows, and checkpoints written.",
+        L.panel("timeseries", "State", "Raw rows held for open windows, checkpoints written, and input partitions paused (memory: the engines hold --max-buffered-rows while the watermark waits; engines_behind: the router is two batches ahead).",
                 [prom("sum(pantau_buffered_rows)", legend="buffered rows"),
-                 prom("sum(increase(pantau_checkpoints_total[$__rate_interval]))", legend="checkpoints")],
+                 prom("sum(increase(pantau_checkpoints_total[$__rate_interval]))", legend="checkpoints"),
+                 prom("sum by (reason) (pantau_input_partitions_paused)", legend="paused inputs ({{reason}})")],
                 w=12, h=8, unit="short"),
     ]
     return dashboard("pantau-pipeline", "pantau: Pipeline health",
