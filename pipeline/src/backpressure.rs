@@ -76,6 +76,8 @@ pub struct Decision {
 pub struct Backpressure {
     cap: usize,
     max_unread: usize,
+    /// The watermark's lateness, µs.
+    lateness_us: i64,
     /// The largest event time forwarded from each assigned input partition.
     forwarded: BTreeMap<PartitionId, i64>,
     paused: BTreeSet<PartitionId>,
@@ -85,11 +87,12 @@ pub struct Backpressure {
 
 impl Backpressure {
     /// `cap` 0: no limit. `batch_size`: the most records one turn reads; the router may
-    /// run two turns ahead of its engines.
-    pub fn new(cap: usize, batch_size: usize) -> Backpressure {
+    /// run two turns ahead of its engines. `lateness`: the watermark's.
+    pub fn new(cap: usize, batch_size: usize, lateness: std::time::Duration) -> Backpressure {
         Backpressure {
             cap,
             max_unread: 2 * batch_size.max(1),
+            lateness_us: i64::try_from(lateness.as_micros()).unwrap_or(i64::MAX),
             forwarded: BTreeMap::new(),
             paused: BTreeSet::new(),
             over: false,
@@ -113,14 +116,15 @@ impl Backpressure {
         self.paused.len()
     }
 
-    /// Why the paused partitions wait: `memory` while the engines hold the cap, else
-    /// `engines_behind`.
-    pub fn reason(&self) -> &'static str {
-        if self.over {
-            "memory"
+    /// How many partitions wait, by why: `memory` while the engines hold the cap, else
+    /// `engines_behind`. Both reasons, so a gauge of each is always current.
+    pub fn paused_by_reason(&self) -> [(&'static str, usize); 2] {
+        let (memory, behind) = if self.over {
+            (self.paused.len(), 0)
         } else {
-            "engines_behind"
-        }
+            (0, self.paused.len())
+        };
+        [("memory", memory), ("engines_behind", behind)]
     }
 
     /// Decides from the records forwarded that the engines have not read yet
@@ -132,19 +136,13 @@ impl Backpressure {
     /// engines have read half of them: the rows those records become are only an
     /// estimate, so the router must not run far ahead of it.
     ///
-    /// A partition is ahead when its event time is more than twice `lateness_us` past
+    /// A partition is ahead when its event time is more than twice the lateness past
     /// the input the watermark waits for (the watermark plus its lateness), or when there
     /// is no watermark yet. The partition the watermark waits for is therefore never
     /// paused for the cap; once the engines have read what it forwarded and the
     /// watermark has moved, the partitions it caught up with resume.
-    pub fn decide(
-        &mut self,
-        unread: usize,
-        rows: usize,
-        watermark: Option<i64>,
-        lateness_us: i64,
-    ) -> Decision {
-        let ahead = |t: i64| watermark.is_none_or(|w| t > w.saturating_add(3 * lateness_us));
+    pub fn decide(&mut self, unread: usize, rows: usize, watermark: Option<i64>) -> Decision {
+        let ahead = |t: i64| watermark.is_none_or(|w| t > w.saturating_add(3 * self.lateness_us));
         let over = self.cap > 0 && rows >= self.cap;
         self.over = over;
         let relieved = self.cap == 0 || rows < self.cap - self.cap / 10;
@@ -171,23 +169,28 @@ impl Backpressure {
 mod tests {
     use super::*;
     use crate::model::Stream;
+    use std::time::Duration;
 
     const HOUR: i64 = 3_600_000_000;
     const LATENESS: i64 = HOUR / 6;
+
+    fn with_cap(cap: usize) -> Backpressure {
+        Backpressure::new(cap, 5000, Duration::from_micros(LATENESS as u64))
+    }
 
     #[test]
     fn past_the_cap_the_partitions_ahead_pause_and_the_one_holding_the_watermark_never_does() {
         let slow = (Stream::Transactions, 0);
         let fast = (Stream::Transactions, 1);
         let disbursements = (Stream::Disbursements, 0);
-        let mut bp = Backpressure::new(1000, 5000);
+        let mut bp = with_cap(1000);
         bp.forwarded(slow, Some(10 * HOUR));
         bp.forwarded(fast, Some(100 * HOUR));
         bp.forwarded(disbursements, Some(90 * HOUR));
         let watermark = Some(10 * HOUR - LATENESS);
-        assert_eq!(bp.decide(0, 999, watermark, LATENESS), Decision::default());
+        assert_eq!(bp.decide(0, 999, watermark), Decision::default());
         assert_eq!(
-            bp.decide(0, 1000, watermark, LATENESS),
+            bp.decide(0, 1000, watermark),
             Decision {
                 pause: vec![fast, disbursements],
                 resume: vec![]
@@ -195,10 +198,10 @@ mod tests {
         );
         // The slow partition speaks far ahead: it waits too, until the engines read it.
         bp.forwarded(slow, Some(20 * HOUR));
-        assert_eq!(bp.decide(0, 1200, watermark, LATENESS).pause, vec![slow]);
+        assert_eq!(bp.decide(0, 1200, watermark).pause, vec![slow]);
         // They did, windows closed, below nine tenths: everything resumes.
         assert_eq!(
-            bp.decide(0, 899, Some(20 * HOUR - LATENESS), LATENESS),
+            bp.decide(0, 899, Some(20 * HOUR - LATENESS)),
             Decision {
                 pause: vec![],
                 resume: vec![slow, fast, disbursements]
@@ -211,14 +214,14 @@ mod tests {
     fn a_paused_partition_the_watermark_catches_up_with_resumes_even_over_the_cap() {
         let slow = (Stream::Transactions, 0);
         let fast = (Stream::Transactions, 1);
-        let mut bp = Backpressure::new(1000, 5000);
+        let mut bp = with_cap(1000);
         bp.forwarded(slow, Some(10 * HOUR));
         bp.forwarded(fast, Some(12 * HOUR));
-        bp.decide(0, 5000, Some(10 * HOUR - LATENESS), LATENESS);
+        bp.decide(0, 5000, Some(10 * HOUR - LATENESS));
         assert_eq!(bp.paused(), 1);
         // The slow one overtook it: now the paused one holds the watermark.
         bp.forwarded(slow, Some(13 * HOUR));
-        let decision = bp.decide(0, 5000, Some(12 * HOUR - LATENESS), LATENESS);
+        let decision = bp.decide(0, 5000, Some(12 * HOUR - LATENESS));
         assert_eq!(decision.resume, vec![fast]);
         assert_eq!(decision.pause, vec![slow]);
     }
@@ -227,27 +230,18 @@ mod tests {
     fn a_router_far_ahead_of_its_engines_waits_for_them_to_read_half() {
         let slow = (Stream::Transactions, 0);
         let fast = (Stream::Transactions, 1);
-        let mut bp = Backpressure::new(0, 5000);
+        let mut bp = with_cap(0);
         bp.forwarded(slow, Some(10 * HOUR));
         bp.forwarded(fast, Some(10 * HOUR));
-        assert_eq!(
-            bp.decide(10_000 + 1, 0, None, LATENESS).pause,
-            vec![slow, fast]
-        );
-        assert_eq!(bp.decide(10_000, 0, None, LATENESS), Decision::default());
-        assert_eq!(
-            bp.decide(10_000 / 2, 0, None, LATENESS).resume,
-            vec![slow, fast]
-        );
+        assert_eq!(bp.decide(10_000 + 1, 0, None).pause, vec![slow, fast]);
+        assert_eq!(bp.decide(10_000, 0, None), Decision::default());
+        assert_eq!(bp.decide(10_000 / 2, 0, None).resume, vec![slow, fast]);
     }
 
     #[test]
     fn no_cap_pauses_nothing() {
-        let mut bp = Backpressure::new(0, 5000);
+        let mut bp = with_cap(0);
         bp.forwarded((Stream::Transactions, 1), Some(100 * HOUR));
-        assert_eq!(
-            bp.decide(0, usize::MAX, None, LATENESS),
-            Decision::default()
-        );
+        assert_eq!(bp.decide(0, usize::MAX, None), Decision::default());
     }
 }

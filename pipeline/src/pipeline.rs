@@ -64,12 +64,13 @@ impl Summary {
         }
     }
 
-    /// Takes the counts only the metrics know.
+    /// The rows the engines hold now: to `pantau_buffered_rows` and the peak.
     fn buffered(&mut self, rows: usize, metrics: &Metrics) {
         metrics.buffered_rows.set(rows as i64);
         self.peak_buffered_rows = self.peak_buffered_rows.max(rows);
     }
 
+    /// Takes the counts only the metrics know.
     fn add_metrics(&mut self, metrics: &Metrics) {
         self.rule_failures = Metrics::total(&metrics.rule_failures);
         self.suppressed = Metrics::total(&metrics.alerts_suppressed);
@@ -556,12 +557,15 @@ pub async fn run(
         max_buffered_rows,
         "input partitions that run ahead pause when the engines hold this many rows"
     );
-    let mut backpressure = Backpressure::new(max_buffered_rows, source_config.batch_size);
+    let mut backpressure = Backpressure::new(
+        max_buffered_rows,
+        source_config.batch_size,
+        engine_config.lateness,
+    );
     // Where this instance's router has written the internal topic up to: what its
     // engines have yet to read of it will be buffered too.
     let mut internal_ends: BTreeMap<i32, i64> = BTreeMap::new();
     let mut rows_per_record = crate::backpressure::RowsPerRecord::default();
-    let lateness_us = i64::try_from(engine_config.lateness.as_micros()).unwrap_or(i64::MAX);
     // Test-only: slows every engine batch, so the routers run far ahead of the engines
     // (tests/e2e/hostile.rs); unset in any real deployment.
     let engine_delay = std::env::var("PANTAU_TEST_ENGINE_DELAY")
@@ -740,7 +744,6 @@ pub async fn run(
             unread,
             buffered + rows_per_record.of(unread),
             worker.detector.watermark(),
-            lateness_us,
         );
         if !decision.pause.is_empty() {
             tracing::info!(
@@ -760,12 +763,7 @@ pub async fn run(
             );
             source.resume(&input_origins(&decision.resume))?;
         }
-        for reason in ["memory", "engines_behind"] {
-            let paused = if reason == backpressure.reason() {
-                backpressure.paused()
-            } else {
-                0
-            };
+        for (reason, paused) in backpressure.paused_by_reason() {
             metrics
                 .input_paused
                 .with_label_values(&[reason])

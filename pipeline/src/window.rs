@@ -277,6 +277,8 @@ pub struct Admission {
 #[derive(Debug, Default)]
 pub struct WindowState {
     raw: BTreeMap<&'static str, Vec<Buffered>>,
+    /// Rows in `raw`, kept as it changes: read every turn, so not counted each time.
+    raw_rows: usize,
     rollups: BTreeMap<&'static str, Vec<Rollup>>,
     registry: HashMap<String, OutletRow>,
     registry_batch: Option<RecordBatch>,
@@ -479,6 +481,7 @@ impl WindowState {
                 .and_modify(|e| *e = (*e).min(first))
                 .or_insert(first);
         }
+        self.raw_rows += batch.num_rows();
         self.raw.entry(table).or_default().push(Buffered {
             batch,
             min_time,
@@ -659,6 +662,7 @@ impl WindowState {
         for batches in self.raw.values_mut() {
             batches.retain(|b| b.max_time >= horizon);
         }
+        self.recount_raw_rows();
         let dedup_horizon = horizon - lateness_us;
         self.seen.retain(|_, t| *t >= dedup_horizon);
         let oldest = local_date_of(watermark) - self.rollup_retention_days - 1;
@@ -728,6 +732,7 @@ impl WindowState {
                     .collect(),
             );
         }
+        state.recount_raw_rows();
         for (table, days) in snapshot.rollups {
             state.rollups.insert(
                 table,
@@ -785,13 +790,18 @@ impl WindowState {
             + MICROS_PER_DAY
     }
 
-    /// Rows currently buffered, per table, for the memory metrics.
-    pub fn buffered_rows(&self) -> usize {
-        self.raw
+    fn recount_raw_rows(&mut self) {
+        self.raw_rows = self
+            .raw
             .values()
             .flatten()
             .map(|b| b.batch.num_rows())
-            .sum()
+            .sum();
+    }
+
+    /// Rows currently buffered, for the memory metrics and the row cap.
+    pub fn buffered_rows(&self) -> usize {
+        self.raw_rows
     }
 }
 

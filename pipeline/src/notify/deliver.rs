@@ -32,7 +32,7 @@ use crate::metrics::Metrics;
 use crate::model::{Alert, TOPIC_ALERTS, TOPIC_OUTLETS};
 use crate::notify::channel::{Kind, Outbound, Sender};
 use crate::notify::digest::{
-    daily_message, fetch_realization, folded_message, realization_text, DueDigest, Schedule, Tally,
+    daily_message, fetch_realization, folded_message, realization_text, Due, Schedule, Tally,
     TallyEntry,
 };
 use crate::notify::message::{kecamatan, Message, OutletInfo, Templates};
@@ -618,7 +618,7 @@ pub async fn run(
                 if let Some(schedule) = schedule.as_mut() {
                     let due = schedule.due(&routes, Utc::now());
                     if !due.is_empty() {
-                        let digests = tally.fall_due(&due)?;
+                        let digests = tally.fall_due(due)?;
                         queue_digests(digests, &mut tally, &log, &mut digests_waiting, &routes, &templates, &queues)?;
                     }
                 }
@@ -671,7 +671,7 @@ fn finish(
 /// yet. Realization is read from Prometheus off the loop, so a slow Prometheus holds
 /// nothing up.
 fn queue_digests(
-    digests: Vec<DueDigest>,
+    digests: Vec<Due>,
     tally: &mut Tally,
     log: &std::sync::Mutex<DeliveredLog>,
     digests_waiting: &mut HashMap<DigestId, usize>,

@@ -49,28 +49,11 @@ pub struct TallyEntry {
     pub digested: bool,
 }
 
-/// A district's digest that fell due: kept until every channel has it, so a restart
-/// resends it to the channels that do not, with the same alerts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DueDigest {
-    pub regency_code: String,
-    pub end: DateTime<Utc>,
-    pub channels: Vec<String>,
-    pub sent: bool,
-}
-
-impl DueDigest {
-    /// The receivers' idempotency key, and the delivered log's.
-    pub fn key(&self) -> String {
-        format!("digest-{}-{}", self.regency_code, self.end.timestamp())
-    }
-}
-
 /// The alerts each district's next digest counts and the digests not yet sent, on disk.
 pub struct Tally {
     entries: Vec<TallyEntry>,
     ids: HashSet<String>,
-    digests: Vec<DueDigest>,
+    digests: Vec<Due>,
     path: PathBuf,
     digests_path: PathBuf,
     file: std::fs::File,
@@ -161,9 +144,9 @@ impl Tally {
     /// Gives each digest that fell due the alerts that arrived before it and no earlier
     /// digest counts, and keeps it until [`Tally::sent`]. A province's catch-all with
     /// nothing to say is sent by saying nothing. Returns the digests to send.
-    pub fn fall_due(&mut self, due: &[Due]) -> anyhow::Result<Vec<DueDigest>> {
+    pub fn fall_due(&mut self, due: Vec<Due>) -> anyhow::Result<Vec<Due>> {
         let mut to_send = Vec::new();
-        for d in due {
+        for mut d in due {
             let mut counts = 0;
             for e in &mut self.entries {
                 if e.counted_in.is_none()
@@ -174,23 +157,18 @@ impl Tally {
                     counts += 1;
                 }
             }
-            let digest = DueDigest {
-                regency_code: d.regency_code.clone(),
-                end: d.end,
-                channels: d.channels.clone(),
-                sent: d.catch_all && counts == 0,
-            };
-            if !digest.sent {
-                to_send.push(digest.clone());
+            d.sent = d.catch_all && counts == 0;
+            if !d.sent {
+                to_send.push(d.clone());
             }
-            self.digests.push(digest);
+            self.digests.push(d);
         }
         self.save()?;
         Ok(to_send)
     }
 
     /// The digests that fell due and have not reached every channel yet.
-    pub fn unsent(&self) -> Vec<DueDigest> {
+    pub fn unsent(&self) -> Vec<Due> {
         self.digests.iter().filter(|d| !d.sent).cloned().collect()
     }
 
@@ -262,14 +240,24 @@ pub struct Schedule {
     next: BTreeMap<String, DateTime<Utc>>,
 }
 
-/// A digest that fell due.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A district's digest that fell due. The tally keeps it until every channel has it,
+/// so a restart resends it to the channels that do not, with the same alerts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Due {
     pub regency_code: String,
     pub end: DateTime<Utc>,
     pub channels: Vec<String>,
     /// Through a province's catch-all: sent only when there is something to say.
     pub catch_all: bool,
+    /// Delivered or dead-lettered on every channel.
+    pub sent: bool,
+}
+
+impl Due {
+    /// The receivers' idempotency key, and the delivered log's.
+    pub fn key(&self) -> String {
+        format!("digest-{}-{}", self.regency_code, self.end.timestamp())
+    }
 }
 
 impl Schedule {
@@ -314,6 +302,7 @@ impl Schedule {
                 end: *at,
                 channels: channels.into_iter().map(str::to_owned).collect(),
                 catch_all,
+                sent: false,
             });
             *at = next_boundary(
                 now,
@@ -615,6 +604,7 @@ mod tests {
             end,
             channels: vec!["tikor".into()],
             catch_all: false,
+            sent: false,
         }
     }
 
@@ -635,7 +625,7 @@ mod tests {
             tally.add(entry(id, category, Some(outlet), at)).unwrap();
         }
         let end = utc("2026-11-24T00:00:00Z");
-        assert_eq!(tally.fall_due(&[due(end)]).unwrap().len(), 1);
+        assert_eq!(tally.fall_due(vec![due(end)]).unwrap().len(), 1);
         assert_eq!(ids(tally.counted("3604", end)), ["a", "b"]);
         tally.sent("3604", end).unwrap();
         drop(tally);
@@ -651,7 +641,7 @@ mod tests {
                 "2026-11-24T05:00:00Z",
             ))
             .unwrap();
-        tally.fall_due(&[due(later)]).unwrap();
+        tally.fall_due(vec![due(later)]).unwrap();
         assert_eq!(ids(tally.counted("3604", later)), ["c"]);
     }
 
@@ -663,7 +653,7 @@ mod tests {
             .add(entry("a", "price_markup", None, "2026-11-23T01:00:00Z"))
             .unwrap();
         let end = utc("2026-11-24T00:00:00Z");
-        tally.fall_due(&[due(end)]).unwrap();
+        tally.fall_due(vec![due(end)]).unwrap();
         // Arrives while the digest is being sent: the next one counts it.
         tally
             .add(entry("b", "price_markup", None, "2026-11-24T00:00:01Z"))
@@ -677,7 +667,7 @@ mod tests {
         assert_eq!(ids(tally.counted("3604", end)), ["a"]);
         assert_eq!(tally.last_end("3604"), Some(end));
         let later = utc("2026-11-25T00:00:00Z");
-        tally.fall_due(&[due(later)]).unwrap();
+        tally.fall_due(vec![due(later)]).unwrap();
         assert_eq!(ids(tally.counted("3604", later)), ["b"]);
         tally.sent("3604", end).unwrap();
         drop(tally);

@@ -127,10 +127,9 @@ impl KafkaSink {
         self.transactional
     }
 
-    /// Produces every record and waits for all acknowledgements; the first refusal is
-    /// returned as an error (nothing is committed then).
-    /// Produces every record and waits until each is acknowledged; returns where each
-    /// went (partition, offset), in order.
+    /// Produces every record and waits for all acknowledgements; returns where each
+    /// went (partition, offset), in order. The first refusal is returned as an error
+    /// (nothing is committed then).
     pub async fn send_all(&self, records: &[Outgoing]) -> anyhow::Result<Vec<(i32, i64)>> {
         let mut placed = Vec::with_capacity(records.len());
         for chunk in records.chunks(50_000) {
