@@ -31,9 +31,10 @@ pub struct BacktestConfig {
     #[arg(long)]
     pub history: PathBuf,
     /// The live rules folder: its views are used, and its rule of the same id is the
-    /// live version compared with.
-    #[arg(long, default_value_os_t = crate::rules::default_dir())]
-    pub rules: PathBuf,
+    /// live version compared with. Without it: `./rules` when that exists, else the
+    /// rules built into this binary.
+    #[arg(long, env = "PANTAU_RULES")]
+    pub rules: Option<PathBuf>,
     /// Alerts added and removed listed in full up to this many each.
     #[arg(long, default_value_t = 20)]
     pub show: usize,
@@ -106,7 +107,7 @@ pub async fn backtest(config: &BacktestConfig) -> anyhow::Result<Backtest> {
     let text = std::fs::read_to_string(&config.rule)
         .with_context(|| format!("cannot read {}", config.rule.display()))?;
     let candidate = Rule::parse(&config.rule, &text)?;
-    let live_set = rules::load_dir(&config.rules)?;
+    let live_set = rules::Location::resolve(config.rules.as_deref()).load()?;
     let live = live_set
         .rules
         .iter()
@@ -127,7 +128,12 @@ pub async fn backtest(config: &BacktestConfig) -> anyhow::Result<Backtest> {
         rule.shadow = false;
         rule.cooldown = Duration::ZERO;
     }
-    let alerts = alerts_of(&config.history, &engine_config(&config.rules, None), set).await?;
+    let alerts = alerts_of(
+        &config.history,
+        &engine_config(config.rules.as_deref(), None),
+        set,
+    )
+    .await?;
     let truth_path = config.history.join("truth.jsonl");
     let truth: Option<Vec<Truth>> = truth_path
         .is_file()

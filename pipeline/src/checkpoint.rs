@@ -603,11 +603,11 @@ mod tests {
             lateness: Duration::from_secs(600),
             max_future: Duration::from_secs(300),
             idle_timeout: Duration::MAX,
-            rules: crate::rules::default_dir(),
+            rules: Some(crate::rules::shipped_dir()),
             rule_budget: std::time::Duration::from_secs(30),
             snooze: None,
         };
-        let rules = crate::rules::load_dir(&config.rules).unwrap();
+        let rules = crate::rules::load_dir(&crate::rules::shipped_dir()).unwrap();
         let mut engine = Engine::new(&config, rules, Metrics::new());
         // The registry comes first in the feed and is read up to date: it holds nothing.
         for stream in Stream::ALL.into_iter().filter(|s| *s != Stream::Outlets) {

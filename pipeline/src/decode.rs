@@ -1674,7 +1674,7 @@ mod tests {
         let forwarded = route::forward((stream, 0), &records, 4, received);
         assert_eq!(forwarded.len(), records.len());
         let progress = route::max_event_time(stream, &records, latest);
-        let config = crate::fixtures::engine_config(std::path::Path::new(""), None);
+        let config = crate::fixtures::engine_config(None, None);
         let mut engine = Engine::new(
             &config,
             crate::rules::RuleSet::default(),

@@ -38,9 +38,10 @@ pub struct EngineConfig {
     /// watermark follows the wall clock so the last windows close.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
-    /// Folder of rule files (`*.sql`).
-    #[arg(long, default_value_os_t = crate::rules::default_dir())]
-    pub rules: std::path::PathBuf,
+    /// Folder of rule files (`*.sql`, shared queries in `views/`). Without it: `./rules`
+    /// when that exists, else the rules built into this binary.
+    #[arg(long, env = "PANTAU_RULES")]
+    pub rules: Option<std::path::PathBuf>,
     /// The longest one rule may run over one window; past it the rule is skipped for
     /// that window (pantau_rule_failures_total{reason="timeout"}) and the others run.
     /// A rule's `-- budget:` line overrides it.
@@ -57,6 +58,12 @@ pub struct EngineConfig {
     /// (`*` as rule_id: every rule). `pantau run` re-reads it when it changes.
     #[arg(long)]
     pub snooze: Option<std::path::PathBuf>,
+}
+
+impl EngineConfig {
+    pub fn rules_location(&self) -> crate::rules::Location {
+        crate::rules::Location::resolve(self.rules.as_deref())
+    }
 }
 
 /// The longest duration any setting or rule may name: a hundred years. Durations are
@@ -861,7 +868,7 @@ mod tests {
             lateness: Duration::from_secs(600),
             max_future: Duration::from_secs(300),
             idle_timeout: Duration::from_secs(3600),
-            rules: std::path::PathBuf::new(),
+            rules: None,
             rule_budget: Duration::from_secs(30),
             snooze: None,
         };

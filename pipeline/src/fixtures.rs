@@ -136,12 +136,12 @@ pub fn fixture_dirs(rules_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 
 /// The engine settings the rule author's commands replay with: the CLI's defaults
 /// (replay lifts the idle timeout itself), a generous budget, an optional snooze file.
-pub fn engine_config(rules_dir: &Path, snooze: Option<PathBuf>) -> EngineConfig {
+pub fn engine_config(rules_dir: Option<&Path>, snooze: Option<PathBuf>) -> EngineConfig {
     EngineConfig {
         lateness: Duration::from_secs(600),
         max_future: Duration::from_secs(300),
         idle_timeout: Duration::from_secs(10),
-        rules: rules_dir.to_path_buf(),
+        rules: rules_dir.map(Path::to_path_buf),
         rule_budget: Duration::from_secs(60),
         snooze,
     }
@@ -241,7 +241,12 @@ pub async fn run_fixture(
         }
     }
     let snooze = Some(fixture.join("snooze.csv")).filter(|p| p.is_file());
-    let mut actual = alerts_of(fixture, &engine_config(rules_dir, snooze), set.clone()).await?;
+    let mut actual = alerts_of(
+        fixture,
+        &engine_config(Some(rules_dir), snooze),
+        set.clone(),
+    )
+    .await?;
     actual.retain(|a| spec.rules.contains(&a.rule_id));
     actual.sort_by_key(|a| key_of(&a.rule_id, &a.entity_id, &a.window_start));
     let expected_path = fixture.join("expected.jsonl");

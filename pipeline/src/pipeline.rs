@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::model::{Alert, Stream};
 use crate::reload::{report_loaded, Change, Watcher};
 use crate::route::{self, InputClocks, InputRecord, TOPIC_BY_PROVINCE};
-use crate::rules::{self, RuleSet};
+use crate::rules::RuleSet;
 use crate::sink::files::{AlertFiles, JsonLines};
 use crate::sink::kafka::{KafkaSink, Outgoing};
 use crate::source::files::FolderSource;
@@ -164,7 +164,7 @@ pub async fn replay(
     metrics: Arc<Metrics>,
     on_alert: impl FnMut(&Alert),
 ) -> anyhow::Result<Summary> {
-    let rules = rules::load_dir(&engine_config.rules)?;
+    let rules = engine_config.rules_location().load()?;
     replay_rules(config, engine_config, rules, metrics, on_alert).await
 }
 
@@ -495,11 +495,12 @@ pub async fn run(
 ) -> anyhow::Result<Summary> {
     let started = Instant::now();
     // Fail on a broken rule set before joining the group.
-    let rule_set = rules::load_dir(&engine_config.rules)?;
+    let rules_location = engine_config.rules_location();
+    let rule_set = rules_location.load()?;
     report_loaded(&rule_set, &metrics);
     let snoozes = load_snoozes(engine_config, &metrics)?;
     let mut watcher = Watcher::new(
-        &engine_config.rules,
+        rules_location.folder(),
         engine_config.snooze.as_deref(),
         run_config.reload_interval,
         rule_set.clone(),

@@ -37,7 +37,7 @@ fn read_files(dir: &Path) -> anyhow::Result<Files> {
 }
 
 pub struct Watcher {
-    dir: PathBuf,
+    dir: Option<PathBuf>,
     snooze: Option<PathBuf>,
     interval: Duration,
     last_look: Instant,
@@ -62,17 +62,20 @@ pub fn report_loaded(set: &RuleSet, metrics: &Metrics) {
 impl Watcher {
     /// Starts watching from the rule set already running (read from `dir`).
     pub fn new(
-        dir: &Path,
+        dir: Option<&Path>,
         snooze: Option<&Path>,
         interval: Duration,
         current: RuleSet,
     ) -> anyhow::Result<Watcher> {
         Ok(Watcher {
-            dir: dir.to_path_buf(),
+            dir: dir.map(Path::to_path_buf),
             snooze: snooze.map(Path::to_path_buf),
             interval,
             last_look: Instant::now(),
-            files: read_files(dir)?,
+            files: match dir {
+                Some(dir) => read_files(dir)?,
+                None => Files::default(),
+            },
             snooze_text: snooze.and_then(|p| std::fs::read_to_string(p).ok()),
             current,
         })
@@ -86,16 +89,19 @@ impl Watcher {
         }
         self.last_look = now;
         let mut changes = Vec::new();
-        match read_files(&self.dir) {
-            Ok(files) if files != self.files => {
-                if let Some(set) = self.take_up(&files, metrics).await {
-                    changes.push(Change::Rules(set));
+        // The built-in rules never change while running.
+        if let Some(dir) = self.dir.clone() {
+            match read_files(&dir) {
+                Ok(files) if files != self.files => {
+                    if let Some(set) = self.take_up(&dir, &files, metrics).await {
+                        changes.push(Change::Rules(set));
+                    }
+                    self.files = files;
                 }
-                self.files = files;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "cannot read the rules folder; the running rules stay")
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot read the rules folder; the running rules stay")
+                }
             }
         }
         if let Some(path) = &self.snooze {
@@ -122,8 +128,8 @@ impl Watcher {
 
     /// Lints the folder and builds the rule set to run: changed files that pass, the
     /// previous version of those that do not.
-    async fn take_up(&mut self, files: &Files, metrics: &Metrics) -> Option<RuleSet> {
-        let (problems, _) = match lint::lint_dir(&self.dir).await {
+    async fn take_up(&mut self, dir: &Path, files: &Files, metrics: &Metrics) -> Option<RuleSet> {
+        let (problems, _) = match lint::lint_dir(dir).await {
             Ok(found) => found,
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "cannot lint the rules folder; the running rules stay");
@@ -140,7 +146,7 @@ impl Watcher {
             .chain(self.files.keys().filter(|path| !files.contains_key(*path)))
             .collect();
         let faulty = |path: &Path| problems.iter().any(|p| p.path == path);
-        let views_dir = self.dir.join("views");
+        let views_dir = dir.join("views");
         if problems.iter().any(|p| p.path.starts_with(&views_dir)) {
             tracing::error!("a view failed lint: the whole change is refused, every running rule and view stays");
             metrics
@@ -208,7 +214,7 @@ mod tests {
 
     fn watcher(dir: &Path) -> Watcher {
         let set = rules::load_dir(dir).unwrap();
-        Watcher::new(dir, None, Duration::ZERO, set).unwrap()
+        Watcher::new(Some(dir), None, Duration::ZERO, set).unwrap()
     }
 
     fn rules_of(changes: &[Change]) -> Option<&RuleSet> {
@@ -299,7 +305,7 @@ mod tests {
         let snooze = dir.path().join("snooze.csv");
         std::fs::write(&snooze, "entity_id,rule_id,until,reason,who\n").unwrap();
         let set = rules::load_dir(dir.path()).unwrap();
-        let mut w = Watcher::new(dir.path(), Some(&snooze), Duration::ZERO, set).unwrap();
+        let mut w = Watcher::new(Some(dir.path()), Some(&snooze), Duration::ZERO, set).unwrap();
         let metrics = Metrics::new();
         assert!(w.poll(Instant::now(), &metrics).await.is_empty());
         std::fs::write(

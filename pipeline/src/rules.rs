@@ -272,8 +272,21 @@ pub(crate) fn sql_files(dir: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
 /// `views/*.sql` as a view. Duplicate ids or view names, or a view named like a table,
 /// are errors.
 pub fn load_dir(dir: &Path) -> anyhow::Result<RuleSet> {
+    let views_dir = dir.join("views");
+    let views = if views_dir.is_dir() {
+        sql_files(&views_dir)?
+    } else {
+        Vec::new()
+    };
+    load_files(sql_files(dir)?, views)
+}
+
+fn load_files(
+    rule_files: Vec<(PathBuf, String)>,
+    view_files: Vec<(PathBuf, String)>,
+) -> anyhow::Result<RuleSet> {
     let mut rules: Vec<Rule> = Vec::new();
-    for (path, text) in sql_files(dir)? {
+    for (path, text) in rule_files {
         let rule = Rule::parse(&path, &text)?;
         if let Some(other) = rules.iter().find(|r| r.id == rule.id) {
             bail!(
@@ -286,38 +299,95 @@ pub fn load_dir(dir: &Path) -> anyhow::Result<RuleSet> {
         rules.push(rule);
     }
     let mut views: Vec<View> = Vec::new();
-    let views_dir = dir.join("views");
-    if views_dir.is_dir() {
-        for (path, text) in sql_files(&views_dir)? {
-            let view = View::parse(&path, &text)?;
-            if tables::schema_of(&view.name).is_some() {
-                bail!(
-                    "{}: view name {:?} is already a table",
-                    path.display(),
-                    view.name
-                );
-            }
-            if let Some(other) = views.iter().find(|v| v.name == view.name) {
-                bail!(
-                    "view {:?} is defined by both {} and {}",
-                    view.name,
-                    other.path.display(),
-                    path.display()
-                );
-            }
-            views.push(view);
+    for (path, text) in view_files {
+        let view = View::parse(&path, &text)?;
+        if tables::schema_of(&view.name).is_some() {
+            bail!(
+                "{}: view name {:?} is already a table",
+                path.display(),
+                view.name
+            );
         }
+        if let Some(other) = views.iter().find(|v| v.name == view.name) {
+            bail!(
+                "view {:?} is defined by both {} and {}",
+                view.name,
+                other.path.display(),
+                path.display()
+            );
+        }
+        views.push(view);
     }
     Ok(RuleSet { rules, views })
 }
 
-/// The rules folder shipped with pantau, for when none is given.
-pub fn default_dir() -> PathBuf {
-    let beside_crate = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules");
-    if Path::new("rules").is_dir() {
-        PathBuf::from("rules")
-    } else {
-        beside_crate
+mod built_in {
+    include!(concat!(env!("OUT_DIR"), "/built_in_rules.rs"));
+}
+
+/// The rules folder of this source tree, for tests.
+#[cfg(test)]
+pub(crate) fn shipped_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules")
+}
+
+/// Where the rules a command runs come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Folder(PathBuf),
+    /// The rules folder of the source tree this binary was built from, as it was then.
+    BuiltIn,
+}
+
+/// The folder looked for when `--rules` is not given.
+pub const DEFAULT_DIR: &str = "rules";
+
+impl Location {
+    /// `--rules` (or `PANTAU_RULES`) when given; else `./rules` when it exists; else
+    /// the rules built into the binary.
+    pub fn resolve(given: Option<&Path>) -> Location {
+        match given {
+            Some(dir) => Location::Folder(dir.to_path_buf()),
+            None if Path::new(DEFAULT_DIR).is_dir() => Location::Folder(DEFAULT_DIR.into()),
+            None => Location::BuiltIn,
+        }
+    }
+
+    pub fn folder(&self) -> Option<&Path> {
+        match self {
+            Location::Folder(dir) => Some(dir),
+            Location::BuiltIn => None,
+        }
+    }
+
+    /// Loads the rule set, saying at info level where it came from.
+    pub fn load(&self) -> anyhow::Result<RuleSet> {
+        let set = match self {
+            Location::Folder(dir) => load_dir(dir)?,
+            Location::BuiltIn => {
+                let files = |table: &[(&str, &str)]| {
+                    table
+                        .iter()
+                        .map(|(name, text)| (Path::new("<built-in>").join(name), text.to_string()))
+                        .collect()
+                };
+                load_files(
+                    files(built_in::BUILT_IN_RULES),
+                    files(built_in::BUILT_IN_VIEWS),
+                )?
+            }
+        };
+        tracing::info!(rules = set.rules.len(), from = %self, "rules loaded");
+        Ok(set)
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Folder(dir) => write!(f, "{}", dir.display()),
+            Location::BuiltIn => write!(f, "the rules built into this binary (no ./rules folder)"),
+        }
     }
 }
 
@@ -610,7 +680,7 @@ mod tests {
 
     #[test]
     fn shipped_rules_parse() {
-        let rules = load_dir(&default_dir()).unwrap().rules;
+        let rules = load_dir(&shipped_dir()).unwrap().rules;
         assert!(rules.len() >= 3, "{} rules", rules.len());
     }
 }

@@ -60,7 +60,7 @@ fn replay(cfg: &SimConfig) -> Fixture {
         lateness: Duration::from_secs(600),
         max_future: Duration::from_secs(300),
         idle_timeout: Duration::from_secs(10),
-        rules: workspace_root().join("rules"),
+        rules: Some(workspace_root().join("rules")),
         rule_budget: Duration::from_secs(30),
         snooze: None,
     };

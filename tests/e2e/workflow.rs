@@ -291,3 +291,39 @@ fn a_running_pipeline_takes_up_rule_and_snooze_changes_and_keeps_its_windows() {
             .filter(|a| a.rule_id != "price_markup" && !is_snoozed(a)))
     );
 }
+
+/// A binary copied to a machine without the source tree: with no `--rules` and no
+/// `./rules` folder it runs the rules built into it, says so, and raises the alerts the
+/// shipped folder raises.
+#[test]
+fn a_binary_without_a_rules_folder_runs_the_rules_built_into_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let history = tmp.path().join("history");
+    crate::support::simulate(
+        &history,
+        &["--months", "1", "--scale", "0.3", "--seed", "3"],
+    );
+    let (from_folder, _) = crate::support::replay(&history, &tmp.path().join("folder"), &[]);
+    assert!(!from_folder.is_empty());
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let out = tmp.path().join("built-in.jsonl");
+    let ran = run_ok(
+        pantau()
+            .current_dir(&elsewhere)
+            .env("RUST_LOG", "info")
+            .env_remove("PANTAU_RULES")
+            .arg("replay")
+            .arg(&history)
+            .arg("--out")
+            .arg(&out),
+    );
+    let stderr = String::from_utf8_lossy(&ran.stderr);
+    assert!(stderr.contains("built into this binary"), "{stderr}");
+    let built_in: Vec<Alert> = pantau::sink::files::read_jsonl(&out).unwrap();
+    assert_eq!(
+        crate::support::comparable(&built_in),
+        crate::support::comparable(&from_folder),
+        "the built-in rules differ from the shipped folder"
+    );
+}
