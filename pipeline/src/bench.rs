@@ -32,6 +32,8 @@ pub struct BenchConfig {
     #[arg(long, default_value_t = 4)]
     pub partitions: i32,
     #[command(flatten)]
+    pub kafka_settings: crate::kafka::ClientSettings,
+    #[command(flatten)]
     pub engine: EngineConfig,
 }
 
@@ -68,15 +70,16 @@ fn read_folder(dir: &std::path::Path) -> anyhow::Result<Vec<(Stream, feed::Keyed
 }
 
 async fn bare_consumer(kafka: &KafkaConfig, expected: u64) -> anyhow::Result<Duration> {
-    let consumer: StreamConsumer = kafka
-        .client()
-        .set(
-            "group.id",
-            format!("pantau-bench-bare-{}", std::process::id()),
-        )
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()?;
+    let consumer: StreamConsumer = crate::kafka::create(
+        kafka
+            .client()?
+            .set(
+                "group.id",
+                format!("pantau-bench-bare-{}", std::process::id()),
+            )
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest"),
+    )?;
     let topics: Vec<&str> = Stream::ALL.iter().map(|s| s.topic()).collect();
     consumer.subscribe(&topics)?;
     let started = Instant::now();
@@ -150,6 +153,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<()> {
     let kafka = KafkaConfig {
         brokers: brokers.clone(),
         partitions: config.partitions,
+        settings: config.kafka_settings.clone(),
     };
     let topics: Vec<&str> = Stream::ALL.iter().map(|s| s.topic()).collect();
     kafka.ensure_topics(&topics).await?;
@@ -192,8 +196,14 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<()> {
             "--lateness",
             &format!("{}ms", config.engine.lateness.as_millis()),
         ])
-        .arg("--rules")
-        .arg(&config.engine.rules)
+        .args(config.kafka_settings.to_args())
+        .args(
+            config
+                .engine
+                .rules
+                .iter()
+                .flat_map(|dir| [std::ffi::OsStr::new("--rules"), dir.as_os_str()]),
+        )
         .arg("--state-dir")
         .arg(&state_dir)
         .stderr(std::process::Stdio::inherit())

@@ -67,10 +67,7 @@ pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
         mock.create_topic(topic, config.partitions, 1)
             .with_context(|| format!("cannot create topic {topic} on the embedded broker"))?;
     }
-    let kafka = KafkaConfig {
-        brokers: mock.bootstrap_servers(),
-        partitions: config.partitions,
-    };
+    let kafka = KafkaConfig::plain(mock.bootstrap_servers(), config.partitions);
     let metrics = Metrics::new();
     let (addr, _server) =
         match metrics::serve(metrics.clone(), metrics.health(), config.metrics_addr).await {

@@ -150,11 +150,13 @@ impl Health {
         }
     }
 
-    /// Records `error` as an outage when it is one; other errors (bad records, unknown
-    /// topics) are the caller's to handle and leave the broker state alone. `reason` says
-    /// what was being done, e.g. "consumer poll".
+    /// Records `error` as an outage when it is one, or when the cluster refuses pantau
+    /// (a certificate or password that stopped working while it ran: librdkafka keeps
+    /// retrying, /health says why); other errors (bad records, unknown topics) are the
+    /// caller's to handle and leave the broker state alone. `reason` says what was being
+    /// done, e.g. "consumer poll".
     pub fn on_client_error(&self, error: &KafkaError, reason: &str) {
-        if is_broker_outage(error) {
+        if is_broker_outage(error) || crate::kafka::is_refusal(error) {
             self.broker_down(&format!("{reason}: {error}"));
         }
     }

@@ -7,7 +7,15 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::metadata::Metadata;
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientContext;
+
+mod settings;
+
+pub use settings::{create, create_with, ClientSettings, Property, SetDefault};
 
 /// Settings of every client pantau makes against one cluster.
 #[derive(Debug, Clone, clap::Args)]
@@ -18,15 +26,62 @@ pub struct KafkaConfig {
     /// Partitions for topics pantau creates when they do not exist yet.
     #[arg(long, default_value_t = 4)]
     pub partitions: i32,
+    #[command(flatten)]
+    pub settings: ClientSettings,
 }
 
 impl KafkaConfig {
-    pub fn client(&self) -> ClientConfig {
+    /// A cluster reached with librdkafka's defaults (the embedded and mock clusters).
+    pub fn plain(brokers: impl Into<String>, partitions: i32) -> KafkaConfig {
+        KafkaConfig {
+            brokers: brokers.into(),
+            partitions,
+            settings: ClientSettings::default(),
+        }
+    }
+
+    /// The settings every client starts from: the brokers, the user's properties
+    /// (secrets read), and pantau's quiet log level unless the user chose another.
+    pub fn client(&self) -> anyhow::Result<ClientConfig> {
         let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.brokers)
-            // Quiet by default: librdkafka's own log lines go through its logger.
-            .set("log_level", "3");
-        c
+        c.set("bootstrap.servers", &self.brokers);
+        for (key, value) in self.settings.resolve()? {
+            c.set(key, value);
+        }
+        // librdkafka's own log lines go through its logger; errors only by default.
+        c.set_default("log_level", "3");
+        Ok(c)
+    }
+
+    /// Connects and reads the cluster's metadata (of `topic`, or of every topic). A
+    /// setting that can never work (a certificate that does not verify, a refused
+    /// password) ends it at once with librdkafka's reason, instead of the 30 s wait
+    /// for a broker that is merely away.
+    pub fn metadata(
+        &self,
+        topic: Option<&str>,
+    ) -> anyhow::Result<(BaseProducer<RefusalContext>, Metadata)> {
+        let client: BaseProducer<RefusalContext> =
+            create_with(&self.client()?, RefusalContext::default())?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let attempt = client
+                .client()
+                .fetch_metadata(topic, Duration::from_millis(500));
+            // Serves the error callbacks, where librdkafka reports TLS and SASL failures.
+            client.poll(Duration::ZERO);
+            if let Some(reason) = client.context().refusal() {
+                anyhow::bail!("the brokers at {} refused pantau: {reason}", self.brokers);
+            }
+            match attempt {
+                Ok(metadata) => return Ok((client, metadata)),
+                Err(e) if std::time::Instant::now() >= deadline => {
+                    return Err(e)
+                        .with_context(|| format!("cannot reach the brokers at {}", self.brokers))
+                }
+                Err(_) => {}
+            }
+        }
     }
 
     /// A consumer in its own group that reads `topics` from their beginning, only what was
@@ -42,15 +97,15 @@ impl KafkaConfig {
         self.ensure_topics(topics)
             .await
             .with_context(|| format!("creating {}", topics.join(", ")))?;
-        let consumer: rdkafka::consumer::StreamConsumer = self
-            .client()
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            // Alerts of an aborted transaction (pantau run --transactional) never happened.
-            .set("isolation.level", "read_committed")
-            .create()
-            .context("cannot create a Kafka consumer")?;
+        let consumer: rdkafka::consumer::StreamConsumer = create(
+            self.client()?
+                .set("group.id", group)
+                .set("enable.auto.commit", "false")
+                .set("auto.offset.reset", "earliest")
+                // Alerts of an aborted transaction (pantau run --transactional) never happened.
+                .set("isolation.level", "read_committed"),
+        )
+        .context("cannot create a Kafka consumer")?;
         consumer
             .subscribe(topics)
             .with_context(|| format!("subscribing to {}", topics.join(", ")))?;
@@ -67,18 +122,16 @@ impl KafkaConfig {
     ) -> anyhow::Result<usize> {
         use rdkafka::consumer::Consumer;
         use rdkafka::Message;
-        let consumer: BaseConsumer = self
-            .client()
-            .set("group.id", "pantau-read-to-end")
-            .set("enable.auto.commit", "false")
-            // The end is where the consumer says it is: on a transactional topic the
-            // last offset is a commit marker, which is never delivered as a record.
-            .set("enable.partition.eof", "true")
-            .create()
-            .context("cannot create a Kafka consumer")?;
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(30))
-            .with_context(|| format!("cannot read the metadata of {topic}"))?;
+        let (_, metadata) = self.metadata(Some(topic))?;
+        let consumer: BaseConsumer = create(
+            self.client()?
+                .set("group.id", "pantau-read-to-end")
+                .set("enable.auto.commit", "false")
+                // The end is where the consumer says it is: on a transactional topic the
+                // last offset is a commit marker, which is never delivered as a record.
+                .set("enable.partition.eof", "true"),
+        )
+        .context("cannot create a Kafka consumer")?;
         let mut assignment = rdkafka::TopicPartitionList::new();
         let mut ends = std::collections::BTreeMap::new();
         for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
@@ -129,14 +182,7 @@ impl KafkaConfig {
 
     /// The topics the cluster does not know yet.
     fn missing_topics<'a>(&self, topics: &[&'a str]) -> anyhow::Result<Vec<&'a str>> {
-        let consumer: BaseConsumer = self
-            .client()
-            .set("allow.auto.create.topics", "false")
-            .create()
-            .context("cannot create a Kafka client")?;
-        let metadata = consumer
-            .fetch_metadata(None, Duration::from_secs(30))
-            .with_context(|| format!("cannot reach the brokers at {}", self.brokers))?;
+        let (_, metadata) = self.metadata(None)?;
         let known: Vec<&str> = metadata
             .topics()
             .iter()
@@ -152,13 +198,7 @@ impl KafkaConfig {
 
     /// How many partitions a topic has.
     pub fn partition_count(&self, topic: &str) -> anyhow::Result<i32> {
-        let consumer: BaseConsumer = self
-            .client()
-            .create()
-            .context("cannot create a Kafka client")?;
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(30))
-            .with_context(|| format!("cannot read the metadata of {topic}"))?;
+        let (_, metadata) = self.metadata(Some(topic))?;
         let n = metadata
             .topics()
             .iter()
@@ -174,10 +214,8 @@ impl KafkaConfig {
         if missing.is_empty() {
             return Ok(());
         }
-        let admin: AdminClient<DefaultClientContext> = self
-            .client()
-            .create()
-            .context("cannot create a Kafka admin client")?;
+        let admin: AdminClient<DefaultClientContext> =
+            create(&self.client()?).context("cannot create a Kafka admin client")?;
         let new: Vec<NewTopic> = missing
             .iter()
             .map(|t| NewTopic::new(t, self.partitions, TopicReplication::Fixed(1)))
@@ -195,6 +233,65 @@ impl KafkaConfig {
         }
         Ok(())
     }
+}
+
+/// Whether `error` means the cluster refuses this client as configured (TLS that does
+/// not verify, SASL credentials or a mechanism it rejects), as opposed to a broker that
+/// is away. librdkafka keeps retrying either; pantau stops at start on a refusal.
+pub fn is_refusal(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            C::SSL
+                | C::Authentication
+                | C::SaslAuthenticationFailed
+                | C::UnsupportedSASLMechanism
+                | C::IllegalSASLState
+                | C::ClusterAuthorizationFailed
+        )
+    )
+}
+
+/// Keeps the first refusal librdkafka reports (see [`is_refusal`]).
+#[derive(Default)]
+pub struct RefusalContext {
+    refusal: std::sync::Mutex<Option<String>>,
+}
+
+impl RefusalContext {
+    pub fn refusal(&self) -> Option<String> {
+        self.refusal.lock().ok().and_then(|r| r.clone())
+    }
+}
+
+impl ClientContext for RefusalContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if is_refusal(&error) {
+            if let Ok(mut refusal) = self.refusal.lock() {
+                refusal.get_or_insert_with(|| reason.to_string());
+            }
+        } else {
+            tracing::debug!(%error, reason, "Kafka error while connecting");
+        }
+    }
+}
+
+// The probe is a producer that never produces.
+impl rdkafka::producer::ProducerContext for RefusalContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+/// What this binary's librdkafka was built with (`builtin.features`: ssl, sasl_scram,
+/// zstd, ...).
+pub fn builtin_features() -> anyhow::Result<Vec<String>> {
+    let native = ClientConfig::new().create_native_config()?;
+    Ok(native
+        .get("builtin.features")?
+        .split(',')
+        .map(str::to_string)
+        .collect())
 }
 
 /// A record of the topics that follow pantau's output read: an alert or a registry entry.
@@ -237,18 +334,16 @@ pub fn read_followed(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::producer::BaseRecord;
 
     #[test]
     fn read_to_end_finishes_on_a_transactional_topic_ending_in_a_commit_marker() {
         let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
         mock.create_topic("t", 2, 1).unwrap();
-        let kafka = KafkaConfig {
-            brokers: mock.bootstrap_servers(),
-            partitions: 2,
-        };
+        let kafka = KafkaConfig::plain(mock.bootstrap_servers(), 2);
         let producer: BaseProducer = kafka
             .client()
+            .unwrap()
             .set("transactional.id", "read-to-end-test")
             .create()
             .unwrap();

@@ -49,6 +49,9 @@ pub struct ReconcileConfig {
     /// --alerts, the alerts on pantau.alerts.
     #[arg(long, env = "PANTAU_BROKERS")]
     pub brokers: Option<String>,
+    /// With --brokers: librdkafka properties (TLS, SASL) for the clients that read.
+    #[command(flatten)]
+    pub kafka_settings: crate::kafka::ClientSettings,
     /// Where the report goes: one CSV per table, reconcile.json and reconcile.html.
     #[arg(long, default_value = "report")]
     pub out: PathBuf,
@@ -798,6 +801,7 @@ pub async fn run(config: &ReconcileConfig) -> anyhow::Result<Report> {
         (None, Some(brokers)) => Input::Kafka(KafkaConfig {
             brokers: brokers.clone(),
             partitions: 4,
+            settings: config.kafka_settings.clone(),
         }),
         (None, None) => bail!("name a --history folder or --brokers"),
     };

@@ -22,7 +22,7 @@ use rdkafka::{ClientContext, TopicPartitionList};
 
 use crate::health::Health;
 
-use crate::kafka::KafkaConfig;
+use crate::kafka::{KafkaConfig, SetDefault};
 use crate::model::{Alert, DeadLetter, TOPIC_ALERTS, TOPIC_DLQ, TOPIC_SHADOW_ALERTS};
 
 /// How long a transaction step may wait for the broker before it counts as failed.
@@ -93,11 +93,11 @@ impl KafkaSink {
         transactional_id: Option<&str>,
         health: Option<Arc<Health>>,
     ) -> anyhow::Result<KafkaSink> {
-        let mut client = config.client();
+        let mut client = config.client()?;
         client
             .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .set("queue.buffering.max.messages", "1000000")
+            .set_default("linger.ms", "5")
+            .set_default("queue.buffering.max.messages", "1000000")
             // 0 = no limit: while the broker is away, records wait in the producer and
             // the pipeline waits for them (consumption pauses) instead of failing.
             .set("message.timeout.ms", "0");
@@ -106,11 +106,13 @@ impl KafkaSink {
                 .set("transactional.id", id)
                 .set("transaction.timeout.ms", "60000");
         }
-        let producer: FutureProducer<ProducerContext> = client
-            .create_with_context(ProducerContext {
+        let producer: FutureProducer<ProducerContext> = crate::kafka::create_with(
+            &client,
+            ProducerContext {
                 health: health.clone(),
-            })
-            .context("cannot create the Kafka producer")?;
+            },
+        )
+        .context("cannot create the Kafka producer")?;
         if transactional_id.is_some() {
             producer
                 .init_transactions(TRANSACTION_TIMEOUT)

@@ -27,7 +27,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::health::Health;
-use crate::kafka::KafkaConfig;
+use crate::kafka::{KafkaConfig, SetDefault};
 use crate::model::Stream;
 use crate::route::TOPIC_BY_PROVINCE;
 use crate::watermark::PartitionId;
@@ -261,8 +261,8 @@ impl KafkaSource {
             health,
             lag,
         };
-        let consumer: StreamConsumer<RecordingContext> = kafka
-            .client()
+        let mut client = kafka.client()?;
+        client
             .set("statistics.interval.ms", stats_interval)
             .set("group.id", &config.group)
             .set("enable.auto.commit", "false")
@@ -278,9 +278,10 @@ impl KafkaSource {
             // partition can then wait behind other partitions' for many seconds, which
             // looks like an idle partition. A short local queue keeps delivery fair and
             // memory bounded.
-            .set("queued.max.messages.kbytes", "4096")
-            .create_with_context(context)
-            .context("cannot create the Kafka consumer")?;
+            .set_default("queued.max.messages.kbytes", "4096");
+        let consumer: StreamConsumer<RecordingContext> =
+            crate::kafka::create_with(&client, context)
+                .context("cannot create the Kafka consumer")?;
         Ok(KafkaSource {
             consumer,
             config: config.clone(),
