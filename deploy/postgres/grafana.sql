@@ -2,6 +2,9 @@
 -- created by `pantau store` (as the owner role, `pantau` in docker-compose.yml) after
 -- this runs, so the grant covers tables created later too. Run once by a superuser:
 -- the postgres image runs it from /docker-entrypoint-initdb.d, the tests with psql.
+-- To have this role (and pantau's) connect over TLS only, as a Dinas Sosial server
+-- should, put `hostssl pantau grafana,pantau 0.0.0.0/0 scram-sha-256` before any `host`
+-- line of pg_hba.conf, and give the data source sslmode verify-full with the CA.
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'grafana') THEN

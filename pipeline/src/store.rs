@@ -21,7 +21,7 @@ use chrono::{DateTime, FixedOffset};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::Value;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::health::Backoff;
 use crate::kafka::{parse_followed, read_followed, Followed, KafkaConfig};
@@ -30,12 +30,16 @@ use crate::model::{Alert, Outlet, Stream, TOPIC_ALERTS};
 use crate::pseudonym::Pseudonyms;
 use crate::regions::Regions;
 
+pub mod tls;
+
 /// Where the store is.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct StoreConfig {
     /// PostgreSQL connection string, e.g. `postgres://pantau:pantau@localhost/pantau`
-    /// or `host=/run/postgresql user=pantau dbname=pantau`.
-    #[arg(long, env = "PANTAU_POSTGRES")]
+    /// or `host=/run/postgresql user=pantau dbname=pantau`. TLS as libpq: `sslmode`
+    /// (disable, prefer, require, verify-ca, verify-full) and `sslrootcert`, e.g.
+    /// `...?sslmode=verify-full&sslrootcert=/etc/pantau/db-ca.pem`.
+    #[arg(long, env = "PANTAU_POSTGRES", hide_env_values = true)]
     pub postgres: String,
     /// Grafana's readers are people: an alert about a card is stored with the card's
     /// keyed reference (`PANTAU_PSEUDONYM_KEY`), never its id.
@@ -215,17 +219,21 @@ pub struct Store {
     pseudonyms: Pseudonyms,
 }
 
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("postgres", &tls::redacted(&self.postgres))
+            .field("pseudonyms", &self.pseudonyms)
+            .finish()
+    }
+}
+
 impl Store {
     pub async fn connect(config: &StoreConfig) -> anyhow::Result<Store> {
         let pseudonyms = Pseudonyms::from_env(crate::pseudonym::KEY_ENV, &config.pseudonyms)?;
-        let (client, connection) = tokio_postgres::connect(&config.postgres, NoTls)
+        let client = tls::connect(&config.postgres)
             .await
             .context("cannot connect to PostgreSQL (--postgres)")?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::error!(error = %e, "PostgreSQL connection closed");
-            }
-        });
         let store = Store { client, pseudonyms };
         store.migrate().await?;
         Ok(store)
