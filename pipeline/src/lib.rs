@@ -39,6 +39,7 @@ pub mod backtest;
 pub mod bench;
 pub mod chart;
 pub mod checkpoint;
+pub mod config_file;
 pub mod decode;
 pub mod demo;
 pub mod detect;

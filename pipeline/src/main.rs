@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use pantau::engine::EngineConfig;
 use pantau::kafka::KafkaConfig;
@@ -47,6 +47,8 @@ enum Command {
         /// Partitions of the topics created on the broker.
         #[arg(long, default_value_t = 4)]
         partitions: i32,
+        #[command(flatten)]
+        kafka_settings: pantau::kafka::ClientSettings,
         /// With --brokers: produce at this many seconds of event time per second (1440:
         /// a simulated day per minute) instead of as fast as the broker takes them.
         #[arg(long, requires = "brokers")]
@@ -75,6 +77,11 @@ enum Command {
         /// Address of the /metrics and /health endpoint.
         #[arg(long, default_value = "127.0.0.1:9464")]
         metrics_addr: SocketAddr,
+        /// A TOML file of this command's settings: keys are the flags' names, librdkafka
+        /// properties go in a [kafka] table (README: "One configuration file"). Flags
+        /// and environment variables override it.
+        #[arg(long, value_name = "FILE", env = "PANTAU_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Measure throughput and memory: replay, a bare Kafka consumer, and `run`.
     Bench(bench::BenchConfig),
@@ -96,6 +103,11 @@ enum Command {
         /// Address of the notifier's /metrics.
         #[arg(long, default_value = "127.0.0.1:9466")]
         metrics_addr: SocketAddr,
+        /// A TOML file of this command's settings: keys are the flags' names, librdkafka
+        /// properties go in a [kafka] table (README: "One configuration file"). Flags
+        /// and environment variables override it.
+        #[arg(long, value_name = "FILE", env = "PANTAU_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Tools for rule authors: the tables a rule can read, and checks of a rules folder.
     Rules {
@@ -106,6 +118,23 @@ enum Command {
     Report {
         #[command(subcommand)]
         command: ReportCommand,
+    },
+    /// The --config file that `run`, `store run` and `notify` read.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a config file without starting anything: every key is a flag of the
+    /// component reading it, every value parses, the [kafka] table's properties are
+    /// accepted by librdkafka (secrets given as env: or file: are read). Exits non-zero
+    /// and names each problem's line.
+    Check {
+        /// The TOML file.
+        file: PathBuf,
     },
 }
 
@@ -132,6 +161,11 @@ enum StoreCommand {
         /// Address of the store's /metrics.
         #[arg(long, default_value = "127.0.0.1:9465")]
         metrics_addr: SocketAddr,
+        /// A TOML file of this command's settings: keys are the flags' names, librdkafka
+        /// properties go in a [kafka] table (README: "One configuration file"). Flags
+        /// and environment variables override it.
+        #[arg(long, value_name = "FILE", env = "PANTAU_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Write alert files (a replay's alerts.jsonl) and outlet registry files
     /// (outlets.jsonl) into the store. Unreadable lines are listed and make it exit
@@ -197,7 +231,14 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let args = match pantau::config_file::expand(&Cli::command(), std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -251,6 +292,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             out,
             brokers,
             partitions,
+            kafka_settings,
             pace,
         } => {
             sim.validate()?;
@@ -274,6 +316,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let kafka = KafkaConfig {
                     brokers,
                     partitions,
+                    settings: kafka_settings,
                 };
                 let topics: Vec<&str> = Stream::ALL.iter().map(|s| s.topic()).collect();
                 kafka.ensure_topics(&topics).await?;
@@ -317,6 +360,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     store,
                     follow,
                     metrics_addr,
+                    config: _,
                 },
         } => {
             let (metrics, _server) = serve_metrics(metrics_addr).await?;
@@ -350,6 +394,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             run,
             engine,
             metrics_addr,
+            config: _,
         } => {
             let (metrics, _server) = serve_metrics(metrics_addr).await?;
             let summary = pipeline::run(&kafka, &source, &run, &engine, metrics, |a| {
@@ -363,9 +408,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             kafka,
             notify,
             metrics_addr,
+            config: _,
         } => {
             let (metrics, _server) = serve_metrics(metrics_addr).await?;
             pantau::notify::deliver::run(&kafka, &notify, metrics).await
+        }
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
+            let config = pantau::config_file::ConfigFile::read(&file)?;
+            let root = Cli::command();
+            let problems = config.check(&root);
+            for problem in &problems {
+                println!("{problem}");
+            }
+            anyhow::ensure!(
+                problems.is_empty(),
+                "{} problems in {}",
+                problems.len(),
+                file.display()
+            );
+            println!(
+                "{}: no problems ({})",
+                file.display(),
+                config.summary(&root)
+            );
+            Ok(())
         }
         Command::Bench(config) => bench::run(&config).await,
         Command::Eval(config) => eval::run(&config),
