@@ -22,6 +22,8 @@ mod replay;
 mod report;
 #[path = "e2e/rules.rs"]
 mod rules;
+#[path = "e2e/secured.rs"]
+mod secured;
 #[path = "e2e/stack.rs"]
 mod stack;
 #[path = "e2e/workflow.rs"]

@@ -204,6 +204,49 @@ impl Tansu {
     /// (`sqlite://./broker.db` keeps its topics across a restart; tansu 0.6 reads a
     /// sqlite path relative to its working directory even when it starts with `/`).
     pub fn start_on(port: u16, storage: &str, dir: &Path) -> Tansu {
+        let url = format!("tcp://127.0.0.1:{port}");
+        Tansu::spawn(port, &url, storage, dir, &[])
+    }
+
+    /// A broker that requires SASL/SCRAM-SHA-512 from `user` (tansu's `--authentication`),
+    /// telling its clients to connect at `advertised` (a TLS terminator in front of it).
+    /// Its sqlite database lives in `dir`.
+    pub fn start_secured(
+        port: u16,
+        advertised: &str,
+        dir: &Path,
+        user: &str,
+        password: &str,
+    ) -> Tansu {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let mut open = Tansu::spawn(port, &url, "sqlite://./broker.db", dir, &[]);
+        let bin = std::env::var("TANSU").unwrap_or_else(|_| "tansu".into());
+        let status = Command::new(&bin)
+            .args([
+                "user",
+                "create",
+                "--broker",
+                &url,
+                "--mechanism",
+                "scram512",
+                user,
+                password,
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .expect("tansu user create");
+        assert!(status.success(), "tansu user create failed");
+        open.kill();
+        Tansu::spawn(
+            port,
+            advertised,
+            "sqlite://./broker.db",
+            dir,
+            &["--authentication"],
+        )
+    }
+
+    fn spawn(port: u16, advertised: &str, storage: &str, dir: &Path, extra: &[&str]) -> Tansu {
         let bin = std::env::var("TANSU").unwrap_or_else(|_| "tansu".into());
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(&bin)
@@ -212,8 +255,9 @@ impl Tansu {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                advertised,
             ])
+            .args(extra)
             .args(["--storage-engine", storage])
             .current_dir(dir)
             .stdout(Stdio::null())
@@ -256,13 +300,20 @@ impl Drop for Tansu {
 }
 
 fn consumer(brokers: &str, group: &str) -> BaseConsumer {
-    ClientConfig::new()
+    consumer_with(brokers, group, &[])
+}
+
+fn consumer_with(brokers: &str, group: &str, properties: &[(&str, &str)]) -> BaseConsumer {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
-        .set("log_level", "3")
-        .create()
-        .expect("a Kafka consumer")
+        .set("log_level", "3");
+    for (key, value) in properties {
+        config.set(*key, *value);
+    }
+    config.create().expect("a Kafka consumer")
 }
 
 /// Every record of a topic, from the beginning of each partition until nothing new has
@@ -271,7 +322,16 @@ fn consumer(brokers: &str, group: &str) -> BaseConsumer {
 /// tansu 0.6 reports high watermarks below the real end of a partition (ListOffsets
 /// answers with the last batch, not the last record), so the end is what was read.
 pub fn read_topic_with_ends(brokers: &str, topic: &str) -> (Vec<Vec<u8>>, BTreeMap<i32, i64>) {
-    let c = consumer(brokers, "pantau-test-reader");
+    read_topic_secured(brokers, topic, &[])
+}
+
+/// As [`read_topic_with_ends`], with librdkafka properties (TLS, SASL) for the reader.
+pub fn read_topic_secured(
+    brokers: &str,
+    topic: &str,
+    properties: &[(&str, &str)],
+) -> (Vec<Vec<u8>>, BTreeMap<i32, i64>) {
+    let c = consumer_with(brokers, "pantau-test-reader", properties);
     let meta = c
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .expect("topic metadata");
@@ -388,6 +448,12 @@ fn pg_identity() -> Option<(u32, u32)> {
 
 impl Postgres {
     pub fn start() -> Postgres {
+        Postgres::start_with(|_| Vec::new())
+    }
+
+    /// A server with more settings (`-c` arguments), made by `settings` from a folder of
+    /// its own (where files it must own, such as a TLS key, go).
+    pub fn start_with(settings: impl FnOnce(&Path) -> Vec<String>) -> Postgres {
         use std::os::unix::fs::PermissionsExt;
         use std::os::unix::process::CommandExt;
         let dir = tempfile::tempdir().expect("a directory for PostgreSQL");
@@ -407,6 +473,14 @@ impl Postgres {
             c.stdout(Stdio::null()).stderr(Stdio::null());
             c
         };
+        let conf = dir.path().join("conf");
+        std::fs::create_dir(&conf).expect("conf dir");
+        let extra = settings(&conf);
+        if let Some((uid, gid)) = identity {
+            for entry in std::fs::read_dir(&conf).expect("conf dir").flatten() {
+                std::os::unix::fs::chown(entry.path(), Some(uid), Some(gid)).expect("chown");
+            }
+        }
         let status = as_postgres("initdb")
             .arg("-D")
             .arg(&data)
@@ -421,6 +495,7 @@ impl Postgres {
             .args(["-p", &port.to_string(), "-k"])
             .arg(dir.path())
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .args(extra.iter().flat_map(|s| ["-c", s.as_str()]))
             .spawn()
             .expect("postgres starts");
         let pg = Postgres {
@@ -674,10 +749,7 @@ pub fn produce(brokers: &str, topic: &str, records: Vec<(String, Vec<u8>)>) {
     use pantau::sink::kafka::{KafkaSink, Outgoing};
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let kafka = pantau::kafka::KafkaConfig {
-            brokers: brokers.to_owned(),
-            partitions: 2,
-        };
+        let kafka = pantau::kafka::KafkaConfig::plain(brokers, 2);
         kafka.ensure_topics(&[topic]).await.unwrap();
         let sink = KafkaSink::new(&kafka, None).unwrap();
         let out: Vec<Outgoing> = records
@@ -696,10 +768,7 @@ pub fn produce(brokers: &str, topic: &str, records: Vec<(String, Vec<u8>)>) {
 /// Produces records to the input topics (created with `partitions` partitions if
 /// missing), in order, and waits for the broker.
 pub fn produce_inputs(brokers: &str, partitions: i32, records: &[pantau::sink::kafka::Outgoing]) {
-    let kafka = pantau::kafka::KafkaConfig {
-        brokers: brokers.to_owned(),
-        partitions,
-    };
+    let kafka = pantau::kafka::KafkaConfig::plain(brokers, partitions);
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let topics: Vec<&str> = pantau::model::Stream::ALL
             .iter()
@@ -719,5 +788,154 @@ pub fn wait_until(what: &str, limit: Duration, done: &dyn Fn() -> bool) {
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A certificate authority made with the openssl command, and certificates it signs.
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+fn openssl(args: &[&str], dir: &Path) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (Debian's openssl package; .ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Pki {
+    /// A self-signed CA named `name`: `DIR/name.pem` and its key.
+    pub fn ca(dir: &Path, name: &str) -> Pki {
+        openssl(
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={name}"),
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.pem"),
+            ],
+            dir,
+        );
+        Pki {
+            dir: dir.join(name),
+        }
+    }
+
+    pub fn cert(&self) -> PathBuf {
+        self.dir.with_extension("pem")
+    }
+
+    /// A certificate for `name` valid for localhost and 127.0.0.1, signed by this CA:
+    /// (certificate, key), both PEM, beside the CA's.
+    pub fn issue(&self, name: &str) -> (PathBuf, PathBuf) {
+        let dir = self.dir.parent().expect("the CA's folder");
+        let ca = self.dir.file_name().unwrap().to_str().unwrap();
+        openssl(
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                &format!("/CN={name}"),
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+            ],
+            dir,
+        );
+        std::fs::write(
+            dir.join(format!("{name}.ext")),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .unwrap();
+        openssl(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                &format!("{ca}.pem"),
+                "-CAkey",
+                &format!("{ca}.key"),
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+                "-out",
+                &format!("{name}.pem"),
+            ],
+            dir,
+        );
+        (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        )
+    }
+}
+
+/// Debian's stunnel4 terminating TLS on a loopback port in front of a plaintext one,
+/// killed when dropped.
+pub struct Stunnel {
+    child: Child,
+    pub port: u16,
+}
+
+impl Stunnel {
+    pub fn start(dir: &Path, cert: &Path, key: &Path, to_port: u16) -> Stunnel {
+        let port = free_port();
+        let conf = dir.join(format!("stunnel-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "foreground = yes\npid =\n[tls]\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{to_port}\ncert = {}\nkey = {}\n",
+                cert.display(),
+                key.display()
+            ),
+        )
+        .unwrap();
+        let bin = ["stunnel4", "stunnel"]
+            .into_iter()
+            .find(|b| Command::new(b).arg("-version").output().is_ok())
+            .expect("stunnel (Debian's stunnel4; .ci/run installs it)");
+        let child = Command::new(bin)
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("stunnel starts");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "stunnel did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Stunnel { child, port }
+    }
+}
+
+impl Drop for Stunnel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
