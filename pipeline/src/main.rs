@@ -433,6 +433,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 file.display(),
                 config.summary(&root)
             );
+            let (_, version) = rdkafka::util::get_rdkafka_version();
+            println!(
+                "librdkafka {version} built with: {}",
+                pantau::kafka::builtin_features()?.join(",")
+            );
             Ok(())
         }
         Command::Bench(config) => bench::run(&config).await,

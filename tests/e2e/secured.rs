@@ -202,11 +202,9 @@ allow-unkeyed-references = false
             .arg(&config)
             .env(PASSWORD_VAR, PASSWORD),
     );
-    assert!(
-        String::from_utf8_lossy(&checked.stdout).contains("no problems"),
-        "{}",
-        String::from_utf8_lossy(&checked.stdout)
-    );
+    let checked = String::from_utf8_lossy(&checked.stdout);
+    assert!(checked.contains("no problems"), "{checked}");
+    assert!(checked.contains("sasl_scram"), "{checked}");
 
     let ran = run_ok(
         pantau()
