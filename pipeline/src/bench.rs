@@ -100,8 +100,7 @@ async fn bare_consumer(kafka: &KafkaConfig, expected: u64) -> anyhow::Result<Dur
 /// the evidence has the series, the chart, for every alert of the replay.
 fn render_messages(alerts_file: &std::path::Path) -> anyhow::Result<()> {
     let alerts: Vec<crate::model::Alert> = crate::sink::files::read_jsonl(alerts_file)?;
-    let templates =
-        crate::notify::message::Templates::load(&crate::notify::message::Templates::default_dir())?;
+    let templates = crate::notify::message::Templates::built_in()?;
     crate::chart::load_font(&crate::chart::default_font())?;
     let started = Instant::now();
     let (mut charts, mut png_bytes) = (0usize, 0usize);

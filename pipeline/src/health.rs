@@ -400,6 +400,18 @@ mod tests {
     }
 
     #[test]
+    fn a_password_refused_while_running_makes_health_503_with_the_reason() {
+        let (health, _, _) = fresh();
+        health.on_client_error(
+            &KafkaError::Global(RDKafkaErrorCode::Authentication),
+            "consumer poll",
+        );
+        assert!(!health.is_healthy());
+        let reason = health.status().reason.unwrap();
+        assert!(reason.starts_with("consumer poll: "), "{reason}");
+    }
+
+    #[test]
     fn metrics_expose_broker_state() {
         let metrics = Metrics::new();
         let health = metrics.health();

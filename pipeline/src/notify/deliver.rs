@@ -47,9 +47,11 @@ pub struct NotifyConfig {
     /// The routing file (see notify/routes.example.toml).
     #[arg(long)]
     pub routes: PathBuf,
-    /// Folder of the message templates (alert.txt, alert.html, categories.toml).
-    #[arg(long, default_value_os_t = Templates::default_dir())]
-    pub templates: PathBuf,
+    /// Folder of the message templates (alert.txt, alert.html, digest.txt, folded.txt,
+    /// categories.toml). Without it: `./notify/templates` when that exists, else the
+    /// templates built into this binary.
+    #[arg(long, env = "PANTAU_NOTIFY_TEMPLATES")]
+    pub templates: Option<PathBuf>,
     /// Consumer group of the notifier (its own: it reads every alert).
     #[arg(long, default_value = "pantau-notify")]
     pub group: String,
@@ -447,7 +449,7 @@ pub async fn run(
     let pseudonyms =
         crate::pseudonym::Pseudonyms::from_env(crate::pseudonym::KEY_ENV, &config.pseudonyms)?;
     let routes = Arc::new(Routes::load(&config.routes)?);
-    let templates = Arc::new(Templates::load(&config.templates)?);
+    let templates = Arc::new(Templates::locate(config.templates.as_deref())?);
     crate::chart::load_font(&config.font.chart_font)?;
     let log = Arc::new(std::sync::Mutex::new(DeliveredLog::open(
         &config.state_dir,

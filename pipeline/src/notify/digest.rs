@@ -712,7 +712,7 @@ channels = ["tikor"]
 
     #[test]
     fn a_daily_digest_counts_by_category_ranks_outlets_and_states_realization() {
-        let templates = Templates::load(&Templates::default_dir()).unwrap();
+        let templates = Templates::load(&Templates::shipped_dir()).unwrap();
         let entries = [
             entry("a", "price_markup", Some("EW-1"), "2026-11-23T01:00:00Z"),
             entry("b", "seasonal_outlet", Some("EW-2"), "2026-11-23T02:00:00Z"),

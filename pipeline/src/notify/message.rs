@@ -11,7 +11,7 @@
 //! limit, [`FOLDED_PLACEHOLDERS`]); their HTML is the text, escaped.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use chrono::Duration;
@@ -152,21 +152,87 @@ pub fn dashboard_link(base: &str, alert: &Alert) -> String {
     )
 }
 
+/// The shipped templates, compiled in so that an installed binary without the source
+/// folder still speaks Bahasa Indonesia to the Tikor.
+const BUILT_IN_TEMPLATES: [(&str, &str); 5] = [
+    (
+        "alert.txt",
+        include_str!("../../../notify/templates/alert.txt"),
+    ),
+    (
+        "alert.html",
+        include_str!("../../../notify/templates/alert.html"),
+    ),
+    (
+        "digest.txt",
+        include_str!("../../../notify/templates/digest.txt"),
+    ),
+    (
+        "folded.txt",
+        include_str!("../../../notify/templates/folded.txt"),
+    ),
+    (
+        "categories.toml",
+        include_str!("../../../notify/templates/categories.toml"),
+    ),
+];
+
+/// Where the notifier looked for its templates when none was named, as `./rules` for rules.
+pub const DEFAULT_TEMPLATES_DIR: &str = "notify/templates";
+
 impl Templates {
-    /// Reads `alert.txt`, `alert.html` and `categories.toml` from `dir`. A placeholder
-    /// the notifier cannot fill is an error naming the file.
+    /// The templates of `--templates DIR`; without it those of `./notify/templates` when
+    /// that folder exists, else the ones built into this binary. Logs which.
+    pub fn locate(given: Option<&Path>) -> anyhow::Result<Templates> {
+        let folder = given
+            .map(Path::to_path_buf)
+            .or_else(|| Some(PathBuf::from(DEFAULT_TEMPLATES_DIR)).filter(|d| d.is_dir()));
+        match folder {
+            Some(dir) => {
+                tracing::info!(from = %dir.display(), "notification templates loaded");
+                Templates::load(&dir)
+            }
+            None => {
+                tracing::info!(
+                    from = "the templates built into this binary (no ./notify/templates folder)",
+                    "notification templates loaded"
+                );
+                Templates::built_in()
+            }
+        }
+    }
+
+    /// Reads `alert.txt`, `alert.html`, `digest.txt`, `folded.txt` and `categories.toml`
+    /// from `dir`. A placeholder the notifier cannot fill is an error naming the file.
     pub fn load(dir: &Path) -> anyhow::Result<Templates> {
-        let read = |name: &str| {
+        Templates::parse(&dir.display().to_string(), |name| {
             let path = dir.join(name);
             std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
-        };
+        })
+    }
+
+    /// The templates as they were in `notify/templates/` when this binary was built.
+    pub fn built_in() -> anyhow::Result<Templates> {
+        Templates::parse("built-in notify/templates", |name| {
+            let (_, text) = BUILT_IN_TEMPLATES
+                .iter()
+                .find(|(file, _)| *file == name)
+                .expect("every template file is built in");
+            Ok(text.to_string())
+        })
+    }
+
+    fn parse(
+        origin: &str,
+        read: impl Fn(&str) -> anyhow::Result<String>,
+    ) -> anyhow::Result<Templates> {
         let templates = Templates {
             text: read("alert.txt")?,
             html: read("alert.html")?,
             digest: read("digest.txt")?,
             folded: read("folded.txt")?,
             categories: toml::from_str(&read("categories.toml")?)
-                .with_context(|| format!("{}", dir.join("categories.toml").display()))?,
+                .with_context(|| format!("{origin}/categories.toml"))?,
         };
         for (name, template, known) in [
             ("alert.txt", &templates.text, &PLACEHOLDERS[..]),
@@ -180,8 +246,7 @@ impl Templates {
                 .collect();
             if !unknown.is_empty() {
                 bail!(
-                    "{}: unknown placeholders {unknown:?}; known: {}",
-                    dir.join(name).display(),
+                    "{origin}/{name}: unknown placeholders {unknown:?}; known: {}",
                     known.join(", ")
                 );
             }
@@ -211,8 +276,9 @@ impl Templates {
         text_message(&self.folded, subject, values, String::new())
     }
 
-    /// The shipped templates, `notify/templates/` beside the crate.
-    pub fn default_dir() -> std::path::PathBuf {
+    /// The shipped templates folder of the source tree, for tests.
+    #[cfg(test)]
+    pub fn shipped_dir() -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../notify/templates")
     }
 
@@ -328,7 +394,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_message_names_the_outlet_its_kecamatan_what_to_do_and_links_the_dashboard() {
-        let templates = Templates::load(&Templates::default_dir()).unwrap();
+        let templates = Templates::load(&Templates::shipped_dir()).unwrap();
         let outlet = OutletInfo {
             name: "KUBE Karya Bersama".into(),
             district_code: "3604020".into(),
@@ -370,7 +436,7 @@ pub(crate) mod tests {
 
     #[test]
     fn every_shipped_category_has_a_name_and_an_action() {
-        let templates = Templates::load(&Templates::default_dir()).unwrap();
+        let templates = Templates::load(&Templates::shipped_dir()).unwrap();
         for category in [
             crate::model::category::SEASONAL_OUTLET,
             crate::model::category::SUPPLIER_DEPENDENT,
@@ -390,7 +456,7 @@ pub(crate) mod tests {
     fn a_template_with_an_unknown_placeholder_is_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
         for name in ["alert.html", "categories.toml", "digest.txt", "folded.txt"] {
-            std::fs::copy(Templates::default_dir().join(name), dir.path().join(name)).unwrap();
+            std::fs::copy(Templates::shipped_dir().join(name), dir.path().join(name)).unwrap();
         }
         std::fs::write(dir.path().join("alert.txt"), "{title} di {outlet}\n").unwrap();
         let error = Templates::load(dir.path()).unwrap_err().to_string();
@@ -398,5 +464,22 @@ pub(crate) mod tests {
             error.contains("alert.txt") && error.contains("\"outlet\""),
             "{error}"
         );
+    }
+
+    #[test]
+    fn without_a_templates_folder_the_notifier_speaks_with_the_built_in_templates() {
+        // The unit tests run in pipeline/, where ./notify/templates does not exist.
+        assert!(!Path::new(DEFAULT_TEMPLATES_DIR).exists());
+        let located = Templates::locate(None).unwrap();
+        let shipped = Templates::load(&Templates::shipped_dir()).unwrap();
+        assert_eq!(located.text, shipped.text);
+        assert_eq!(located.html, shipped.html);
+        assert_eq!(located.digest, shipped.digest);
+        assert_eq!(located.folded, shipped.folded);
+        assert_eq!(
+            located.category_name("card_collection"),
+            shipped.category_name("card_collection")
+        );
+        assert_ne!(located.category_name("card_collection"), "card_collection");
     }
 }
