@@ -3,8 +3,19 @@
 //! into it while the pipeline consumes, each alert printed as it fires, `/metrics`
 //! served throughout, and a summary of what was found against what was injected.
 //!
-//! The mock cluster keeps only about 5 MB per partition and silently forgets older
-//! records, so the feed is paced against the consumer and the source counts any gap.
+//! Why the feed is flow-controlled: librdkafka's mock cluster keeps at most 5 MiB per
+//! partition (`max_size` in rdkafka_mock.c, not configurable) and forgets older records
+//! without an error, whether they were read or not. pantau reads every input record
+//! twice, from its input topic and again from the internal `pantau.by-province`, whose
+//! records of one province all land on one partition. So the feeder sends the next
+//! chunk only while the bytes it has sent and the engines have not yet taken in stay
+//! under `--max-ahead-bytes` (2 MiB): even if every one of them sat on one partition of
+//! one topic, that partition would hold less than the broker keeps, whatever the speed
+//! of the machine, the size of the history or the number of partitions.
+//!
+//! The demo then checks itself: every record fed must have been taken in, with no
+//! offset gap on any topic, and its alerts must equal those of a replay of the same
+//! history; otherwise it says what differs and exits non-zero.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,7 +29,7 @@ use crate::engine::EngineConfig;
 use crate::kafka::KafkaConfig;
 use crate::metrics::{self, Metrics};
 use crate::model::{Alert, Stream, ALL_TOPICS};
-use crate::pipeline::{self, RunConfig};
+use crate::pipeline::{self, ReplayConfig, RunConfig};
 use crate::sim::{self, SimConfig};
 use crate::sink::kafka::KafkaSink;
 use crate::source::kafka::SourceConfig;
@@ -36,9 +47,14 @@ pub struct DemoConfig {
     /// Partitions of every topic on the embedded broker.
     #[arg(long, default_value_t = 12)]
     pub partitions: i32,
-    /// Most records fed ahead of the consumer (the embedded broker forgets old records).
-    #[arg(long, default_value_t = 60_000)]
-    pub max_ahead: u64,
+    /// Most bytes of records fed that the engines have not yet taken in (the embedded
+    /// broker keeps 5 MiB per partition and forgets the rest).
+    #[arg(long, default_value_t = 2 << 20)]
+    pub max_ahead_bytes: u64,
+    /// Test only: a pause after every batch the pipeline reads, standing in for a slow
+    /// machine.
+    #[arg(long, hide = true, value_parser = crate::engine::parse_duration)]
+    pub batch_delay: Option<Duration>,
 }
 
 /// Records the pipeline has read so far, over every input topic.
@@ -67,7 +83,13 @@ pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
         mock.create_topic(topic, config.partitions, 1)
             .with_context(|| format!("cannot create topic {topic} on the embedded broker"))?;
     }
-    let kafka = KafkaConfig::plain(mock.bootstrap_servers(), config.partitions);
+    let mut kafka = KafkaConfig::plain(mock.bootstrap_servers(), config.partitions);
+    // The mock cluster answers a fetch only when fetch.wait.max.ms (500 ms) runs out,
+    // not when records arrive: with little in flight, each hop would wait that long.
+    kafka.settings.properties.push(crate::kafka::Property {
+        key: "fetch.wait.max.ms".into(),
+        value: "10".into(),
+    });
     let metrics = Metrics::new();
     let (addr, _server) =
         match metrics::serve(metrics.clone(), metrics.health(), config.metrics_addr).await {
@@ -91,26 +113,39 @@ pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
         records.len()
     );
     let sink = KafkaSink::new(&kafka, None)?;
+    let largest_sent: Vec<u64> = records
+        .iter()
+        .scan(0, |largest, r| {
+            *largest =
+                (*largest).max((r.payload.len() + r.key.as_ref().map_or(0, String::len)) as u64);
+            Some(*largest)
+        })
+        .collect();
     let pace = {
         let metrics = metrics.clone();
-        let max_ahead = config.max_ahead;
+        let budget = config.max_ahead_bytes;
+        let largest_sent = &largest_sent;
         move |sent: usize| {
             let metrics = metrics.clone();
             async move {
-                while sent as u64 > consumed(&metrics) + max_ahead {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                while bytes_ahead(largest_sent, sent, consumed(&metrics)) > budget {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }
         }
     };
-    let feeder = feed::produce(&sink, &records, 5_000, pace);
+    let feeder = feed::produce(&sink, &records, FEED_CHUNK, pace);
     let source = SourceConfig {
         group: "pantau-demo".into(),
         batch_size: 5_000,
-        linger: Duration::from_millis(200),
+        // Short: with at most --max-ahead-bytes in flight a batch never fills, and every
+        // record waits out the linger twice (input topic, then the internal one).
+        linger: Duration::from_millis(20),
         session_timeout: Duration::from_secs(45),
     };
-    let state_dir = std::env::temp_dir().join(format!("pantau-demo-{}", std::process::id()));
+    // The demo's state is of no use once it has shown its alerts: removed on every exit.
+    let scratch = tempfile::Builder::new().prefix("pantau-demo-").tempdir()?;
+    let state_dir = scratch.path().to_path_buf();
     let run_config = RunConfig {
         exit_when_idle: true,
         state_dir: state_dir.clone(),
@@ -124,6 +159,7 @@ pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
         dlq_max_per_sec: 1000,
         reload_interval: Duration::from_secs(2),
         max_buffered_rows: None,
+        batch_delay: config.batch_delay,
     };
     let mut alerts: Vec<Alert> = Vec::new();
     let pipeline = pipeline::run(
@@ -138,17 +174,125 @@ pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
         },
     );
     let (fed, summary) = tokio::join!(feeder, pipeline);
-    // The demo's state is of no use once it has shown its alerts.
-    let _ = std::fs::remove_dir_all(&state_dir);
     fed?;
     drop(sink);
     let summary = summary?;
     println!();
     summary.print();
     print_dead_letters(&metrics);
+    let lost = check_nothing_lost(records.len() as u64, &metrics);
+
+    println!("\nreplaying the same history without a broker, to compare ...");
+    let folder = state_dir.join("history");
+    sim::write_folder(&history, &folder)?;
+    let replay_config = ReplayConfig {
+        dir: folder,
+        out: state_dir.join("replay").join("alerts.jsonl"),
+        batch_size: 4096,
+        now: None,
+    };
+    std::fs::create_dir_all(state_dir.join("replay"))?;
+    let mut replayed: Vec<Alert> = Vec::new();
+    let replay_summary = pipeline::replay(&replay_config, &config.engine, Metrics::new(), |a| {
+        replayed.push(a.clone())
+    })
+    .await?;
+    println!(
+        "measured: {:.0} records/s through the embedded Kafka broker (in-process: feeder, broker, \
+         pipeline and /metrics sharing this machine); {:.0} records/s replaying the same history \
+         from files (pantau replay)",
+        rate(summary.records, summary.elapsed),
+        rate(replay_summary.records, replay_summary.elapsed),
+    );
+    let differences = compare_with_replay(&alerts, &replayed);
     println!("\nwhat the alerts found of the anomalies the simulation injected (pantau eval):");
     print!("{}", crate::eval::evaluate(&history.truth, &alerts));
     drop(mock);
+    lost?;
+    differences
+}
+
+/// Records of the feed sent per produce call: small next to the byte budget, so the
+/// feeder waits in steps the consumer can follow.
+const FEED_CHUNK: usize = 500;
+
+/// The most bytes of the records sent that the engines may not have taken in yet: the
+/// engines count records, not which ones, so each record not yet taken is charged at
+/// the size of the largest sent so far (`largest_sent[i]`: the largest of the first
+/// `i + 1`), and the bound holds whatever order they are read in.
+fn bytes_ahead(largest_sent: &[u64], sent: usize, taken: u64) -> u64 {
+    let waiting = (sent as u64).saturating_sub(taken);
+    match sent.checked_sub(1).and_then(|last| largest_sent.get(last)) {
+        Some(largest) => waiting * largest,
+        None => 0,
+    }
+}
+
+fn rate(records: u64, elapsed: Duration) -> f64 {
+    records as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+/// Every record fed was taken in by an engine, and no topic skipped an offset.
+fn check_nothing_lost(fed: u64, metrics: &Metrics) -> anyhow::Result<()> {
+    let taken = consumed(metrics);
+    let gaps: u64 = metrics
+        .registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "pantau_offset_gaps_total")
+        .flat_map(|f| f.get_metric())
+        .map(|m| m.get_counter().get_value() as u64)
+        .sum();
+    if taken < fed || gaps > 0 {
+        println!(
+            "RECORDS LOST: {fed} fed, {taken} taken in by the engines, {gaps} offset gaps; \
+             the alerts above are incomplete"
+        );
+        anyhow::bail!(
+            "the embedded broker lost records ({} of {fed} never read, {gaps} offset gaps); \
+             try a smaller --max-ahead-bytes",
+            fed.saturating_sub(taken)
+        );
+    }
+    println!("nothing lost: all {fed} records fed were read, with no offset gap on any topic");
+    Ok(())
+}
+
+/// The Kafka path must raise what the replay raises; `detected_at` is the wall clock.
+fn compare_with_replay(live: &[Alert], replayed: &[Alert]) -> anyhow::Result<()> {
+    let comparable = |alerts: &[Alert]| -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
+        alerts
+            .iter()
+            .map(|a| {
+                let mut value = serde_json::to_value(a)?;
+                if let Some(fields) = value.as_object_mut() {
+                    fields.remove("detected_at");
+                }
+                Ok((a.alert_id.clone(), value))
+            })
+            .collect()
+    };
+    let (live, replayed) = (comparable(live)?, comparable(replayed)?);
+    let missing = replayed.keys().filter(|id| !live.contains_key(*id)).count();
+    let extra = live.keys().filter(|id| !replayed.contains_key(*id)).count();
+    let differing = live
+        .iter()
+        .filter(|(id, alert)| replayed.get(*id).is_some_and(|r| r != *alert))
+        .count();
+    if missing + extra + differing > 0 {
+        println!(
+            "DIFFERS FROM THE REPLAY: {missing} alerts of the replay missing, {extra} extra, \
+             {differing} with other contents"
+        );
+        anyhow::bail!(
+            "the demo's alerts differ from a replay of the same history \
+             ({missing} missing, {extra} extra, {differing} differing)"
+        );
+    }
+    println!(
+        "the replay raised the same {} alerts as the Kafka path",
+        live.len()
+    );
     Ok(())
 }
 
@@ -173,5 +317,20 @@ fn print_dead_letters(metrics: &Arc<Metrics>) {
         for (reason, n) in by_reason {
             println!("  {reason:<20} {n}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_records_not_yet_taken_are_charged_at_the_largest_sent() {
+        let largest_sent = [10, 500, 500, 500, 500];
+        assert_eq!(bytes_ahead(&largest_sent, 0, 0), 0);
+        assert_eq!(bytes_ahead(&largest_sent, 5, 5), 0);
+        assert_eq!(bytes_ahead(&largest_sent, 5, 3), 1000);
+        // The 500-byte record is not yet sent.
+        assert_eq!(bytes_ahead(&largest_sent, 1, 0), 10);
     }
 }

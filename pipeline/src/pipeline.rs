@@ -306,6 +306,9 @@ pub struct RunConfig {
     /// memory limit (the container's, else the machine's). 0: no limit.
     #[arg(long)]
     pub max_buffered_rows: Option<usize>,
+    /// Test only: a pause after every batch read, standing in for a slow machine.
+    #[arg(long, hide = true, value_parser = crate::engine::parse_duration)]
+    pub batch_delay: Option<Duration>,
 }
 
 /// What the rebalance callback and the pipeline loop share: the loop parks its worker
@@ -586,6 +589,9 @@ pub async fn run(
             }
             batches = source.next_batch() => batches?,
         };
+        if let Some(delay) = run_config.batch_delay {
+            tokio::time::sleep(delay).await;
+        }
         if let Some(failure) = shared.failure.lock().ok().and_then(|mut f| f.take()) {
             anyhow::bail!("rebalance failed: {failure}");
         }

@@ -187,6 +187,44 @@ fn demo_prints_alerts_as_they_fire_and_a_summary() {
         stdout.contains("overall"),
         "no eval table printed:\n{stdout}"
     );
+    assert_demo_lost_nothing_and_matched_the_replay(&out);
+}
+
+/// The embedded broker forgets all but the last 5 MiB of a partition: at the default
+/// size, with a consumer slowed down as on a busy machine, the feeder must wait for it.
+#[test]
+fn the_default_demo_with_a_slow_consumer_loses_nothing_and_raises_the_replays_alerts() {
+    let out = run_ok(pantau().args([
+        "demo",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--batch-delay",
+        "25ms",
+    ]));
+    assert_demo_lost_nothing_and_matched_the_replay(&out);
+}
+
+fn assert_demo_lost_nothing_and_matched_the_replay(out: &std::process::Output) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("nothing lost: all "), "{stdout}");
+    assert!(
+        stdout.contains("alerts as the Kafka path"),
+        "no comparison with the replay:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("records/s through the embedded Kafka broker"),
+        "{stdout}"
+    );
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    assert!(
+        warnings.is_empty(),
+        "a clean demo warned:\n{}",
+        warnings.join("\n")
+    );
 }
 
 #[test]
