@@ -173,10 +173,27 @@ pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
             alerts.push(a.clone());
         },
     );
-    let (fed, summary) = tokio::join!(feeder, pipeline);
-    fed?;
+    // The pipeline may end first (Ctrl-C, an error); a feeder waiting for it would then
+    // wait forever, so it is dropped with the pipeline.
+    let (fed, summary) = {
+        let mut feeder = std::pin::pin!(feeder);
+        let mut pipeline = std::pin::pin!(pipeline);
+        let mut fed = None;
+        loop {
+            tokio::select! {
+                result = &mut feeder, if fed.is_none() => fed = Some(result),
+                summary = &mut pipeline => break (fed, summary),
+            }
+        }
+    };
     drop(sink);
     let summary = summary?;
+    match fed {
+        Some(fed) => fed?,
+        None => anyhow::bail!(
+            "the pipeline stopped before the whole history was fed; nothing was checked"
+        ),
+    }
     println!();
     summary.print();
     print_dead_letters(&metrics);

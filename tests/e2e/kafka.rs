@@ -249,3 +249,54 @@ fn bench_prints_replay_bare_consumer_and_run_figures() {
     }
     assert!(stdout.contains("peak memory"), "{stdout}");
 }
+
+/// Ctrl-C ends the pipeline while the feeder waits for it to catch up: the demo must
+/// stop and say the history was not all fed, not wait for a consumer that has gone.
+#[test]
+fn a_demo_interrupted_mid_feed_stops_saying_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stdout_path = tmp.path().join("stdout");
+    let mut child = pantau()
+        .args([
+            "demo",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--batch-delay",
+            "300ms",
+        ])
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !std::fs::read_to_string(&stdout_path)
+        .unwrap()
+        .contains("feeding")
+    {
+        assert!(std::time::Instant::now() < deadline, "the demo never fed");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Long enough for the feeder to be waiting on the slowed pipeline.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    // Not a bound on speed: a hang is what this guards against.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the demo hung after Ctrl-C");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("stopped before the whole history was fed"),
+        "{stderr}"
+    );
+}
