@@ -43,13 +43,8 @@ impl KafkaConfig {
     /// The settings every client starts from: the brokers, the user's properties
     /// (secrets read), and pantau's quiet log level unless the user chose another.
     pub fn client(&self) -> anyhow::Result<ClientConfig> {
-        let mut c = ClientConfig::new();
+        let mut c = self.settings.client_config()?;
         c.set("bootstrap.servers", &self.brokers);
-        for (key, value) in self.settings.resolve()? {
-            c.set(key, value);
-        }
-        // librdkafka's own log lines go through its logger; errors only by default.
-        c.set_default("log_level", "3");
         Ok(c)
     }
 

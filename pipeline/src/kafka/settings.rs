@@ -232,13 +232,19 @@ impl ClientSettings {
     /// connecting to anything: an unknown name, a bad value, a mechanism it was built
     /// without or a certificate file it cannot load fails with its message naming it.
     pub fn validate(&self) -> anyhow::Result<()> {
+        // Without bootstrap.servers a client connects to nothing.
+        create::<rdkafka::producer::BaseProducer>(&self.client_config()?).map(drop)
+    }
+
+    /// The client configuration these settings make, brokers aside.
+    pub fn client_config(&self) -> anyhow::Result<ClientConfig> {
         let mut config = ClientConfig::new();
         for (key, value) in self.resolve()? {
             config.set(key, value);
         }
+        // librdkafka's own log lines go through its logger; errors only by default.
         config.set_default("log_level", "3");
-        // Without bootstrap.servers a client connects to nothing.
-        create::<rdkafka::producer::BaseProducer>(&config).map(drop)
+        Ok(config)
     }
 }
 
