@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::parser::ValueSource;
 use clap::ArgAction;
-use toml_edit::{ImDocument, Item, Key, Table, Value};
+use toml_edit::{Document, Item, Key, Table, Value};
 
 use crate::kafka::Property;
 
@@ -96,7 +96,7 @@ impl ConfigFile {
 
     fn parse(path: &Path, text: &str) -> anyhow::Result<ConfigFile> {
         // toml_edit's message already says "TOML parse error at line L, column C".
-        let doc = ImDocument::parse(text.to_string())
+        let doc = Document::parse(text.to_string())
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let mut file = ConfigFile {
             path: path.to_path_buf(),

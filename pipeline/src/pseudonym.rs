@@ -8,7 +8,7 @@
 //! no references: every command that makes them refuses to start, unless told
 //! `--allow-unkeyed-references` (tests, demos), where the references are unkeyed hashes.
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use crate::model::Alert;

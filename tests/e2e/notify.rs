@@ -12,8 +12,8 @@ use pantau::notify::deliver::{FailedNotification, TOPIC_NOTIFY_DLQ};
 use pantau::notify::routes::Routes;
 
 use crate::support::{
-    free_port, http_get, pantau, produce, read_topic, small_month_of_alerts, Prometheus, SmtpSink,
-    Tansu,
+    free_port, http_get, pantau, produce, read_topic, small_month_of_alerts, KillOnDrop, Pki,
+    Prometheus, SmtpSink, Stunnel, Tansu,
 };
 
 #[derive(Clone, Debug)]
@@ -494,6 +494,114 @@ min_severity = "high"
             |r| String::from_utf8_lossy(&r.body).contains(&pseudonyms.reference(&c.entity_id))
         )),
         "no card alert reached a webhook with its reference"
+    );
+}
+
+/// A district's webhook and mail server behind TLS certificates of its own CA: pantau
+/// trusts what the machine trusts (here `SSL_CERT_FILE`), and a certificate from any
+/// other CA is refused and dead-lettered with the reason, never sent to.
+#[test]
+fn notify_reaches_https_webhooks_and_smtps_signed_by_the_districts_own_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (broker, alerts) = broker_with_a_small_month(tmp.path());
+    let district = Pki::ca(tmp.path(), "dinsos-ca");
+    let (cert, key) = district.issue("tikor");
+    let stranger = Pki::ca(tmp.path(), "stranger-ca");
+    let (stranger_cert, stranger_key) = stranger.issue("elsewhere");
+
+    let receivers = Receivers::start(BTreeMap::new());
+    let http_port: u16 = receivers.addr.rsplit(':').next().unwrap().parse().unwrap();
+    let webhook = Stunnel::start(tmp.path(), &cert, &key, http_port);
+    let impostor = Stunnel::start(tmp.path(), &stranger_cert, &stranger_key, http_port);
+    let smtp = SmtpSink::start();
+    let smtps = Stunnel::start(tmp.path(), &cert, &key, smtp.port);
+
+    let routes_text = format!(
+        r#"
+dashboard_url = "http://grafana.example"
+[smtp]
+host = "localhost"
+port = {smtps}
+from = "pantau@dinsos.example"
+security = "tls"
+[digest]
+enabled = false
+[channels.hook]
+kind = "webhook"
+url = "https://localhost:{webhook}/hook/ok"
+[channels.impostor]
+kind = "webhook"
+url = "https://localhost:{impostor}/hook/impostor"
+[channels.mail]
+kind = "email"
+to = ["tikor@serangkab.example"]
+[[routes]]
+regency = "3604"
+channels = ["hook", "impostor", "mail"]
+"#,
+        smtps = smtps.port,
+        webhook = webhook.port,
+        impostor = impostor.port,
+    );
+    let routes_path = tmp.path().join("routes.toml");
+    std::fs::write(&routes_path, &routes_text).unwrap();
+    let routes = Routes::parse(&routes_text).unwrap();
+    let routed: BTreeSet<String> = alerts
+        .iter()
+        .filter(|a| routes.channels_for(a).contains(&"hook"))
+        .map(|a| a.alert_id.clone())
+        .collect();
+    assert!(!routed.is_empty(), "this history routes nothing to Serang");
+
+    let notify = KillOnDrop(
+        pantau()
+            .args(["notify", "--brokers", &broker.brokers, "--routes"])
+            .arg(&routes_path)
+            .args(["--max-tries", "2", "--retry-after", "50ms"])
+            .arg("--state-dir")
+            .arg(tmp.path().join("state"))
+            .env("SSL_CERT_FILE", district.cert())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("pantau notify starts"),
+    );
+    let dead = || -> Vec<FailedNotification> {
+        read_topic(&broker.brokers, TOPIC_NOTIFY_DLQ)
+            .iter()
+            .map(|p| serde_json::from_slice(p).unwrap())
+            .collect()
+    };
+    crate::support::wait_until("every delivery", Duration::from_secs(180), &|| {
+        receivers.on("/hook/ok").len() >= routed.len()
+            && smtp.mails().len() >= routed.len()
+            && dead().len() >= routed.len()
+    });
+    drop(notify);
+
+    let keys: BTreeSet<String> = receivers
+        .on("/hook/ok")
+        .iter()
+        .map(|r| r.key.clone().unwrap())
+        .collect();
+    assert_eq!(keys, routed, "the webhook behind the district's CA");
+    assert_eq!(smtp.mails().len(), routed.len(), "mails over SMTPS");
+    assert!(
+        receivers.on("/hook/impostor").is_empty(),
+        "a server with another CA's certificate was sent an alert"
+    );
+    let dead = dead();
+    assert_eq!(
+        dead.iter()
+            .map(|d| d.alert_id.clone())
+            .collect::<BTreeSet<_>>(),
+        routed
+    );
+    assert!(
+        dead.iter()
+            .all(|d| d.channel == "impostor" && d.error.to_lowercase().contains("certificate")),
+        "{:?}",
+        dead.first().map(|d| &d.error)
     );
 }
 

@@ -792,6 +792,17 @@ pub fn wait_until(what: &str, limit: Duration, done: &dyn Fn() -> bool) {
 }
 
 /// A certificate authority made with the openssl command, and certificates it signs.
+/// A child process killed when dropped, so a failing test leaves no server behind that
+/// holds the harness's output open.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub struct Pki {
     pub dir: PathBuf,
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use crate::model::Alert;
@@ -62,6 +62,26 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
     )
 }
 
+/// The HTTP client of every webhook, Telegram and Prometheus call. TLS goes through the
+/// system's OpenSSL and its trust store, the ones librdkafka and PostgreSQL use, so a
+/// district's own CA is trusted the way the rest of the machine trusts it (the system
+/// store, or `SSL_CERT_FILE` / `SSL_CERT_DIR`).
+pub fn http() -> &'static ureq::Agent {
+    static AGENT: std::sync::OnceLock<ureq::Agent> = std::sync::OnceLock::new();
+    AGENT.get_or_init(|| {
+        use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
+        ureq::Agent::config_builder()
+            .tls_config(
+                TlsConfig::builder()
+                    .provider(TlsProvider::NativeTls)
+                    .root_certs(RootCerts::PlatformVerifier)
+                    .build(),
+            )
+            .build()
+            .into()
+    })
+}
+
 /// POSTs a body and insists on a 2xx answer, off the async threads.
 async fn post(
     url: String,
@@ -70,7 +90,8 @@ async fn post(
     headers: Vec<(&'static str, String)>,
 ) -> anyhow::Result<String> {
     tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
-        let mut request = ureq::post(&url)
+        let mut request = http()
+            .post(&url)
             .config()
             .timeout_global(Some(TRY_TIMEOUT))
             .build()

@@ -327,7 +327,8 @@ pub struct Realization {
 /// Realization per regency from Prometheus' query API. Blocking.
 pub fn fetch_realization(prometheus_url: &str) -> anyhow::Result<HashMap<String, Realization>> {
     let query = |metric: &str| -> anyhow::Result<HashMap<String, (String, f64)>> {
-        let answer = ureq::get(format!("{prometheus_url}/api/v1/query"))
+        let answer = crate::notify::channel::http()
+            .get(format!("{prometheus_url}/api/v1/query"))
             .query("query", metric)
             .config()
             .timeout_global(Some(Duration::from_secs(10)))

@@ -231,7 +231,7 @@ impl Templates {
             html: read("alert.html")?,
             digest: read("digest.txt")?,
             folded: read("folded.txt")?,
-            categories: toml::from_str(&read("categories.toml")?)
+            categories: toml_edit::de::from_str(&read("categories.toml")?)
                 .with_context(|| format!("{origin}/categories.toml"))?,
         };
         for (name, template, known) in [

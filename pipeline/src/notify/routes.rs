@@ -214,7 +214,7 @@ impl Routes {
     /// Parses and checks a routing file: every problem is named with the route (by its
     /// position, from 1) or channel it is in.
     pub fn parse(text: &str) -> anyhow::Result<Routes> {
-        let file: RoutesFile = toml::from_str(text)?;
+        let file: RoutesFile = toml_edit::de::from_str(text)?;
         let regions = Regions::get();
         let mut problems = Vec::new();
         let mut routes = Vec::new();
