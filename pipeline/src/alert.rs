@@ -5,14 +5,14 @@
 //! names the same alert the same way, and every consumer can drop repeats by id.
 
 use chrono::{DateTime, FixedOffset, TimeZone, Utc};
-use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::model::{Alert, Severity};
 use crate::regions::Regions;
-use crate::rules::{hex_prefix, Rule};
+use crate::rules::Rule;
 use crate::suppress::Ongoing;
+use crate::text::hex_prefix;
 
 /// Columns every rule must return; the rest is evidence.
 pub const REQUIRED_COLUMNS: [&str; 3] = ["entity_id", "regency_code", "score"];
@@ -124,22 +124,6 @@ fn template_pieces(template: &str) -> Vec<Piece<'_>> {
     }
     pieces.push(Piece::Text(rest));
     pieces
-}
-
-/// Result batches → JSON rows, the shape both evidence and templates use.
-pub fn rows_of(batches: &[RecordBatch]) -> anyhow::Result<Vec<Map<String, Value>>> {
-    let mut buf = Vec::new();
-    {
-        let mut writer = arrow_json::ArrayWriter::new(&mut buf);
-        for b in batches {
-            writer.write(b)?;
-        }
-        writer.finish()?;
-    }
-    if buf.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(serde_json::from_slice(&buf)?)
 }
 
 /// A rule returned something that cannot become an alert.

@@ -20,7 +20,7 @@ use plotters::prelude::*;
 use serde_json::{Map, Value};
 
 use crate::model::Alert;
-use crate::notify::message::OutletInfo;
+use crate::model::OutletInfo;
 
 pub const WIDTH: u32 = 640;
 pub const HEIGHT: u32 = 360;

@@ -53,7 +53,7 @@ pub struct DemoConfig {
     pub max_ahead_bytes: u64,
     /// Test only: a pause after every batch the pipeline reads, standing in for a slow
     /// machine.
-    #[arg(long, hide = true, value_parser = crate::engine::parse_duration)]
+    #[arg(long, hide = true, value_parser = crate::text::parse_duration)]
     pub batch_delay: Option<Duration>,
 }
 

@@ -204,7 +204,7 @@ impl Detector {
                 // batch when a fetch starts inside it) or transaction markers.
                 self.metrics
                     .offset_gaps
-                    .with_label_values(&[crate::route::TOPIC_BY_PROVINCE])
+                    .with_label_values(&[crate::model::TOPIC_BY_PROVINCE])
                     .inc();
                 tracing::warn!(
                     partition,

@@ -16,13 +16,15 @@ use base64::Engine as _;
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 
-use crate::alert::{make_alerts, mark_ongoing, rows_of};
+use crate::alert::{make_alerts, mark_ongoing};
 use crate::decode::{self, Input, Provenance, Reason, Rejection};
 use crate::metrics::Metrics;
 use crate::model::{Alert, DeadLetter, Stream};
 use crate::program::{self, Figures};
 use crate::rules::{Rule, RuleSet, SqlRunner, View, ROLLUPS};
 use crate::suppress::{Cooldowns, Episode, SnoozeList, Verdict};
+use crate::tables::rows_of;
+use crate::text::parse_duration;
 use crate::watermark::{PartitionId, WatermarkSnapshot, Watermarks};
 use crate::window::{first_date, ClosedWindow, Purpose, WindowSnapshot, WindowSpec, WindowState};
 
@@ -64,33 +66,6 @@ impl EngineConfig {
     pub fn rules_location(&self) -> crate::rules::Location {
         crate::rules::Location::resolve(self.rules.as_deref())
     }
-}
-
-/// The longest duration any setting or rule may name: a hundred years. Durations are
-/// added to event times in µs (`i64`); anything longer means a typo, and refusing it here
-/// keeps every later sum in range.
-pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
-
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(
-        s.find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len()),
-    );
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a number and a unit (ms, s, m, h, d), e.g. 10m"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" | "" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86_400.0,
-        _ => return Err(format!("{s:?}: unit must be ms, s, m, h or d")),
-    };
-    if !secs.is_finite() || secs > MAX_DURATION.as_secs_f64() {
-        return Err(format!("{s:?} is longer than the longest accepted, 36500d"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 /// One record as a source delivers it.
@@ -191,7 +166,7 @@ fn dead_letter(
         original,
         original_encoding: original_encoding.to_string(),
         original_length: bytes.len() as u64,
-        original_sha256: crate::rules::hex_prefix(&Sha256::digest(bytes), 64),
+        original_sha256: crate::text::hex_prefix(&Sha256::digest(bytes), 64),
         original_truncated: kept.len() < bytes.len(),
         key: record.key.map(|k| {
             String::from_utf8_lossy(&k[..k.len().min(crate::route::MAX_KEY_BYTES)]).into_owned()

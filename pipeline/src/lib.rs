@@ -69,6 +69,7 @@ pub mod source;
 pub mod store;
 pub mod suppress;
 pub mod tables;
+pub mod text;
 pub mod udf;
 pub mod watermark;
 pub mod window;

@@ -7,6 +7,9 @@
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
+/// The internal topic, partitioned by province.
+pub const TOPIC_BY_PROVINCE: &str = "pantau.by-province";
+
 /// Input topics, in the order their files are named in a history folder.
 pub const TOPIC_TRANSACTIONS: &str = "bpnt.transactions";
 pub const TOPIC_DISBURSEMENTS: &str = "bpnt.disbursements";
@@ -26,7 +29,7 @@ pub const ALL_TOPICS: [&str; 8] = [
     TOPIC_ALERTS,
     TOPIC_SHADOW_ALERTS,
     TOPIC_DLQ,
-    crate::route::TOPIC_BY_PROVINCE,
+    TOPIC_BY_PROVINCE,
 ];
 
 /// The four input streams pantau consumes.
@@ -376,4 +379,11 @@ pub mod category {
     pub const REALIZATION_LAG: &str = "realization_lag";
     /// Truth only: a record deliberately broken so it must reach the DLQ.
     pub const MALFORMED: &str = "malformed";
+}
+
+/// The registry entry of the outlet an alert is about, as the notifier knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutletInfo {
+    pub name: String,
+    pub district_code: String,
 }

@@ -20,9 +20,10 @@ use crate::dlq::DeadLetterPacer;
 use crate::engine::{Engine, EngineConfig, RawRecord};
 use crate::kafka::KafkaConfig;
 use crate::metrics::Metrics;
+use crate::model::TOPIC_BY_PROVINCE;
 use crate::model::{Alert, Stream};
 use crate::reload::{report_loaded, Change, Watcher};
-use crate::route::{self, InputClocks, InputRecord, TOPIC_BY_PROVINCE};
+use crate::route::{self, InputClocks, InputRecord};
 use crate::rules::RuleSet;
 use crate::sink::files::{AlertFiles, JsonLines};
 use crate::sink::kafka::{KafkaSink, Outgoing};
@@ -276,7 +277,7 @@ pub struct RunConfig {
     #[arg(long, default_value = "pantau-state")]
     pub state_dir: PathBuf,
     /// How often engine state is checkpointed and the internal offsets committed with it.
-    #[arg(long, default_value = "10s", value_parser = crate::engine::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::text::parse_duration)]
     pub checkpoint_interval: Duration,
     /// Produce alerts and commit offsets in Kafka transactions, so a `read_committed`
     /// consumer of pantau.alerts sees each alert exactly once. Needs a broker with
@@ -288,11 +289,11 @@ pub struct RunConfig {
     #[arg(long, env = "PANTAU_INSTANCE_ID", default_value = "pantau-1")]
     pub instance_id: String,
     /// At shutdown, the longest wait to finish the batch in hand, checkpoint and commit.
-    #[arg(long, default_value = "30s", value_parser = crate::engine::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::text::parse_duration)]
     pub shutdown_timeout: Duration,
     /// How often the rules folder and the snooze file are looked at for changes, which
     /// are then taken up without a restart.
-    #[arg(long, default_value = "2s", value_parser = crate::engine::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = crate::text::parse_duration)]
     pub reload_interval: Duration,
     /// Dead letters produced per second on average at most: beyond it consumption waits
     /// (pantau_dlq_wait_seconds_total), so a flood of bad input cannot flood the DLQ and
@@ -307,7 +308,7 @@ pub struct RunConfig {
     #[arg(long)]
     pub max_buffered_rows: Option<usize>,
     /// Test only: a pause after every batch read, standing in for a slow machine.
-    #[arg(long, hide = true, value_parser = crate::engine::parse_duration)]
+    #[arg(long, hide = true, value_parser = crate::text::parse_duration)]
     pub batch_delay: Option<Duration>,
 }
 
@@ -574,7 +575,7 @@ pub async fn run(
     // (tests/e2e/hostile.rs); unset in any real deployment.
     let engine_delay = std::env::var("PANTAU_TEST_ENGINE_DELAY")
         .ok()
-        .and_then(|d| crate::engine::parse_duration(&d).ok());
+        .and_then(|d| crate::text::parse_duration(&d).ok());
     let mut summary = Summary::default();
     let mut shutdown = Box::pin(shutdown_signal());
     let mut clocks = InputClocks::new(engine_config.idle_timeout);

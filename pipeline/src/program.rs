@@ -19,10 +19,10 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
-use crate::alert::rows_of;
 use crate::metrics::Metrics;
 use crate::regions::Regions;
 use crate::rules::SqlRunner;
+use crate::tables::rows_of;
 use crate::window::WindowSpec;
 
 /// The series that publishes realization: daily, over enough days of card rollups to

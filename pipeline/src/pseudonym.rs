@@ -89,7 +89,7 @@ impl Pseudonyms {
         mac.update(card_id.as_bytes());
         format!(
             "P{}",
-            crate::rules::hex_prefix(&mac.finalize().into_bytes(), 16)
+            crate::text::hex_prefix(&mac.finalize().into_bytes(), 16)
         )
     }
 

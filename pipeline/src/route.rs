@@ -31,12 +31,9 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::model::Stream;
+use crate::model::{Stream, TOPIC_BY_PROVINCE};
 use crate::sink::kafka::Outgoing;
 use crate::watermark::PartitionId;
-
-/// The internal topic, partitioned by province.
-pub const TOPIC_BY_PROVINCE: &str = "pantau.by-province";
 
 /// What travels on the internal topic.
 #[derive(Debug, Clone, PartialEq)]
@@ -244,7 +241,7 @@ pub fn forward(
                 let kept = &value[..value.len().min(crate::decode::MAX_DEAD_LETTER_ORIGINAL)];
                 let whole = Whole {
                     length: value.len() as u64,
-                    sha256: crate::rules::hex_prefix(&Sha256::digest(value), 64),
+                    sha256: crate::text::hex_prefix(&Sha256::digest(value), 64),
                 };
                 (r.payload.map(|_| kept), Some(whole))
             } else {
@@ -506,7 +503,7 @@ mod tests {
         assert_eq!(whole.length, 1_048_000);
         assert_eq!(
             whole.sha256,
-            crate::rules::hex_prefix(&Sha256::digest(&huge), 64)
+            crate::text::hex_prefix(&Sha256::digest(&huge), 64)
         );
         let Envelope::Record {
             whole, received, ..

@@ -36,6 +36,7 @@ use sha2::{Digest, Sha256};
 use crate::model::Severity;
 use crate::slot_table::SlotTable;
 use crate::tables;
+use crate::text::hex_prefix;
 use crate::window::WindowSpec;
 
 /// A parsed rule file.
@@ -194,7 +195,7 @@ impl Rule {
         let mut duration = |key: &str| -> anyhow::Result<Option<Duration>> {
             meta.remove(key)
                 .map(|text| {
-                    crate::engine::parse_duration(&text)
+                    crate::text::parse_duration(&text)
                         .map_err(|e| anyhow::anyhow!("{name}: {key}: {e}"))
                 })
                 .transpose()
@@ -239,16 +240,6 @@ impl View {
             path: path.to_path_buf(),
         })
     }
-}
-
-pub fn hex_prefix(bytes: &[u8], n: usize) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>()
-        .chars()
-        .take(n)
-        .collect()
 }
 
 pub(crate) fn sql_files(dir: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {

@@ -57,7 +57,7 @@ pub struct FollowConfig {
     #[arg(long, default_value_t = 1000)]
     pub batch_size: usize,
     /// How long to wait for a batch to fill before writing what there is.
-    #[arg(long, default_value = "500ms", value_parser = crate::engine::parse_duration)]
+    #[arg(long, default_value = "500ms", value_parser = crate::text::parse_duration)]
     pub linger: Duration,
 }
 

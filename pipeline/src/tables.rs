@@ -296,3 +296,21 @@ pub fn schema_of(table: &str) -> Option<SchemaRef> {
         .find(|(name, _, _)| *name == table)
         .map(|(_, schema, _)| schema)
 }
+
+/// Result batches → JSON rows, the shape both evidence and templates use.
+pub fn rows_of(
+    batches: &[datafusion::arrow::record_batch::RecordBatch],
+) -> anyhow::Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+    let mut buf = Vec::new();
+    {
+        let mut writer = arrow_json::ArrayWriter::new(&mut buf);
+        for b in batches {
+            writer.write(b)?;
+        }
+        writer.finish()?;
+    }
+    if buf.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(serde_json::from_slice(&buf)?)
+}

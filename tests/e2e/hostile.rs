@@ -62,7 +62,7 @@ fn a_900_kb_record_that_is_not_utf8_is_dead_lettered_cut_short_and_every_alert_i
     assert_eq!(d.original_length, huge.len() as u64);
     assert_eq!(
         d.original_sha256,
-        pantau::rules::hex_prefix(&Sha256::digest(&huge), 64)
+        pantau::text::hex_prefix(&Sha256::digest(&huge), 64)
     );
     assert_eq!(d.original_encoding, "base64");
     use base64::Engine as _;

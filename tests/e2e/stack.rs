@@ -849,7 +849,7 @@ fn an_outlet_named_with_a_nul_and_its_alerts_all_reach_the_store() {
     too_long.alert_id = "f".repeat(32);
     // Hex of hashes: PostgreSQL cannot compress it under its index row limit (2704 B).
     too_long.regency_code = (0..320u32)
-        .map(|i| pantau::rules::hex_prefix(&sha2::Sha256::digest(i.to_le_bytes()), 64))
+        .map(|i| pantau::text::hex_prefix(&sha2::Sha256::digest(i.to_le_bytes()), 64))
         .collect();
     written.push(too_long);
     let alerts_file = tmp.path().join("alerts.jsonl");

@@ -58,7 +58,7 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
     mac.update(body);
     format!(
         "sha256={}",
-        crate::rules::hex_prefix(&mac.finalize().into_bytes(), 64)
+        crate::text::hex_prefix(&mac.finalize().into_bytes(), 64)
     )
 }
 

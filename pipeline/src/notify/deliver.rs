@@ -29,13 +29,14 @@ use tokio::sync::mpsc;
 
 use crate::kafka::{read_followed, Followed, KafkaConfig};
 use crate::metrics::Metrics;
+use crate::model::OutletInfo;
 use crate::model::{Alert, TOPIC_ALERTS, TOPIC_OUTLETS};
 use crate::notify::channel::{Kind, Outbound, Sender};
 use crate::notify::digest::{
     daily_message, fetch_realization, folded_message, realization_text, Due, Schedule, Tally,
     TallyEntry,
 };
-use crate::notify::message::{kecamatan, Message, OutletInfo, Templates};
+use crate::notify::message::{kecamatan, Message, Templates};
 use crate::notify::routes::Routes;
 use crate::sink::kafka::{KafkaSink, Outgoing};
 
@@ -59,7 +60,7 @@ pub struct NotifyConfig {
     #[arg(long, default_value_t = 8)]
     pub max_tries: u32,
     /// Wait after the first failed try; doubled after each further failure, up to 5 minutes.
-    #[arg(long, default_value = "2s", value_parser = crate::engine::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = crate::text::parse_duration)]
     pub retry_after: Duration,
     /// Where the log of delivered notifications and the daily digests' tally are kept.
     #[arg(long, default_value = "pantau-notify-state")]
@@ -386,7 +387,7 @@ impl Worker {
         }
         Job {
             outbound: Outbound {
-                key: format!("folded-{}", crate::rules::hex_prefix(&ids.finalize(), 32)),
+                key: format!("folded-{}", crate::text::hex_prefix(&ids.finalize(), 32)),
                 kind: Kind::Folded,
                 alerts,
                 message: Arc::new(message),

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::alert::{fill, placeholders, tanggal};
 use crate::chart::{evidence_chart, Chart};
-use crate::model::{Alert, Severity};
+use crate::model::{Alert, OutletInfo, Severity};
 use crate::regions::Regions;
 
 pub const PLACEHOLDERS: [&str; 12] = [
@@ -55,13 +55,6 @@ pub const FOLDED_PLACEHOLDERS: [&str; 4] = ["count", "limit", "per", "list"];
 pub struct CategoryText {
     pub name: String,
     pub action: String,
-}
-
-/// The registry entry of the outlet an alert is about, as the notifier knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutletInfo {
-    pub name: String,
-    pub district_code: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

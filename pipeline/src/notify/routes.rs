@@ -273,7 +273,7 @@ impl Routes {
             max_messages: None,
             per: one_hour(),
         });
-        let per = crate::engine::parse_duration(&limits_entry.per)
+        let per = crate::text::parse_duration(&limits_entry.per)
             .map_err(|e| problems.push(format!("[limits] per: {e}")))
             .unwrap_or(Duration::from_secs(3600));
         if limits_entry.max_messages == Some(0) {
@@ -283,7 +283,7 @@ impl Routes {
         let at = chrono::NaiveTime::parse_from_str(&digest_entry.at, "%H:%M")
             .map_err(|_| problems.push(format!("[digest] at: {:?} is not HH:MM", digest_entry.at)))
             .unwrap_or_default();
-        let every = crate::engine::parse_duration(&digest_entry.every)
+        let every = crate::text::parse_duration(&digest_entry.every)
             .map_err(|e| problems.push(format!("[digest] every: {e}")))
             .unwrap_or(Duration::from_secs(86_400));
         if every < Duration::from_secs(1) {

@@ -29,7 +29,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use crate::health::Health;
 use crate::kafka::{KafkaConfig, SetDefault};
 use crate::model::Stream;
-use crate::route::TOPIC_BY_PROVINCE;
+use crate::model::TOPIC_BY_PROVINCE;
 use crate::watermark::PartitionId;
 
 /// The lag [`KafkaSource::backlog`] reports for a partition the broker did not answer
@@ -46,13 +46,13 @@ pub struct SourceConfig {
     #[arg(long, default_value_t = 5000)]
     pub batch_size: usize,
     /// Longest wait for a batch to fill, e.g. `200ms`.
-    #[arg(long, default_value = "200ms", value_parser = crate::engine::parse_duration)]
+    #[arg(long, default_value = "200ms", value_parser = crate::text::parse_duration)]
     pub linger: Duration,
     /// How long the group coordinator waits for this member's heartbeat before handing
     /// its partitions to others (librdkafka's `session.timeout.ms`). A broker busy
     /// serving a backlog answers heartbeats late: 10 s was seen to expire there. A lost
     /// session ends in a rejoin, never a stall.
-    #[arg(long, default_value = "45s", value_parser = crate::engine::parse_duration)]
+    #[arg(long, default_value = "45s", value_parser = crate::text::parse_duration)]
     pub session_timeout: Duration,
 }
 
