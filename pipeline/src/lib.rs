@@ -30,7 +30,8 @@
 //! Tikor about its alerts; `report` writes the monthly reconciliation a district owes
 //! the ministry; `chart` draws the PNGs both use; `sim` makes simulated districts; `demo` runs it all
 //! in-process; `pseudonym` makes the keyed card references everything a person reads
-//! uses; `eval` scores alerts against the anomalies a simulation injected;
+//! uses; `text` the duration and hex forms every part shares; `eval` scores alerts
+//! against the anomalies a simulation injected;
 //! `lint`, `fixtures` and `backtest` are the rule author's tools (`pantau rules ...`).
 
 pub mod alert;
