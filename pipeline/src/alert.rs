@@ -4,6 +4,8 @@
 //! The id hashes rule, entity and window, so a replay, a restart or a redelivery always
 //! names the same alert the same way, and every consumer can drop repeats by id.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, FixedOffset, TimeZone, Utc};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -124,6 +126,21 @@ fn template_pieces(template: &str) -> Vec<Piece<'_>> {
     }
     pieces.push(Piece::Text(rest));
     pieces
+}
+
+/// Alerts by id without `detected_at`, the one field that differs between two runs over
+/// the same input (it is the wall clock): what the demo and the tests compare.
+pub fn comparable(alerts: &[Alert]) -> serde_json::Result<BTreeMap<String, Value>> {
+    alerts
+        .iter()
+        .map(|a| {
+            let mut value = serde_json::to_value(a)?;
+            if let Some(fields) = value.as_object_mut() {
+                fields.remove("detected_at");
+            }
+            Ok((a.alert_id.clone(), value))
+        })
+        .collect()
 }
 
 /// A rule returned something that cannot become an alert.

@@ -25,6 +25,7 @@ use std::time::Duration;
 use anyhow::Context;
 use rdkafka::mocking::MockCluster;
 
+use crate::alert::comparable;
 use crate::engine::EngineConfig;
 use crate::kafka::KafkaConfig;
 use crate::metrics::{self, Metrics};
@@ -218,8 +219,8 @@ pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
         "measured: {:.0} records/s through the embedded Kafka broker (in-process: feeder, broker, \
          pipeline and /metrics sharing this machine); {:.0} records/s replaying the same history \
          from files (pantau replay)",
-        rate(summary.records, summary.elapsed),
-        rate(replay_summary.records, replay_summary.elapsed),
+        summary.rate(),
+        replay_summary.rate(),
     );
     let differences = compare_with_replay(&alerts, &replayed);
     println!("\nwhat the alerts found of the anomalies the simulation injected (pantau eval):");
@@ -243,10 +244,6 @@ fn bytes_ahead(largest_sent: &[u64], sent: usize, taken: u64) -> u64 {
         Some(largest) => waiting * largest,
         None => 0,
     }
-}
-
-fn rate(records: u64, elapsed: Duration) -> f64 {
-    records as f64 / elapsed.as_secs_f64().max(1e-9)
 }
 
 /// Every record fed was taken in by an engine, and no topic skipped an offset.
@@ -275,20 +272,8 @@ fn check_nothing_lost(fed: u64, metrics: &Metrics) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The Kafka path must raise what the replay raises; `detected_at` is the wall clock.
+/// The Kafka path must raise what the replay raises.
 fn compare_with_replay(live: &[Alert], replayed: &[Alert]) -> anyhow::Result<()> {
-    let comparable = |alerts: &[Alert]| -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
-        alerts
-            .iter()
-            .map(|a| {
-                let mut value = serde_json::to_value(a)?;
-                if let Some(fields) = value.as_object_mut() {
-                    fields.remove("detected_at");
-                }
-                Ok((a.alert_id.clone(), value))
-            })
-            .collect()
-    };
     let (live, replayed) = (comparable(live)?, comparable(replayed)?);
     let missing = replayed.keys().filter(|id| !live.contains_key(*id)).count();
     let extra = live.keys().filter(|id| !replayed.contains_key(*id)).count();

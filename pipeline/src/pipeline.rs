@@ -20,8 +20,7 @@ use crate::dlq::DeadLetterPacer;
 use crate::engine::{Engine, EngineConfig, RawRecord};
 use crate::kafka::KafkaConfig;
 use crate::metrics::Metrics;
-use crate::model::TOPIC_BY_PROVINCE;
-use crate::model::{Alert, Stream};
+use crate::model::{Alert, Stream, TOPIC_BY_PROVINCE};
 use crate::reload::{report_loaded, Change, Watcher};
 use crate::route::{self, InputClocks, InputRecord};
 use crate::rules::RuleSet;
@@ -77,13 +76,17 @@ impl Summary {
         self.suppressed = Metrics::total(&metrics.alerts_suppressed);
     }
 
+    /// Records per second over the run.
+    pub fn rate(&self) -> f64 {
+        self.records as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
     pub fn print(&self) {
-        let secs = self.elapsed.as_secs_f64().max(1e-9);
         println!(
             "{} records in {:.1} s ({:.0} records/s), {} dead letters, {} alerts, peak memory {:.0} MiB",
             self.records,
-            secs,
-            self.records as f64 / secs,
+            self.elapsed.as_secs_f64(),
+            self.rate(),
             self.dead_letters,
             self.alerts,
             crate::metrics::peak_memory_mib().unwrap_or(f64::NAN)

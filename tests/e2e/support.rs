@@ -124,14 +124,7 @@ pub fn truth(dir: &Path) -> Vec<Truth> {
 
 /// Alerts without the one field that legitimately differs between runs.
 pub fn comparable(alerts: &[Alert]) -> BTreeMap<String, serde_json::Value> {
-    alerts
-        .iter()
-        .map(|a| {
-            let mut v = serde_json::to_value(a).expect("alert serializes");
-            v.as_object_mut().expect("object").remove("detected_at");
-            (a.alert_id.clone(), v)
-        })
-        .collect()
+    pantau::alert::comparable(alerts).expect("alerts serialize")
 }
 
 /// Insists that two runs raised the same alerts, naming the ids missing, the ids extra
