@@ -29,8 +29,7 @@ use tokio::sync::mpsc;
 
 use crate::kafka::{read_followed, Followed, KafkaConfig};
 use crate::metrics::Metrics;
-use crate::model::OutletInfo;
-use crate::model::{Alert, TOPIC_ALERTS, TOPIC_OUTLETS};
+use crate::model::{Alert, OutletInfo, TOPIC_ALERTS, TOPIC_OUTLETS};
 use crate::notify::channel::{Kind, Outbound, Sender};
 use crate::notify::digest::{
     daily_message, fetch_realization, folded_message, realization_text, Due, Schedule, Tally,
