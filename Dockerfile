@@ -5,11 +5,13 @@ FROM rust:1-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends cmake pkg-config libssl-dev libsasl2-dev libcurl4-openssl-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
-COPY pipeline pipeline
+COPY crates crates
 COPY tests tests
 COPY schemas schemas
-# The shipped rules are built into the binary too (pipeline/build.rs).
+# The shipped rules and notification templates are built into the binary too
+# (crates/engine/build.rs, crates/notify/src/message.rs).
 COPY rules rules
+COPY notify notify
 RUN cargo build --release --locked --bin pantau
 
 FROM debian:bookworm-slim

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use pantau::model::{category, DeadLetter};
+use pantau_core::model::{category, DeadLetter};
 use serde_json::Value;
 
 use crate::support::{replay, simulate, truth, workspace_root};

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use pantau::model::{Alert, DeadLetter};
+use pantau_core::model::{Alert, DeadLetter};
 
 use crate::support::{comparable, free_port, http_get, pantau, read_topic, replay, run_ok, Tansu};
 
@@ -228,8 +228,8 @@ fn assert_same_alerts(brokers: &str, w: &World) -> usize {
 fn unforwarded(brokers: &str) -> String {
     let mut forwarded: BTreeMap<(String, i32), BTreeSet<i64>> = BTreeMap::new();
     for bytes in read_topic(brokers, "pantau.by-province") {
-        if let Ok(pantau::route::Envelope::Record { source, offset, .. }) =
-            pantau::route::Envelope::decode(&bytes)
+        if let Ok(pantau_engine::route::Envelope::Record { source, offset, .. }) =
+            pantau_engine::route::Envelope::decode(&bytes)
         {
             forwarded
                 .entry((source.0.topic().to_string(), source.1))
@@ -332,7 +332,7 @@ fn killed_and_restarted(brokers: &str, w: &World, extra: &[&str]) -> (usize, Vec
 fn mock_cluster(
 ) -> rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
     let mock = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
-    for topic in pantau::model::ALL_TOPICS {
+    for topic in pantau_core::model::ALL_TOPICS {
         mock.create_topic(topic, 4, 1).expect("topic");
     }
     mock

@@ -5,9 +5,8 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use pantau::feed;
-use pantau::model::{DeadLetter, Stream};
-use pantau::sink::kafka::Outgoing;
+use pantau_core::model::Outgoing;
+use pantau_core::model::{DeadLetter, Stream};
 use sha2::{Digest, Sha256};
 
 use crate::support::{
@@ -62,16 +61,19 @@ fn a_900_kb_record_that_is_not_utf8_is_dead_lettered_cut_short_and_every_alert_i
     assert_eq!(d.original_length, huge.len() as u64);
     assert_eq!(
         d.original_sha256,
-        pantau::text::hex_prefix(&Sha256::digest(&huge), 64)
+        pantau_core::text::hex_prefix(&Sha256::digest(&huge), 64)
     );
     assert_eq!(d.original_encoding, "base64");
     use base64::Engine as _;
     let kept = base64::engine::general_purpose::STANDARD
         .decode(&d.original)
         .unwrap();
-    assert_eq!(kept, huge[..pantau::decode::MAX_DEAD_LETTER_ORIGINAL]);
+    assert_eq!(
+        kept,
+        huge[..pantau_engine::decode::MAX_DEAD_LETTER_ORIGINAL]
+    );
 
-    let produced: Vec<pantau::model::Alert> = read_topic(&broker.brokers, "pantau.alerts")
+    let produced: Vec<pantau_core::model::Alert> = read_topic(&broker.brokers, "pantau.alerts")
         .iter()
         .map(|b| serde_json::from_slice(b).unwrap())
         .collect();
@@ -156,7 +158,7 @@ fn a_backlog_produced_before_run_starts_raises_the_replay_alerts() {
         }
         let mut child = run.spawn().unwrap();
         wait_for_success(&mut child, &log, Duration::from_secs(600));
-        let produced: Vec<pantau::model::Alert> = read_topic(&broker.brokers, "pantau.alerts")
+        let produced: Vec<pantau_core::model::Alert> = read_topic(&broker.brokers, "pantau.alerts")
             .iter()
             .map(|b| serde_json::from_slice(b).unwrap())
             .collect();
@@ -195,14 +197,14 @@ fn a_silent_partition_pauses_the_others_at_the_row_cap_and_every_alert_comes_whe
     // Transactions' partition 0 falls silent three days in; the rest stream three months.
     let first = records
         .iter()
-        .filter_map(|r| feed::event_time(&r.payload))
+        .filter_map(|r| pantau_core::history::event_time(&r.payload))
         .min()
         .unwrap();
     let silent_from = first + 3 * 86_400_000_000;
     let (held, streamed): (Vec<Outgoing>, Vec<Outgoing>) = records.into_iter().partition(|r| {
         r.topic == Stream::Transactions.topic()
             && r.partition == Some(0)
-            && feed::event_time(&r.payload).is_some_and(|t| t >= silent_from)
+            && pantau_core::history::event_time(&r.payload).is_some_and(|t| t >= silent_from)
     });
     assert!(held.len() > 1000, "{} records held back", held.len());
     let broker = Tansu::start();
@@ -276,7 +278,7 @@ fn a_silent_partition_pauses_the_others_at_the_row_cap_and_every_alert_comes_whe
         "peak {peak} buffered rows, cap {cap}:\n{}",
         decisions.join("\n")
     );
-    let produced: Vec<pantau::model::Alert> = read_topic(&broker.brokers, "pantau.alerts")
+    let produced: Vec<pantau_core::model::Alert> = read_topic(&broker.brokers, "pantau.alerts")
         .iter()
         .map(|b| serde_json::from_slice(b).unwrap())
         .collect();

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use pantau::model::{category, Alert, DeadLetter, Stream};
+use pantau_core::model::{category, Alert, DeadLetter, Stream};
 
 use crate::support::{
     committed_and_end, comparable, free_port, http_get, pantau, read_topic, replay, run_ok, truth,

@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pantau::model::{Alert, TOPIC_ALERTS, TOPIC_OUTLETS};
-use pantau::notify::channel::signature;
-use pantau::notify::deliver::{FailedNotification, TOPIC_NOTIFY_DLQ};
-use pantau::notify::routes::Routes;
+use pantau_core::model::{Alert, TOPIC_ALERTS, TOPIC_OUTLETS};
+use pantau_notify::channel::signature;
+use pantau_notify::deliver::{FailedNotification, TOPIC_NOTIFY_DLQ};
+use pantau_notify::routes::Routes;
 
 use crate::support::{
     free_port, http_get, pantau, produce, read_topic, small_month_of_alerts, KillOnDrop, Pki,
@@ -488,7 +488,7 @@ min_severity = "high"
         }
     }
     let pseudonyms =
-        pantau::pseudonym::Pseudonyms::new(crate::support::TEST_PSEUDONYM_KEY.as_bytes());
+        pantau_core::pseudonym::Pseudonyms::new(crate::support::TEST_PSEUDONYM_KEY.as_bytes());
     assert!(
         cards.iter().any(|c| all.iter().any(
             |r| String::from_utf8_lossy(&r.body).contains(&pseudonyms.reference(&c.entity_id))

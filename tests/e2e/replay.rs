@@ -1,7 +1,7 @@
 //! Replaying a history folder: injected anomalies are found, and the alerts do not depend
 //! on how the input was batched.
 
-use pantau::eval::evaluate;
+use pantau_sim::eval::evaluate;
 
 use crate::support::{comparable, replay, simulate, truth};
 
@@ -77,7 +77,7 @@ fn a_record_dated_2099_or_1970_changes_no_alert() {
     assert_eq!(comparable(&alerts), comparable(&expected));
     let mut reasons: Vec<&str> = dead.iter().map(|d| d.reason.as_str()).collect();
     reasons.sort();
-    let mut injected: Vec<&str> = pantau::sim::MALFORMED_REASONS.to_vec();
+    let mut injected: Vec<&str> = pantau_sim::MALFORMED_REASONS.to_vec();
     injected.sort();
     assert_eq!(
         reasons, injected,

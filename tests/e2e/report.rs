@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use chrono::{Months, NaiveDate};
-use pantau::model::{Disbursement, Payment, Transaction, Truth, TxnType};
-use pantau::pseudonym::Pseudonyms;
-use pantau::report::{BankDifference, DistrictBank, NonTransacting, Report};
-use pantau::sink::files::read_jsonl;
+use pantau_core::jsonl::read_jsonl;
+use pantau_core::model::{Disbursement, Payment, Transaction, Truth, TxnType};
+use pantau_core::pseudonym::Pseudonyms;
+use pantau_report::{BankDifference, DistrictBank, NonTransacting, Report};
 
 use crate::support::{pantau, produce, replay, run_ok, simulate, truth, Tansu};
 
@@ -286,7 +286,9 @@ fn reconcile_adds_up_names_the_simulators_non_spenders_and_finds_the_altered_ban
 
 #[test]
 fn reconcile_from_the_input_topics_and_pantau_alerts_equals_reconcile_from_the_history() {
-    use pantau::model::{TOPIC_ALERTS, TOPIC_DISBURSEMENTS, TOPIC_OUTLETS, TOPIC_TRANSACTIONS};
+    use pantau_core::model::{
+        TOPIC_ALERTS, TOPIC_DISBURSEMENTS, TOPIC_OUTLETS, TOPIC_TRANSACTIONS,
+    };
     let tmp = tempfile::tempdir().unwrap();
     let history = tmp.path().join("history");
     simulate(

@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
-use pantau::engine::EngineConfig;
-use pantau::eval::evaluate;
-use pantau::metrics::Metrics;
-use pantau::model::{category, Alert, Truth};
-use pantau::pipeline::{self, ReplayConfig};
-use pantau::sim::{self, SimConfig};
+use pantau_core::model::{category, Alert, Truth};
+use pantau_engine::engine::EngineConfig;
+use pantau_run::metrics::RunMetrics;
+use pantau_run::pipeline::{self, ReplayConfig};
+use pantau_sim::eval::evaluate;
+use pantau_sim::{self as sim, SimConfig};
 
 use crate::support::workspace_root;
 
@@ -67,7 +67,7 @@ fn replay(cfg: &SimConfig) -> Fixture {
     let mut alerts = Vec::new();
     let summary = tokio::runtime::Runtime::new()
         .expect("a tokio runtime")
-        .block_on(pipeline::replay(&replay, &engine, Metrics::new(), |a| {
+        .block_on(pipeline::replay(&replay, &engine, RunMetrics::new(), |a| {
             alerts.push(a.clone())
         }))
         .expect("replay succeeds");
@@ -85,7 +85,7 @@ fn describe<'a>(alerts: impl Iterator<Item = &'a Alert>) -> String {
         .map(|a| {
             format!(
                 "{}\n    {}",
-                pantau::alert::one_line(a),
+                pantau_engine::alert::one_line(a),
                 serde_json::Value::Object(a.evidence.clone())
             )
         })

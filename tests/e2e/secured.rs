@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use pantau::model::Alert;
+use pantau_core::model::Alert;
 
 use crate::support::{
     comparable, free_port, pantau, read_topic_secured, replay, run_ok, wait_until, Pki, Postgres,

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use pantau::model::Alert;
+use pantau_core::model::Alert;
 use serde_json::Value;
 use sha2::Digest;
 
@@ -849,7 +849,7 @@ fn an_outlet_named_with_a_nul_and_its_alerts_all_reach_the_store() {
     too_long.alert_id = "f".repeat(32);
     // Hex of hashes: PostgreSQL cannot compress it under its index row limit (2704 B).
     too_long.regency_code = (0..320u32)
-        .map(|i| pantau::text::hex_prefix(&sha2::Sha256::digest(i.to_le_bytes()), 64))
+        .map(|i| pantau_core::text::hex_prefix(&sha2::Sha256::digest(i.to_le_bytes()), 64))
         .collect();
     written.push(too_long);
     let alerts_file = tmp.path().join("alerts.jsonl");
@@ -933,7 +933,7 @@ fn card_ids_an_older_store_holds_are_replaced_by_references_when_the_store_start
     load();
     let stored = pg.query("grafana", "pantau", "SELECT entity_id FROM alerts");
     let reference =
-        pantau::pseudonym::Pseudonyms::new(crate::support::TEST_PSEUDONYM_KEY.as_bytes())
+        pantau_core::pseudonym::Pseudonyms::new(crate::support::TEST_PSEUDONYM_KEY.as_bytes())
             .reference(card);
     assert_eq!(stored, vec![vec![Some(reference)]]);
 }

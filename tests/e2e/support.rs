@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use pantau::model::{Alert, DeadLetter, Truth};
-use pantau::sink::files::read_jsonl;
+use pantau_core::jsonl::read_jsonl;
+use pantau_core::model::{Alert, DeadLetter, Truth};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
@@ -16,7 +16,7 @@ pub fn pantau() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pantau"));
     c.current_dir(workspace_root())
         .env("RUST_LOG", "warn")
-        .env(pantau::pseudonym::KEY_ENV, TEST_PSEUDONYM_KEY);
+        .env(pantau_core::pseudonym::KEY_ENV, TEST_PSEUDONYM_KEY);
     c
 }
 
@@ -25,7 +25,7 @@ pub fn pantau() -> Command {
 pub const TEST_PSEUDONYM_KEY: &str = "pantau-e2e-key";
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// Runs pantau and insists that it succeeded, showing its output when it did not.
@@ -79,21 +79,21 @@ pub fn small_month_of_alerts(dir: &Path) -> (PathBuf, Vec<Alert>) {
 
 /// A simulated month made in-process (for tests that produce it themselves), written to
 /// `DIR/history`, and what its replay raises.
-pub fn simulated_month(dir: &Path, seed: u64) -> (pantau::sim::History, Vec<Alert>) {
+pub fn simulated_month(dir: &Path, seed: u64) -> (pantau_sim::History, Vec<Alert>) {
     simulated_months(dir, 1, seed)
 }
 
-pub fn simulated_months(dir: &Path, months: u32, seed: u64) -> (pantau::sim::History, Vec<Alert>) {
-    let history = pantau::sim::simulate(&pantau::sim::SimConfig {
+pub fn simulated_months(dir: &Path, months: u32, seed: u64) -> (pantau_sim::History, Vec<Alert>) {
+    let history = pantau_sim::simulate(&pantau_sim::SimConfig {
         months,
         scale: 0.3,
         seed,
         malformed: 0,
-        ..pantau::sim::SimConfig::default()
+        ..pantau_sim::SimConfig::default()
     })
     .unwrap();
     let folder = dir.join("history");
-    pantau::sim::write_folder(&history, &folder).unwrap();
+    pantau_sim::write_folder(&history, &folder).unwrap();
     let (expected, _) = replay(&folder, &dir.join("replay"), &[]);
     assert!(!expected.is_empty());
     (history, expected)
@@ -124,7 +124,7 @@ pub fn truth(dir: &Path) -> Vec<Truth> {
 
 /// Alerts without the one field that legitimately differs between runs.
 pub fn comparable(alerts: &[Alert]) -> BTreeMap<String, serde_json::Value> {
-    pantau::alert::comparable(alerts).expect("alerts serialize")
+    pantau_engine::alert::comparable(alerts).expect("alerts serialize")
 }
 
 /// Insists that two runs raised the same alerts, naming the ids missing, the ids extra
@@ -696,7 +696,7 @@ impl SmtpSink {
         let dir = tempfile::tempdir().expect("a folder for mails");
         let port = free_port();
         let mut child = Command::new(&python)
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e/smtp_sink.py"))
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/e2e/smtp_sink.py"))
             .arg(port.to_string())
             .arg(dir.path())
             .stdout(Stdio::piped())
@@ -739,10 +739,11 @@ impl Drop for SmtpSink {
 
 /// Produces keyed records to a topic (created if missing) and waits for the broker.
 pub fn produce(brokers: &str, topic: &str, records: Vec<(String, Vec<u8>)>) {
-    use pantau::sink::kafka::{KafkaSink, Outgoing};
+    use pantau_core::model::Outgoing;
+    use pantau_kafka::sink::KafkaSink;
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let kafka = pantau::kafka::KafkaConfig::plain(brokers, 2);
+        let kafka = pantau_kafka::KafkaConfig::plain(brokers, 2);
         kafka.ensure_topics(&[topic]).await.unwrap();
         let sink = KafkaSink::new(&kafka, None).unwrap();
         let out: Vec<Outgoing> = records
@@ -760,16 +761,16 @@ pub fn produce(brokers: &str, topic: &str, records: Vec<(String, Vec<u8>)>) {
 
 /// Produces records to the input topics (created with `partitions` partitions if
 /// missing), in order, and waits for the broker.
-pub fn produce_inputs(brokers: &str, partitions: i32, records: &[pantau::sink::kafka::Outgoing]) {
-    let kafka = pantau::kafka::KafkaConfig::plain(brokers, partitions);
+pub fn produce_inputs(brokers: &str, partitions: i32, records: &[pantau_core::model::Outgoing]) {
+    let kafka = pantau_kafka::KafkaConfig::plain(brokers, partitions);
     tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let topics: Vec<&str> = pantau::model::Stream::ALL
+        let topics: Vec<&str> = pantau_core::model::Stream::ALL
             .iter()
             .map(|s| s.topic())
             .collect();
         kafka.ensure_topics(&topics).await.unwrap();
-        let sink = pantau::sink::kafka::KafkaSink::new(&kafka, None).unwrap();
-        pantau::feed::produce(&sink, records, 20_000, |_| async {})
+        let sink = pantau_kafka::sink::KafkaSink::new(&kafka, None).unwrap();
+        pantau_run::feed::produce(&sink, records, 20_000, |_| async {})
             .await
             .unwrap();
     });

@@ -9,8 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use chrono::DateTime;
-use pantau::feed;
-use pantau::model::Alert;
+use pantau_core::model::Alert;
 
 use crate::support::{
     free_port, http_get, pantau, read_topic, run_ok, simulated_month, wait_for_success,
@@ -151,7 +150,7 @@ fn a_running_pipeline_takes_up_rule_and_snooze_changes_and_keeps_its_windows() {
     let records = history.interleaved();
     let (first, second): (Vec<_>, Vec<_>) = records
         .into_iter()
-        .partition(|r| feed::event_time(&r.payload).is_none_or(|t| t < split));
+        .partition(|r| pantau_core::history::event_time(&r.payload).is_none_or(|t| t < split));
     crate::support::produce_inputs(&broker.brokers, 3, &first);
 
     let rules = copy_rules(tmp.path());
@@ -320,7 +319,7 @@ fn a_binary_without_a_rules_folder_runs_the_rules_built_into_it() {
     );
     let stderr = String::from_utf8_lossy(&ran.stderr);
     assert!(stderr.contains("built into this binary"), "{stderr}");
-    let built_in: Vec<Alert> = pantau::sink::files::read_jsonl(&out).unwrap();
+    let built_in: Vec<Alert> = pantau_core::jsonl::read_jsonl(&out).unwrap();
     assert_eq!(
         crate::support::comparable(&built_in),
         crate::support::comparable(&from_folder),

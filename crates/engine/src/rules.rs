@@ -1,0 +1,677 @@
+//! Rules are data: a `.sql` file whose leading `-- key: value` comments are its metadata,
+//! run by DataFusion over the tables of a closed window.
+//!
+//! ```sql
+//! -- id: price_markup
+//! -- title: Harga di atas median kecamatan
+//! -- category: price_markup
+//! -- severity: medium
+//! -- window: local_day
+//! -- entity: outlet
+//! -- summary: {outlet_id} menjual {commodity} Rp {outlet_price} ...
+//! SELECT outlet_id AS entity_id, regency_code, score, ... FROM transaction_items ...
+//! ```
+//!
+//! A rule's result rows must have `entity_id` (text), `regency_code` (text) and `score`
+//! (number); every other column becomes evidence. The version is derived from the file's
+//! content, so a changed file is a new version. This module also owns the built-in
+//! rollup queries that turn a closed local day into the daily summaries long-horizon
+//! rules read.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::TableProvider;
+use datafusion::execution::context::SQLOptions;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use sha2::{Digest, Sha256};
+
+use crate::slot_table::SlotTable;
+use crate::tables;
+use crate::window::WindowSpec;
+use pantau_core::model::Severity;
+use pantau_core::text::hex_prefix;
+
+/// A parsed rule file.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub id: String,
+    /// Bahasa Indonesia, may use `{column}` placeholders.
+    pub title: String,
+    pub category: String,
+    pub severity: Severity,
+    pub window: WindowSpec,
+    /// What `entity_id` names: `outlet`, `terminal`, `ring`, `card` ...
+    pub entity_type: String,
+    /// Bahasa Indonesia, `{column}` placeholders filled from the result row.
+    pub summary: String,
+    pub description: String,
+    pub owner: String,
+    pub sql: String,
+    /// First 12 hex digits of the SHA-256 of the file.
+    pub version: String,
+    pub path: PathBuf,
+    /// `-- mode: shadow`: the rule runs and is counted, but its alerts go to the shadow
+    /// topic (`pantau.alerts.shadow`) and notify no one.
+    pub shadow: bool,
+    /// `-- cooldown: 7d`: after an alert on an entity, that entity's next detections
+    /// within this long are suppressed (counted); zero raises every window.
+    pub cooldown: Duration,
+    /// `-- budget: 5s`: the longest one window's run may take; overrides
+    /// `--rule-budget`.
+    pub budget: Option<Duration>,
+}
+
+const KEYS: [&str; 12] = [
+    "id",
+    "title",
+    "category",
+    "severity",
+    "window",
+    "entity",
+    "summary",
+    "description",
+    "owner",
+    "mode",
+    "cooldown",
+    "budget",
+];
+
+/// A shared query in the rules folder's `views/` subfolder, registered under its name so
+/// several rules can read one definition (e.g. the robust price comparison that both
+/// price markup and short quantity start from).
+///
+/// ```sql
+/// -- view: commodity_prices
+/// -- description: per outlet and commodity, its median price against the district's
+/// SELECT ...
+/// ```
+#[derive(Debug, Clone)]
+pub struct View {
+    pub name: String,
+    pub description: String,
+    pub sql: String,
+    pub path: PathBuf,
+}
+
+/// What a rules folder holds: its rules and the views they share.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    pub rules: Vec<Rule>,
+    pub views: Vec<View>,
+}
+
+/// Splits a `.sql` file into its leading `-- key: value` lines and the SQL after them.
+/// Errors name the file and line of an unknown or repeated key.
+fn split_header<'k>(
+    path: &Path,
+    text: &str,
+    keys: &[&'k str],
+) -> anyhow::Result<(BTreeMap<&'k str, String>, String)> {
+    let name = path.display();
+    let mut meta: BTreeMap<&'k str, String> = BTreeMap::new();
+    let mut sql_lines = Vec::new();
+    let mut in_header = true;
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        if in_header && trimmed.starts_with("--") {
+            let body = trimmed.trim_start_matches('-').trim();
+            let Some((key, value)) = body.split_once(':') else {
+                continue;
+            };
+            let key = key.trim();
+            let Some(key) = keys.iter().find(|k| **k == key) else {
+                bail!(
+                    "{name}:{}: unknown metadata key {key:?} (expected one of {})",
+                    n + 1,
+                    keys.join(", ")
+                );
+            };
+            if meta.insert(key, value.trim().to_string()).is_some() {
+                bail!("{name}:{}: metadata key {key:?} given twice", n + 1);
+            }
+            continue;
+        }
+        if !trimmed.is_empty() {
+            in_header = false;
+        }
+        sql_lines.push(line);
+    }
+    let sql = sql_lines.join("\n").trim().to_string();
+    if sql.is_empty() {
+        bail!("{name}: no SQL after the metadata header");
+    }
+    Ok((meta, sql))
+}
+
+fn check_snake_case(path: &Path, what: &str, id: &str) -> anyhow::Result<()> {
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        bail!("{}: {what} {id:?} must be lower_snake_case", path.display());
+    }
+    Ok(())
+}
+
+impl Rule {
+    /// Parses a rule file's text; errors name the file, the line and what was expected.
+    pub fn parse(path: &Path, text: &str) -> anyhow::Result<Rule> {
+        let name = path.display();
+        let (mut meta, sql) = split_header(path, text, &KEYS)?;
+        let mut take = |key: &str| -> anyhow::Result<String> {
+            meta.remove(key)
+                .filter(|v| !v.is_empty())
+                .with_context(|| format!("{name}: missing metadata line `-- {key}: ...`"))
+        };
+        let id = take("id")?;
+        check_snake_case(path, "id", &id)?;
+        let severity_text = take("severity")?;
+        let severity = Severity::parse(&severity_text).with_context(|| {
+            format!("{name}: severity {severity_text:?} is not low, medium, high or critical")
+        })?;
+        let window_text = take("window")?;
+        let window: WindowSpec = window_text
+            .parse()
+            .with_context(|| format!("{name}: bad window"))?;
+        let version = hex_prefix(&Sha256::digest(text.as_bytes()), 12);
+        let title = take("title")?;
+        let category = take("category")?;
+        let entity_type = take("entity")?;
+        let summary = take("summary")?;
+        let shadow = match meta.remove("mode").as_deref() {
+            None | Some("live") => false,
+            Some("shadow") => true,
+            Some(other) => bail!("{name}: mode {other:?} is not live or shadow"),
+        };
+        let mut duration = |key: &str| -> anyhow::Result<Option<Duration>> {
+            meta.remove(key)
+                .map(|text| {
+                    pantau_core::text::parse_duration(&text)
+                        .map_err(|e| anyhow::anyhow!("{name}: {key}: {e}"))
+                })
+                .transpose()
+        };
+        let cooldown = duration("cooldown")?.unwrap_or_default();
+        let budget = duration("budget")?;
+        if budget.is_some_and(|b| b.is_zero()) {
+            bail!("{name}: budget must be more than zero");
+        }
+        Ok(Rule {
+            id,
+            title,
+            category,
+            severity,
+            window,
+            entity_type,
+            summary,
+            description: meta.remove("description").unwrap_or_default(),
+            owner: meta.remove("owner").unwrap_or_default(),
+            sql,
+            version,
+            path: path.to_path_buf(),
+            shadow,
+            cooldown,
+            budget,
+        })
+    }
+}
+
+impl View {
+    pub fn parse(path: &Path, text: &str) -> anyhow::Result<View> {
+        let (mut meta, sql) = split_header(path, text, &["view", "description"])?;
+        let name = meta.remove("view").unwrap_or_default();
+        if name.is_empty() {
+            bail!("{}: missing metadata line `-- view: name`", path.display());
+        }
+        check_snake_case(path, "view name", &name)?;
+        Ok(View {
+            name,
+            description: meta.remove("description").unwrap_or_default(),
+            sql,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+pub fn sql_files(dir: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read rules folder {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            Ok((path, text))
+        })
+        .collect()
+}
+
+/// Loads every `*.sql` file of a folder as a rule, in file-name order, and every
+/// `views/*.sql` as a view. Duplicate ids or view names, or a view named like a table,
+/// are errors.
+pub fn load_dir(dir: &Path) -> anyhow::Result<RuleSet> {
+    let views_dir = dir.join("views");
+    let views = if views_dir.is_dir() {
+        sql_files(&views_dir)?
+    } else {
+        Vec::new()
+    };
+    load_files(sql_files(dir)?, views)
+}
+
+fn load_files(
+    rule_files: Vec<(PathBuf, String)>,
+    view_files: Vec<(PathBuf, String)>,
+) -> anyhow::Result<RuleSet> {
+    let mut rules: Vec<Rule> = Vec::new();
+    for (path, text) in rule_files {
+        let rule = Rule::parse(&path, &text)?;
+        if let Some(other) = rules.iter().find(|r| r.id == rule.id) {
+            bail!(
+                "rule id {:?} is used by both {} and {}",
+                rule.id,
+                other.path.display(),
+                path.display()
+            );
+        }
+        rules.push(rule);
+    }
+    let mut views: Vec<View> = Vec::new();
+    for (path, text) in view_files {
+        let view = View::parse(&path, &text)?;
+        if tables::schema_of(&view.name).is_some() {
+            bail!(
+                "{}: view name {:?} is already a table",
+                path.display(),
+                view.name
+            );
+        }
+        if let Some(other) = views.iter().find(|v| v.name == view.name) {
+            bail!(
+                "view {:?} is defined by both {} and {}",
+                view.name,
+                other.path.display(),
+                path.display()
+            );
+        }
+        views.push(view);
+    }
+    Ok(RuleSet { rules, views })
+}
+
+mod built_in {
+    include!(concat!(env!("OUT_DIR"), "/built_in_rules.rs"));
+}
+
+/// The rules folder of this source tree, for tests.
+#[cfg(test)]
+pub(crate) fn shipped_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules")
+}
+
+/// Where the rules a command runs come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Folder(PathBuf),
+    /// The rules folder of the source tree this binary was built from, as it was then.
+    BuiltIn,
+}
+
+/// The folder looked for when `--rules` is not given.
+pub const DEFAULT_DIR: &str = "rules";
+
+impl Location {
+    /// `--rules` (or `PANTAU_RULES`) when given; else `./rules` when it exists; else
+    /// the rules built into the binary.
+    pub fn resolve(given: Option<&Path>) -> Location {
+        match given {
+            Some(dir) => Location::Folder(dir.to_path_buf()),
+            None if Path::new(DEFAULT_DIR).is_dir() => Location::Folder(DEFAULT_DIR.into()),
+            None => Location::BuiltIn,
+        }
+    }
+
+    pub fn folder(&self) -> Option<&Path> {
+        match self {
+            Location::Folder(dir) => Some(dir),
+            Location::BuiltIn => None,
+        }
+    }
+
+    /// Loads the rule set, saying at info level where it came from.
+    pub fn load(&self) -> anyhow::Result<RuleSet> {
+        let set = match self {
+            Location::Folder(dir) => load_dir(dir)?,
+            Location::BuiltIn => {
+                let files = |table: &[(&str, &str)]| {
+                    table
+                        .iter()
+                        .map(|(name, text)| (Path::new("<built-in>").join(name), text.to_string()))
+                        .collect()
+                };
+                load_files(
+                    files(built_in::BUILT_IN_RULES),
+                    files(built_in::BUILT_IN_VIEWS),
+                )?
+            }
+        };
+        tracing::info!(rules = set.rules.len(), from = %self, "rules loaded");
+        Ok(set)
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Folder(dir) => write!(f, "{}", dir.display()),
+            Location::BuiltIn => write!(f, "the rules built into this binary (no ./rules folder)"),
+        }
+    }
+}
+
+/// Built-in queries run when a local day closes; their rows become the daily rollups
+/// of `tables::ROLLUP_TABLES`. Reversed purchases still count as activity (the shop was
+/// open) and as baskets; a card's `spent` nets them out.
+pub const ROLLUPS: [(&str, &str); 5] = [
+    (
+        tables::OUTLET_DAILY,
+        "SELECT outlet_id, regency_code, local_date,
+                sum(CASE WHEN payment = 'KKS' AND type = 'purchase' THEN 1 ELSE 0 END) AS kks_payments,
+                count(DISTINCT CASE WHEN payment = 'KKS' THEN card_id END) AS kks_cards,
+                sum(CASE WHEN payment = 'KKS' AND type = 'purchase' THEN amount ELSE 0 END) AS kks_amount,
+                sum(CASE WHEN payment <> 'KKS' AND type = 'purchase' THEN 1 ELSE 0 END) AS ordinary_payments,
+                sum(CASE WHEN payment <> 'KKS' AND type = 'purchase' THEN amount ELSE 0 END) AS ordinary_amount,
+                min(occurred_at) AS first_at,
+                max(occurred_at) AS last_at
+         FROM transactions
+         GROUP BY outlet_id, regency_code, local_date
+         ORDER BY outlet_id, local_date",
+    ),
+    (
+        tables::DISBURSEMENT_DAILY,
+        "SELECT regency_code, bank, local_date,
+                count(DISTINCT card_id) AS cards_credited,
+                sum(amount) AS amount
+         FROM disbursements
+         GROUP BY regency_code, bank, local_date
+         ORDER BY regency_code, bank, local_date",
+    ),
+    (
+        tables::CARD_DAILY,
+        "WITH spend AS (
+             SELECT card_id, regency_code, bank, local_date,
+                    first_value(outlet_id ORDER BY amount DESC, outlet_id) AS outlet_id,
+                    count(DISTINCT outlet_id) AS outlets,
+                    sum(CASE WHEN type = 'purchase' THEN 1 ELSE 0 END) AS purchases,
+                    sum(CASE WHEN type = 'purchase' THEN amount ELSE -amount END) AS spent
+             FROM transactions
+             WHERE payment = 'KKS'
+             GROUP BY card_id, regency_code, bank, local_date
+         ),
+         credit AS (
+             SELECT card_id, regency_code, bank, local_date,
+                    sum(amount) AS credited, max(period) AS period, max(months) AS months
+             FROM disbursements
+             GROUP BY card_id, regency_code, bank, local_date
+         )
+         SELECT coalesce(s.card_id, c.card_id) AS card_id,
+                coalesce(s.regency_code, c.regency_code) AS regency_code,
+                coalesce(s.bank, c.bank) AS bank,
+                coalesce(s.local_date, c.local_date) AS local_date,
+                s.outlet_id,
+                coalesce(s.outlets, 0) AS outlets,
+                coalesce(s.purchases, 0) AS purchases,
+                coalesce(s.spent, 0) AS spent,
+                coalesce(c.credited, 0) AS credited,
+                c.period,
+                CAST(c.months AS BIGINT) AS months
+         FROM spend s
+         FULL OUTER JOIN credit c
+           ON c.card_id = s.card_id AND c.local_date = s.local_date
+          AND c.regency_code = s.regency_code AND c.bank = s.bank
+         ORDER BY card_id, local_date",
+    ),
+    (
+        tables::OUTLET_BUNDLE_DAILY,
+        "WITH baskets AS (
+             SELECT outlet_id, regency_code, local_date,
+                    string_agg(commodity || ' ' || CAST(qty AS VARCHAR), ', '
+                               ORDER BY commodity, qty) AS basket,
+                    sum(qty * unit_price) AS amount
+             FROM transaction_items
+             WHERE payment = 'KKS'
+             GROUP BY outlet_id, regency_code, local_date, bank, txn_id
+         )
+         SELECT outlet_id, regency_code, local_date, basket,
+                count(*) AS purchases,
+                CAST(round(sum(amount)) AS BIGINT) AS amount
+         FROM baskets
+         GROUP BY outlet_id, regency_code, local_date, basket
+         ORDER BY outlet_id, basket",
+    ),
+    (
+        tables::OUTLET_TRANSFER_DAILY,
+        "SELECT outlet_id, regency_code, counterparty_id, local_date,
+                count(*) AS transfers,
+                sum(amount) AS amount
+         FROM transfers
+         GROUP BY outlet_id, regency_code, counterparty_id, local_date
+         ORDER BY outlet_id, counterparty_id",
+    ),
+];
+
+/// The schema a table has inside a window: its own columns plus the window bounds.
+pub fn windowed_schema(base: &SchemaRef) -> SchemaRef {
+    let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(
+        tables::WINDOW_START,
+        tables::timestamp_type(),
+        false,
+    ));
+    fields.push(Field::new(
+        tables::WINDOW_END,
+        tables::timestamp_type(),
+        false,
+    ));
+    Arc::new(Schema::new(fields))
+}
+
+/// Casts a query's result to a declared table schema, column by column and by name, so a
+/// DataFusion change in an aggregate's output type cannot break the table contract.
+pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> anyhow::Result<RecordBatch> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            let column = batch.column_by_name(field.name()).with_context(|| {
+                format!("result has no column {:?} for the table", field.name())
+            })?;
+            Ok(datafusion::arrow::compute::cast(column, field.data_type())?)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// Runs SQL over a window's tables in one DataFusion session.
+///
+/// Tables are registered once as slots whose rows are swapped per window, so a rule is
+/// planned (logically and physically) once per rule version; each window only resets
+/// the plan's execution state and runs it.
+pub struct SqlRunner {
+    ctx: SessionContext,
+    tables: BTreeMap<&'static str, Arc<SlotTable>>,
+    plans: std::sync::Mutex<std::collections::HashMap<String, Arc<dyn ExecutionPlan>>>,
+}
+
+impl Default for SqlRunner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SqlRunner {
+    pub fn new() -> Self {
+        // One partition: window tables are small, and a single thread per query keeps
+        // the other core free for decoding. Dynamic filters are off because they tie a
+        // physical plan to one execution, and plans here are re-run on every window.
+        let mut config = SessionConfig::new()
+            .with_target_partitions(1)
+            .with_information_schema(false);
+        // Planning errors then say where in the SQL they are (`pantau rules lint`).
+        config.options_mut().sql_parser.collect_spans = true;
+        config
+            .options_mut()
+            .optimizer
+            .enable_dynamic_filter_pushdown = false;
+        config
+            .options_mut()
+            .optimizer
+            .enable_join_dynamic_filter_pushdown = false;
+        config
+            .options_mut()
+            .optimizer
+            .enable_topk_dynamic_filter_pushdown = false;
+        config
+            .options_mut()
+            .optimizer
+            .enable_aggregate_dynamic_filter_pushdown = false;
+        let ctx = SessionContext::new_with_config(config);
+        for udf in crate::udf::all() {
+            ctx.register_udf(udf);
+        }
+        let mut tables = BTreeMap::new();
+        for (name, base, _) in tables::catalogue() {
+            let table = Arc::new(SlotTable::new(windowed_schema(&base)));
+            ctx.register_table(name, table.clone())
+                .expect("table names are unique");
+            tables.insert(name, table);
+        }
+        SqlRunner {
+            ctx,
+            tables,
+            plans: Default::default(),
+        }
+    }
+
+    /// Makes a window's tables the contents of the registered tables; a table the window
+    /// has no rows for is empty.
+    pub fn register(
+        &self,
+        window_tables: &BTreeMap<&'static str, Vec<RecordBatch>>,
+    ) -> anyhow::Result<()> {
+        for (name, table) in &self.tables {
+            let batches: Vec<RecordBatch> = window_tables.get(name).cloned().unwrap_or_default();
+            let schema = table.schema();
+            if let Some(bad) = batches.iter().find(|b| !schema.contains(&b.schema())) {
+                bail!(
+                    "table {name}: a batch does not match the table's schema ({:?})",
+                    bad.schema()
+                );
+            }
+            table.set(batches);
+        }
+        Ok(())
+    }
+
+    /// Plans rule or view SQL as a query and nothing else: DDL (`CREATE EXTERNAL TABLE`,
+    /// `CREATE VIEW`), DML (`INSERT`, `COPY`) and statements (`SET`) are refused before
+    /// anything runs, so a rule file can read the window's tables and change nothing.
+    pub async fn plan_query(&self, sql: &str) -> datafusion::error::Result<DataFrame> {
+        let query_only = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        self.ctx.sql_with_options(sql, query_only).await
+    }
+
+    /// Registers a view; its plan reads the registered tables, so it sees each window's
+    /// contents. The view's SQL must be a query ([`SqlRunner::plan_query`]).
+    pub async fn create_view(&self, view: &View) -> datafusion::error::Result<()> {
+        self.plan_query(&view.sql).await?;
+        self.ctx
+            .sql(&format!("CREATE VIEW {} AS {}", view.name, view.sql))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn query(&self, sql: &str) -> datafusion::error::Result<Vec<RecordBatch>> {
+        let cached = self.plans.lock().ok().and_then(|p| p.get(sql).cloned());
+        let plan = match cached {
+            Some(plan) => plan,
+            None => {
+                let plan = self.plan_query(sql).await?.create_physical_plan().await?;
+                if let Ok(mut plans) = self.plans.lock() {
+                    plans.insert(sql.to_string(), plan.clone());
+                }
+                plan
+            }
+        };
+        // Joins and sorts keep what they built in the plan: start each run afresh.
+        let plan = reset_plan_states(plan)?;
+        datafusion::physical_plan::collect(plan, self.ctx.task_ctx()).await
+    }
+
+    /// Drops every cached plan: after a reload a rule's plan may embed an old view.
+    pub fn forget_plans(&self) {
+        if let Ok(mut plans) = self.plans.lock() {
+            plans.clear();
+        }
+    }
+
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULE: &str = "-- id: demo_rule\n-- title: Judul\n-- category: price_markup\n\
+        -- severity: medium\n-- window: local_day\n-- entity: outlet\n-- summary: {entity_id}\n\
+        SELECT outlet_id AS entity_id, regency_code, 1.0 AS score FROM transactions\n";
+
+    #[test]
+    fn parses_metadata_and_derives_the_version_from_the_content() {
+        let r = Rule::parse(Path::new("demo.sql"), RULE).unwrap();
+        assert_eq!(r.id, "demo_rule");
+        assert_eq!(r.window, WindowSpec::LocalDay);
+        assert_eq!(r.severity, Severity::Medium);
+        assert!(r.sql.starts_with("SELECT"));
+        let changed = Rule::parse(Path::new("demo.sql"), &RULE.replace("1.0", "2.0")).unwrap();
+        assert_ne!(r.version, changed.version);
+    }
+
+    #[test]
+    fn names_the_file_and_line_of_a_bad_header() {
+        let err = Rule::parse(
+            Path::new("x.sql"),
+            &RULE.replace("-- entity: outlet", "-- entiti: outlet"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("x.sql:6"), "{err}");
+        let err =
+            Rule::parse(Path::new("x.sql"), &RULE.replace("local_day", "weekly")).unwrap_err();
+        assert!(format!("{err:#}").contains("not one of"), "{err:#}");
+    }
+
+    #[test]
+    fn shipped_rules_parse() {
+        let rules = load_dir(&shipped_dir()).unwrap().rules;
+        assert!(rules.len() >= 3, "{} rules", rules.len());
+    }
+}

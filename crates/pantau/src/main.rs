@@ -1,0 +1,464 @@
+//! The `pantau` command line. Each subcommand fills the documented config structs of the
+//! modules it runs and hands over; nothing here decides how records are processed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{CommandFactory, Parser, Subcommand};
+
+use pantau_engine::engine::EngineConfig;
+use pantau_kafka::KafkaConfig;
+use std::sync::Arc;
+
+use pantau_core::model::Stream;
+use pantau_engine::{alert, lint};
+use pantau_kafka::health::Health;
+use pantau_kafka::sink::KafkaSink;
+use pantau_kafka::source::SourceConfig;
+use pantau_notify::metrics::NotifyMetrics;
+use pantau_run::metrics::RunMetrics;
+use pantau_run::pipeline::{self, ReplayConfig, RunConfig};
+use pantau_run::{backtest, feed, fixtures};
+use pantau_sim::eval;
+use pantau_sim::{self as sim, SimConfig};
+use pantau_store as store;
+use pantau_store::metrics::StoreMetrics;
+
+mod bench;
+mod config_file;
+mod demo;
+mod serve;
+
+#[derive(Parser)]
+#[command(
+    name = "pantau",
+    version,
+    about = "Watches BPNT / Program Sembako transaction streams and raises alerts on misbehaving e-Warong outlets"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole path in-process: an embedded Kafka-protocol broker, a simulated
+    /// district fed into it, the pipeline, alerts printed as they fire, /metrics served.
+    Demo(demo::DemoConfig),
+    /// Write a simulated history (a replayable folder plus truth.jsonl), or produce it
+    /// to Kafka with --brokers.
+    Simulate {
+        #[command(flatten)]
+        sim: SimConfig,
+        /// Folder to write the history into.
+        #[arg(long, required_unless_present = "brokers")]
+        out: Option<PathBuf>,
+        /// Produce to these Kafka brokers instead of (or as well as) writing files.
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Partitions of the topics created on the broker.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        #[command(flatten)]
+        kafka_settings: pantau_kafka::ClientSettings,
+        /// With --brokers: produce at this many seconds of event time per second (1440:
+        /// a simulated day per minute) instead of as fast as the broker takes them.
+        #[arg(long, requires = "brokers")]
+        pace: Option<f64>,
+    },
+    /// Run the pipeline over a history folder as fast as it can.
+    Replay {
+        #[command(flatten)]
+        replay: ReplayConfig,
+        #[command(flatten)]
+        engine: EngineConfig,
+        /// Print each alert as one line on stdout.
+        #[arg(long)]
+        print: bool,
+    },
+    /// Run as a member of a Kafka consumer group on the four input topics.
+    Run {
+        #[command(flatten)]
+        kafka: KafkaConfig,
+        #[command(flatten)]
+        source: SourceConfig,
+        #[command(flatten)]
+        run: RunConfig,
+        #[command(flatten)]
+        engine: EngineConfig,
+        /// Address of the /metrics and /health endpoint.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        metrics_addr: SocketAddr,
+        /// A TOML file of this command's settings: keys are the flags' names, librdkafka
+        /// properties go in a [kafka] table (README: "One configuration file"). Flags
+        /// and environment variables override it.
+        #[arg(long, value_name = "FILE", env = "PANTAU_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Measure throughput and memory: replay, a bare Kafka consumer, and `run`.
+    Bench(bench::BenchConfig),
+    /// Score alerts against the truth.jsonl of a simulated history: recall, precision
+    /// and detection delay per category; exits non-zero below --min-recall/--min-precision.
+    Eval(eval::EvalConfig),
+    /// The alert store the district drill-down dashboard reads (PostgreSQL).
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+    /// Deliver each alert of pantau.alerts to its district's Tikor channels (routing file),
+    /// in Bahasa Indonesia; runs until interrupted.
+    Notify {
+        #[command(flatten)]
+        kafka: KafkaConfig,
+        #[command(flatten)]
+        notify: pantau_notify::deliver::NotifyConfig,
+        /// Address of the notifier's /metrics.
+        #[arg(long, default_value = "127.0.0.1:9466")]
+        metrics_addr: SocketAddr,
+        /// A TOML file of this command's settings: keys are the flags' names, librdkafka
+        /// properties go in a [kafka] table (README: "One configuration file"). Flags
+        /// and environment variables override it.
+        #[arg(long, value_name = "FILE", env = "PANTAU_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Tools for rule authors: the tables a rule can read, and checks of a rules folder.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+    /// Reports a district owes: the monthly reconciliation and realization.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
+    /// The --config file that `run`, `store run` and `notify` read.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a config file without starting anything: every key is a flag of the
+    /// component reading it, every value parses, the [kafka] table's properties are
+    /// accepted by librdkafka (secrets given as env: or file: are read). Exits non-zero
+    /// and names each problem's line.
+    Check {
+        /// The TOML file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// The month's reconciliation per district and bank (credited, spent, outstanding,
+    /// reversals, who spent nothing, cards never used, outlets with alerts), realization
+    /// against a target date, differences from the bank's totals: CSV, JSON and a
+    /// printable HTML page in Bahasa Indonesia.
+    Reconcile(pantau_report::ReconcileConfig),
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Follow pantau.alerts and bpnt.outlets into the store, committing offsets after
+    /// each write; runs until interrupted.
+    Run {
+        #[command(flatten)]
+        kafka: KafkaConfig,
+        #[command(flatten)]
+        store: store::StoreConfig,
+        #[command(flatten)]
+        follow: store::FollowConfig,
+        /// Address of the store's /metrics.
+        #[arg(long, default_value = "127.0.0.1:9465")]
+        metrics_addr: SocketAddr,
+        /// A TOML file of this command's settings: keys are the flags' names, librdkafka
+        /// properties go in a [kafka] table (README: "One configuration file"). Flags
+        /// and environment variables override it.
+        #[arg(long, value_name = "FILE", env = "PANTAU_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Write alert files (a replay's alerts.jsonl) and outlet registry files
+    /// (outlets.jsonl) into the store. Unreadable lines are listed and make it exit
+    /// non-zero; every readable line is written.
+    Load {
+        #[command(flatten)]
+        store: store::StoreConfig,
+        /// Alert files, one alert per line.
+        #[arg(long, num_args = 1..)]
+        alerts: Vec<PathBuf>,
+        /// Outlet registry files, one outlet per line.
+        #[arg(long, num_args = 1..)]
+        outlets: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Print the tables a rule can read, with their columns and types.
+    Schema,
+    /// Check a rules folder: every file parses, plans against the tables and views,
+    /// returns entity_id, regency_code and score with usable types, and names only
+    /// returned columns in its title and summary. Exits non-zero on any problem.
+    Lint {
+        /// The rules folder (`*.sql`, shared queries in `views/`).
+        dir: PathBuf,
+    },
+    /// Run the fixtures under DIR/tests/ (a small history, fixture.json naming the rules
+    /// checked, expected.jsonl the alerts they must raise). Fails when a fixture fails
+    /// or a rule of DIR has none.
+    Test {
+        /// The rules folder.
+        dir: PathBuf,
+        /// Rewrite each expected.jsonl from what the rules raise now (review the diff).
+        #[arg(long)]
+        update: bool,
+    },
+    /// Run one rule over a history folder and report its alerts by district and week,
+    /// precision and recall where truth.jsonl is present, and the alerts it adds and
+    /// removes against the live version of the same id.
+    Backtest(backtest::BacktestConfig),
+}
+
+/// Serves a process's metrics and health on `addr` for as long as the returned task is
+/// kept.
+async fn serve_metrics(
+    addr: SocketAddr,
+    registry: &prometheus::Registry,
+    health: &Arc<Health>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let (bound, server) = serve::serve(registry.clone(), health.clone(), addr)
+        .await
+        .context("starting the metrics endpoint")?;
+    tracing::info!(addr = %bound, "serving /metrics");
+    Ok(server)
+}
+
+/// An error that ends a command is the user's to read: its chain of causes on one line,
+/// never the backtrace that anyhow's `Debug` adds under `RUST_BACKTRACE` (that is for
+/// panics, which are bugs).
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = match crate::config_file::expand(&Cli::command(), std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Demo(config) => demo::run(&config).await,
+        Command::Rules {
+            command: RulesCommand::Schema,
+        } => {
+            print!("{}", lint::schema_text());
+            Ok(())
+        }
+        Command::Rules {
+            command: RulesCommand::Lint { dir },
+        } => {
+            let (problems, checked) = lint::lint_dir(&dir).await?;
+            for p in &problems {
+                println!("{p}");
+            }
+            if problems.is_empty() {
+                println!("{checked} rules checked, no problems");
+                Ok(())
+            } else {
+                anyhow::bail!("{} problems in {}", problems.len(), dir.display())
+            }
+        }
+        Command::Rules {
+            command: RulesCommand::Test { dir, update },
+        } => fixtures::run(&dir, update).await,
+        Command::Rules {
+            command: RulesCommand::Backtest(config),
+        } => backtest::run(&config).await,
+        Command::Simulate {
+            sim,
+            out,
+            brokers,
+            partitions,
+            kafka_settings,
+            pace,
+        } => {
+            sim.validate()?;
+            if pace.is_some_and(|p| p <= 0.0 || !p.is_finite()) {
+                anyhow::bail!("--pace must be a positive number of event seconds per second");
+            }
+            let history = sim::simulate(&sim)?;
+            if let Some(dir) = &out {
+                sim::write_folder(&history, dir)?;
+                println!(
+                    "wrote {} transactions, {} disbursements, {} transfers, {} outlets, {} truth lines to {}",
+                    history.transactions.len(),
+                    history.disbursements.len(),
+                    history.transfers.len(),
+                    history.outlets.len(),
+                    history.truth.len(),
+                    dir.display()
+                );
+            }
+            if let Some(brokers) = brokers {
+                let kafka = KafkaConfig {
+                    brokers,
+                    partitions,
+                    settings: kafka_settings,
+                };
+                let topics: Vec<&str> = Stream::ALL.iter().map(|s| s.topic()).collect();
+                kafka.ensure_topics(&topics).await?;
+                let records = history.interleaved();
+                let sink = KafkaSink::new(&kafka, None)?;
+                match pace {
+                    Some(pace) => feed::produce_paced(&sink, &records, 500, pace).await?,
+                    None => feed::produce(&sink, &records, 50_000, |_| async {}).await?,
+                }
+                println!("produced {} records to {}", records.len(), kafka.brokers);
+            }
+            Ok(())
+        }
+        Command::Replay {
+            replay,
+            engine,
+            print,
+        } => {
+            let metrics = RunMetrics::new();
+            let summary = pipeline::replay(&replay, &engine, metrics, |a| {
+                if print {
+                    println!("{}", alert::one_line(a));
+                }
+            })
+            .await?;
+            summary.print();
+            println!(
+                "alerts in {}, dead letters in {}",
+                replay.out.display(),
+                pipeline::dlq_path_for(&replay.out).display()
+            );
+            Ok(())
+        }
+        Command::Report {
+            command: ReportCommand::Reconcile(config),
+        } => pantau_report::run(&config).await.map(|_| ()),
+        Command::Store {
+            command:
+                StoreCommand::Run {
+                    kafka,
+                    store,
+                    follow,
+                    metrics_addr,
+                    config: _,
+                },
+        } => {
+            let metrics = StoreMetrics::new();
+            let _server = serve_metrics(metrics_addr, &metrics.registry, &metrics.health).await?;
+            store::follow(&kafka, &store, &follow, metrics).await
+        }
+        Command::Store {
+            command:
+                StoreCommand::Load {
+                    store,
+                    alerts,
+                    outlets,
+                },
+        } => {
+            let loaded = store::load(&store, &alerts, &outlets).await?;
+            for problem in &loaded.problems {
+                println!("{problem}");
+            }
+            println!(
+                "stored {} alerts and {} outlets",
+                loaded.alerts, loaded.outlets
+            );
+            if loaded.problems.is_empty() {
+                Ok(())
+            } else {
+                anyhow::bail!("{} lines could not be read", loaded.problems.len())
+            }
+        }
+        Command::Run {
+            kafka,
+            source,
+            run,
+            engine,
+            metrics_addr,
+            config: _,
+        } => {
+            let metrics = RunMetrics::new();
+            let _server = serve_metrics(metrics_addr, &metrics.registry, &metrics.health).await?;
+            let summary = pipeline::run(&kafka, &source, &run, &engine, metrics, |a| {
+                tracing::info!(alert_id = %a.alert_id, rule = %a.rule_id, regency = %a.regency_code, "alert");
+            })
+            .await?;
+            summary.print();
+            Ok(())
+        }
+        Command::Notify {
+            kafka,
+            notify,
+            metrics_addr,
+            config: _,
+        } => {
+            let metrics = NotifyMetrics::new();
+            let _server = serve_metrics(metrics_addr, &metrics.registry, &metrics.health).await?;
+            pantau_notify::deliver::run(&kafka, &notify, metrics).await
+        }
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
+            let config = crate::config_file::ConfigFile::read(&file)?;
+            let root = Cli::command();
+            let problems = config.check(&root);
+            for problem in &problems {
+                println!("{problem}");
+            }
+            anyhow::ensure!(
+                problems.is_empty(),
+                "{} problems in {}",
+                problems.len(),
+                file.display()
+            );
+            println!(
+                "{}: no problems ({})",
+                file.display(),
+                config.summary(&root)
+            );
+            let (_, version) = rdkafka::util::get_rdkafka_version();
+            println!(
+                "librdkafka {version} built with: {}",
+                pantau_kafka::builtin_features()?.join(",")
+            );
+            Ok(())
+        }
+        Command::Bench(config) => bench::run(&config).await,
+        Command::Eval(config) => eval::run(&config),
+    }
+}

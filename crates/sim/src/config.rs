@@ -1,0 +1,501 @@
+//! The simulator's options (`pantau simulate` flattens [`SimConfig`] into its flags),
+//! their defaults, and the checks that turn a bad option into a clear error before any
+//! record is generated.
+
+use anyhow::{bail, Result};
+use chrono::NaiveDate;
+
+use pantau_core::regions::Regions;
+
+fn default_regencies() -> Vec<String> {
+    vec!["3604".to_string(), "7371".to_string(), "9471".to_string()]
+}
+
+/// Options of the simulated history: where, when, how big, and how often each kind of
+/// misbehaviour is injected. Every field is a `pantau simulate` flag with a default.
+#[derive(clap::Args, Debug, Clone, PartialEq)]
+pub struct SimConfig {
+    /// Seed of the random generator: the same seed and options give byte-identical files.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+
+    /// Comma-separated BPS regency codes (4 digits) to simulate. The default has one per
+    /// time zone: 3604 Kab. Serang (WIB), 7371 Kota Makassar (WITA), 9471 Kota Jayapura (WIT).
+    #[arg(long, value_delimiter = ',', default_values_t = default_regencies())]
+    pub regencies: Vec<String>,
+
+    /// Number of calendar months simulated (1-120).
+    #[arg(long, default_value_t = 3)]
+    pub months: u32,
+
+    /// First month simulated, YYYY-MM (2017-01 or later: BPNT began in 2017).
+    #[arg(long, default_value = "2023-01")]
+    pub start: String,
+
+    /// Multiplies the number of outlets per regency (30 outlets per regency at 1.0, at
+    /// least 2). Transactions grow linearly with scale x months.
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+
+    // ---- ordinary behaviour -------------------------------------------------------
+    /// Share of KPM (0-1) who, in any benefit period, never spend their benefit, whatever
+    /// their outlet (the baseline of non-transacting KPM).
+    #[arg(long, default_value_t = 0.04)]
+    pub non_transacting_baseline: f64,
+
+    /// Share of spending KPM (0-1) who shop late, 10-25 days after the credit.
+    #[arg(long, default_value_t = 0.10)]
+    pub late_spender_rate: f64,
+
+    /// Share of KKS shopping trips (0-1) made at another outlet of the same bank in the
+    /// regency instead of the KPM's home outlet.
+    #[arg(long, default_value_t = 0.03)]
+    pub other_outlet_rate: f64,
+
+    /// Share of KKS purchases (0-1) reversed a few minutes later (the KPM then buys again).
+    #[arg(long, default_value_t = 0.005)]
+    pub reversal_rate: f64,
+
+    /// Share of transaction records (0-1) delivered a second time, identical, a few
+    /// records later (redeliveries).
+    #[arg(long, default_value_t = 0.002)]
+    pub duplicate_rate: f64,
+
+    /// Records of each stream are shuffled locally so that none arrives more than this
+    /// many seconds (event time) after a later record; 0 keeps every stream sorted.
+    #[arg(long, default_value_t = 60)]
+    pub max_disorder_secs: u64,
+
+    /// Number of deliberately broken records (truncated JSON, missing field, wrong type,
+    /// unknown bank or payment, non-positive amount, time without offset, empty message)
+    /// spread over the transaction and disbursement streams.
+    #[arg(long, default_value_t = 0)]
+    pub malformed: usize,
+
+    // ---- seasonal outlets -----------------------------------------------------------
+    /// Share of outlets (0-1) that are seasonal: no ordinary customers, KKS sales only in
+    /// the days after the credit (at least one outlet when above 0).
+    #[arg(long, default_value_t = 0.05)]
+    pub seasonal_rate: f64,
+
+    /// A seasonal outlet sells only within this many days after its bank's credit (1-28).
+    #[arg(long, default_value_t = 7)]
+    pub seasonal_window_days: u32,
+
+    /// Share (0-1) of a seasonal outlet's KKS sales made outside its disbursement windows,
+    /// on random later days of the period; 0 keeps every sale inside the windows.
+    #[arg(long, default_value_t = 0.0)]
+    pub seasonal_leak: f64,
+
+    // ---- supplier-dependent rings ---------------------------------------------------
+    /// Number of supplier rings: outlets of one regency selling one identical pre-packed
+    /// bundle and paying most of their KKS takings to a single supplier.
+    #[arg(long, default_value_t = 1)]
+    pub supplier_rings: u32,
+
+    /// Smallest number of outlets in a supplier ring (at least 2).
+    #[arg(long, default_value_t = 3)]
+    pub ring_size_min: u32,
+
+    /// Largest number of outlets in a supplier ring.
+    #[arg(long, default_value_t = 6)]
+    pub ring_size_max: u32,
+
+    /// Lowest share (0-1) of a ring outlet's daily KKS takings transferred to the supplier.
+    #[arg(long, default_value_t = 0.85)]
+    pub supplier_share_min: f64,
+
+    /// Highest share (0-1) of a ring outlet's daily KKS takings transferred to the supplier.
+    #[arg(long, default_value_t = 0.95)]
+    pub supplier_share_max: f64,
+
+    // ---- card collection ------------------------------------------------------------
+    /// Expected card-collection bursts per regency per month (not a share: 2.0 = about two).
+    #[arg(long, default_value_t = 2.0)]
+    pub card_collection_rate: f64,
+
+    /// Fewest distinct cards swiped in one burst.
+    #[arg(long, default_value_t = 15)]
+    pub collection_cards_min: u32,
+
+    /// Most distinct cards swiped in one burst (fewer if the outlet has fewer KPM).
+    #[arg(long, default_value_t = 40)]
+    pub collection_cards_max: u32,
+
+    /// Shortest mean spacing between two swipes of a burst, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub collection_spacing_min_secs: u32,
+
+    /// Longest mean spacing between two swipes of a burst, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub collection_spacing_max_secs: u32,
+
+    /// Each gap of a burst deviates from its mean spacing by at most this many seconds
+    /// (must be below the shortest spacing).
+    #[arg(long, default_value_t = 3)]
+    pub collection_jitter_secs: u32,
+
+    /// Share of bursts (0-1) swiped at night, 20:00-23:30 local time.
+    #[arg(long, default_value_t = 0.7)]
+    pub collection_night_share: f64,
+
+    // ---- price markup -----------------------------------------------------------------
+    /// Expected outlets per regency per month selling one commodity (rice, eggs or
+    /// chicken) at a marked-up price.
+    #[arg(long, default_value_t = 1.0)]
+    pub price_markup_rate: f64,
+
+    /// Smallest markup factor (at least 1).
+    #[arg(long, default_value_t = 1.3)]
+    pub markup_factor_min: f64,
+
+    /// Largest markup factor.
+    #[arg(long, default_value_t = 1.6)]
+    pub markup_factor_max: f64,
+
+    // ---- short quantity ---------------------------------------------------------------
+    /// Expected outlets per regency per month with a rigged scale: every commodity sold by
+    /// weight is handed out short by the same ratio (a markup, by contrast, raises one
+    /// commodity's price).
+    #[arg(long, default_value_t = 0.5)]
+    pub short_quantity_rate: f64,
+
+    /// Smallest share (0-1] of the kilograms actually handed out.
+    #[arg(long, default_value_t = 0.7)]
+    pub short_factor_min: f64,
+
+    /// Largest share (0-1] of the kilograms actually handed out.
+    #[arg(long, default_value_t = 0.85)]
+    pub short_factor_max: f64,
+
+    // ---- paperwork mismatch -----------------------------------------------------------
+    /// Expected outlets per regency per month whose receipts do not add up or list
+    /// ineligible goods.
+    #[arg(long, default_value_t = 0.5)]
+    pub paperwork_rate: f64,
+
+    /// Smallest share (0-1) of the outlet's KKS purchases affected in that month.
+    #[arg(long, default_value_t = 0.3)]
+    pub paperwork_share_min: f64,
+
+    /// Largest share (0-1) of the outlet's KKS purchases affected in that month.
+    #[arg(long, default_value_t = 0.6)]
+    pub paperwork_share_max: f64,
+
+    /// Smallest overcharge (0-1) of the amount above the sum of its items.
+    #[arg(long, default_value_t = 0.05)]
+    pub overcharge_min: f64,
+
+    /// Largest overcharge (0-1) of the amount above the sum of its items.
+    #[arg(long, default_value_t = 0.20)]
+    pub overcharge_max: f64,
+
+    // ---- non-transacting outlets ------------------------------------------------------
+    /// Expected outlets per regency (over the whole run) where many KPM leave one benefit
+    /// period unspent, on top of the baseline.
+    #[arg(long, default_value_t = 1.0)]
+    pub non_transacting_outlets: f64,
+
+    /// Smallest share (0-1) of such an outlet's KPM who do not spend in that period.
+    #[arg(long, default_value_t = 0.4)]
+    pub non_transacting_share_min: f64,
+
+    /// Largest share (0-1) of such an outlet's KPM who do not spend in that period.
+    #[arg(long, default_value_t = 0.7)]
+    pub non_transacting_share_max: f64,
+
+    // ---- one card, many places --------------------------------------------------------
+    /// Expected cards per regency per month (cloned, or held by an agent) whose balance is
+    /// spent at several outlets within hours (at least one in the run when above 0).
+    #[arg(long, default_value_t = 1.0)]
+    pub many_places_rate: f64,
+
+    /// Fewest distinct outlets such a card is swiped at (at least 2). Regencies where no
+    /// bank has this many ordinary outlets get no such card.
+    #[arg(long, default_value_t = 3)]
+    pub many_places_outlets_min: u32,
+
+    /// Most distinct outlets such a card is swiped at (fewer if its bank has fewer).
+    #[arg(long, default_value_t = 5)]
+    pub many_places_outlets_max: u32,
+
+    /// Hours (1-12) from the first swipe of such a card to its last, all in shop hours.
+    #[arg(long, default_value_t = 3)]
+    pub many_places_hours: u32,
+
+    // ---- realization lag --------------------------------------------------------------
+    /// Probability (0-1) that a regency falls behind its peers in a benefit period (cards
+    /// handed out late, a road closed). At least one in the run when above 0 and at least
+    /// three regencies are simulated; none with fewer, as there would be no peers.
+    #[arg(long, default_value_t = 0.1)]
+    pub realization_lag_rate: f64,
+
+    /// Smallest share (0-1) of a lagging regency's would-be spenders who are delayed.
+    #[arg(long, default_value_t = 0.3)]
+    pub realization_lag_share_min: f64,
+
+    /// Largest share (0-1) of a lagging regency's would-be spenders who are delayed.
+    #[arg(long, default_value_t = 0.5)]
+    pub realization_lag_share_max: f64,
+}
+
+/// Parses the flags of [`SimConfig`] alone, so that defaults have one source: clap.
+#[derive(clap::Parser)]
+struct DefaultsOnly {
+    #[command(flatten)]
+    cfg: SimConfig,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        use clap::Parser;
+        // The defaults are compile-time constants; failing here is a programming error.
+        DefaultsOnly::try_parse_from(["pantau"])
+            .expect("SimConfig defaults parse")
+            .cfg
+    }
+}
+
+fn check_share(name: &str, v: f64) -> Result<()> {
+    if !(0.0..=1.0).contains(&v) {
+        bail!("--{name} must be between 0 and 1 (a share), got {v}");
+    }
+    Ok(())
+}
+
+fn check_rate(name: &str, v: f64) -> Result<()> {
+    if !v.is_finite() || v < 0.0 {
+        bail!("--{name} must be a finite number >= 0 (an expected count), got {v}");
+    }
+    Ok(())
+}
+
+fn check_range<T: PartialOrd + std::fmt::Display>(name: &str, min: T, max: T) -> Result<()> {
+    if min > max {
+        bail!("--{name}-min ({min}) must not exceed --{name}-max ({max})");
+    }
+    Ok(())
+}
+
+impl SimConfig {
+    /// The CLI defaults plus 16 malformed records, so tests exercise every pattern and
+    /// every rejection reason (3 regencies x 3 months, about 175,000 transactions).
+    pub fn default_for_tests() -> SimConfig {
+        SimConfig {
+            malformed: 16,
+            ..SimConfig::default()
+        }
+    }
+
+    /// Outlets simulated per regency.
+    pub fn outlets_per_regency(&self) -> usize {
+        ((30.0 * self.scale).round() as usize).max(2)
+    }
+
+    /// `start` as (year, month); errors name the flag and the expected format.
+    pub fn start_month(&self) -> Result<(i32, u32)> {
+        let s = self.start.trim();
+        let parsed = NaiveDate::parse_from_str(&format!("{s}-01"), "%Y-%m-%d")
+            .ok()
+            .filter(|_| s.len() == 7);
+        let Some(d) = parsed else {
+            bail!("--start must be a month written YYYY-MM (e.g. 2023-01), got {s:?}");
+        };
+        use chrono::Datelike;
+        if d.year() < 2017 || d.year() > 2099 {
+            bail!("--start must lie between 2017-01 (BPNT began in 2017) and 2099-12, got {s}");
+        }
+        Ok((d.year(), d.month()))
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let regions = Regions::get();
+        if self.regencies.is_empty() {
+            bail!("--regencies must name at least one BPS regency code (e.g. 3604)");
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for code in &self.regencies {
+            if regions.regency(code).is_none() {
+                bail!(
+                    "--regencies: unknown BPS regency code {code:?} (expected a 4-digit \
+                     kabupaten/kota code such as 3604 Kab. Serang)"
+                );
+            }
+            if regions.districts(code).is_empty() {
+                bail!("--regencies: regency {code} has no kecamatan in the reference data");
+            }
+            if !seen.insert(code.as_str()) {
+                bail!("--regencies: regency {code} is listed twice");
+            }
+        }
+        self.start_month()?;
+        if self.months == 0 || self.months > 120 {
+            bail!("--months must be between 1 and 120, got {}", self.months);
+        }
+        if !self.scale.is_finite() || self.scale <= 0.0 || self.scale > 1000.0 {
+            bail!(
+                "--scale must be a number above 0 and at most 1000, got {}",
+                self.scale
+            );
+        }
+        if self.max_disorder_secs > 86_400 {
+            bail!(
+                "--max-disorder-secs must be at most 86400 (one day), got {}",
+                self.max_disorder_secs
+            );
+        }
+        if self.malformed > 1_000_000 {
+            bail!(
+                "--malformed must be at most 1000000, got {}",
+                self.malformed
+            );
+        }
+        for (name, v) in [
+            ("non-transacting-baseline", self.non_transacting_baseline),
+            ("late-spender-rate", self.late_spender_rate),
+            ("other-outlet-rate", self.other_outlet_rate),
+            ("reversal-rate", self.reversal_rate),
+            ("duplicate-rate", self.duplicate_rate),
+            ("seasonal-rate", self.seasonal_rate),
+            ("supplier-share-min", self.supplier_share_min),
+            ("supplier-share-max", self.supplier_share_max),
+            ("collection-night-share", self.collection_night_share),
+            ("paperwork-share-min", self.paperwork_share_min),
+            ("paperwork-share-max", self.paperwork_share_max),
+            ("overcharge-min", self.overcharge_min),
+            ("overcharge-max", self.overcharge_max),
+            ("non-transacting-share-min", self.non_transacting_share_min),
+            ("non-transacting-share-max", self.non_transacting_share_max),
+            ("short-factor-min", self.short_factor_min),
+            ("short-factor-max", self.short_factor_max),
+            ("seasonal-leak", self.seasonal_leak),
+            ("realization-lag-rate", self.realization_lag_rate),
+            ("realization-lag-share-min", self.realization_lag_share_min),
+            ("realization-lag-share-max", self.realization_lag_share_max),
+        ] {
+            check_share(name, v)?;
+        }
+        for (name, v) in [
+            ("card-collection-rate", self.card_collection_rate),
+            ("price-markup-rate", self.price_markup_rate),
+            ("short-quantity-rate", self.short_quantity_rate),
+            ("paperwork-rate", self.paperwork_rate),
+            ("non-transacting-outlets", self.non_transacting_outlets),
+            ("many-places-rate", self.many_places_rate),
+            ("markup-factor-min", self.markup_factor_min),
+            ("markup-factor-max", self.markup_factor_max),
+        ] {
+            check_rate(name, v)?;
+        }
+        check_range("ring-size", self.ring_size_min, self.ring_size_max)?;
+        check_range(
+            "supplier-share",
+            self.supplier_share_min,
+            self.supplier_share_max,
+        )?;
+        check_range(
+            "collection-cards",
+            self.collection_cards_min,
+            self.collection_cards_max,
+        )?;
+        check_range(
+            "collection-spacing",
+            self.collection_spacing_min_secs,
+            self.collection_spacing_max_secs,
+        )?;
+        check_range(
+            "markup-factor",
+            self.markup_factor_min,
+            self.markup_factor_max,
+        )?;
+        check_range("short-factor", self.short_factor_min, self.short_factor_max)?;
+        check_range(
+            "paperwork-share",
+            self.paperwork_share_min,
+            self.paperwork_share_max,
+        )?;
+        check_range("overcharge", self.overcharge_min, self.overcharge_max)?;
+        check_range(
+            "non-transacting-share",
+            self.non_transacting_share_min,
+            self.non_transacting_share_max,
+        )?;
+        check_range(
+            "many-places-outlets",
+            self.many_places_outlets_min,
+            self.many_places_outlets_max,
+        )?;
+        check_range(
+            "realization-lag-share",
+            self.realization_lag_share_min,
+            self.realization_lag_share_max,
+        )?;
+        if self.ring_size_min < 2 {
+            bail!(
+                "--ring-size-min must be at least 2 (a ring is several outlets), got {}",
+                self.ring_size_min
+            );
+        }
+        if self.collection_cards_min < 2 {
+            bail!(
+                "--collection-cards-min must be at least 2, got {}",
+                self.collection_cards_min
+            );
+        }
+        if self.collection_jitter_secs >= self.collection_spacing_min_secs {
+            bail!(
+                "--collection-jitter-secs ({}) must be below --collection-spacing-min-secs ({}) \
+                 so that swipes stay in order",
+                self.collection_jitter_secs,
+                self.collection_spacing_min_secs
+            );
+        }
+        if self.markup_factor_min < 1.0 || self.markup_factor_max > 10.0 {
+            bail!(
+                "--markup-factor-min/max must lie between 1 and 10, got {}..{}",
+                self.markup_factor_min,
+                self.markup_factor_max
+            );
+        }
+        if self.overcharge_min <= 0.0 {
+            bail!(
+                "--overcharge-min must be above 0 (no overcharge is no mismatch), got {}",
+                self.overcharge_min
+            );
+        }
+        if self.short_factor_min <= 0.0 {
+            bail!(
+                "--short-factor-min must be above 0, got {}",
+                self.short_factor_min
+            );
+        }
+        if self.many_places_outlets_min < 2 || self.many_places_outlets_max > 50 {
+            bail!(
+                "--many-places-outlets-min/max must lie between 2 (one outlet is no \
+                 \"many places\") and 50, got {}..{}",
+                self.many_places_outlets_min,
+                self.many_places_outlets_max
+            );
+        }
+        if self.many_places_hours == 0 || self.many_places_hours > 12 {
+            bail!(
+                "--many-places-hours must be between 1 and 12 (the swipes stay within one \
+                 day's shop hours), got {}",
+                self.many_places_hours
+            );
+        }
+        if self.realization_lag_share_min <= 0.0 {
+            bail!(
+                "--realization-lag-share-min must be above 0 (no delayed KPM is no lag), got {}",
+                self.realization_lag_share_min
+            );
+        }
+        if self.seasonal_window_days == 0 || self.seasonal_window_days > 28 {
+            bail!(
+                "--seasonal-window-days must be between 1 and 28, got {}",
+                self.seasonal_window_days
+            );
+        }
+        Ok(())
+    }
+}
