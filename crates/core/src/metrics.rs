@@ -12,8 +12,8 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// Registers a metric and hands it back; names are fixed in this file, so a clash or a
-/// malformed name is a bug caught by every test that makes `Metrics`.
+/// Registers a metric and hands it back; names are fixed in each component's metrics
+/// file, so a clash or a malformed name is a bug caught by every test that makes them.
 pub fn registered<M: Collector + Clone + 'static>(
     r: &Registry,
     metric: prometheus::Result<M>,

@@ -33,6 +33,23 @@ struct Outage {
     since: Instant,
 }
 
+/// What a long-running process (`run`, `store`, `notify`) serves on `/metrics` and
+/// `/health`: the one registry all its components register their metrics in, and its
+/// broker health (whose gauges are in that registry too).
+pub struct Served {
+    pub registry: Registry,
+    pub health: Arc<Health>,
+}
+
+impl Default for Served {
+    /// A fresh registry with the broker health in it.
+    fn default() -> Served {
+        let registry = Registry::new();
+        let health = Health::register(&registry);
+        Served { registry, health }
+    }
+}
+
 /// What `/health` answers, as JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthStatus {

@@ -3,16 +3,14 @@
 
 use std::sync::Arc;
 
-use prometheus::{IntCounterVec, Registry};
+use prometheus::IntCounterVec;
 
 use pantau_core::metrics::counter;
-use pantau_kafka::health::Health;
+use pantau_kafka::health::Served;
 
 pub struct NotifyMetrics {
-    /// The registry these metrics and the broker's health report to: the one `/metrics`
-    /// serves.
-    pub registry: Registry,
-    pub health: Arc<Health>,
+    /// The registry these metrics report to, and the broker's health.
+    pub served: Served,
     /// Records on a followed topic that could not be read.
     pub unreadable: IntCounterVec,
     pub notifications: IntCounterVec,
@@ -21,23 +19,23 @@ pub struct NotifyMetrics {
 
 impl NotifyMetrics {
     pub fn new() -> Arc<NotifyMetrics> {
-        let r = &Registry::new();
+        let served = Served::default();
+        let r = &served.registry;
         Arc::new(NotifyMetrics {
-            registry: r.clone(),
-            health: Health::register(r),
             unreadable: pantau_kafka::unreadable_counter(r),
             notifications: counter(
-                    r,
-                    "pantau_notifications_total",
-                    "Notification tries of `pantau notify` by channel and regency: `sent`, `failed` (a try failed), `retried` (a try after a failure), `dead_lettered` (to pantau.notify.dlq after the last try)",
-                    &["channel", "regency", "outcome"],
-                ),
+                r,
+                "pantau_notifications_total",
+                "Notification tries of `pantau notify` by channel and regency: `sent`, `failed` (a try failed), `retried` (a try after a failure), `dead_lettered` (to pantau.notify.dlq after the last try)",
+                &["channel", "regency", "outcome"],
+            ),
             notify_unrouted: counter(
-                    r,
-                    "pantau_notify_unrouted_total",
-                    "Live alerts no route of the routing file covers, by regency",
-                    &["regency"],
-                ),
+                r,
+                "pantau_notify_unrouted_total",
+                "Live alerts no route of the routing file covers, by regency",
+                &["regency"],
+            ),
+            served,
         })
     }
 }

@@ -25,10 +25,8 @@ use std::time::Duration;
 use anyhow::Context;
 use rdkafka::mocking::MockCluster;
 
-use crate::serve::serve;
 use pantau_core::model::{Alert, Stream, ALL_TOPICS};
-use pantau_engine::alert;
-use pantau_engine::alert::comparable;
+use pantau_engine::alert::{self, comparable};
 use pantau_engine::engine::EngineConfig;
 use pantau_kafka::sink::KafkaSink;
 use pantau_kafka::source::SourceConfig;
@@ -37,6 +35,8 @@ use pantau_run::feed;
 use pantau_run::metrics::RunMetrics;
 use pantau_run::pipeline::{self, ReplayConfig, RunConfig};
 use pantau_sim::{self as sim, SimConfig};
+
+use crate::serve::serve;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoConfig {
@@ -96,8 +96,8 @@ pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
     });
     let metrics = RunMetrics::new();
     let (addr, _server) = match serve(
-        metrics.registry.clone(),
-        metrics.health.clone(),
+        metrics.served.registry.clone(),
+        metrics.served.health.clone(),
         config.metrics_addr,
     )
     .await
@@ -105,8 +105,8 @@ pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
         Ok(served) => served,
         Err(_) => {
             serve(
-                metrics.registry.clone(),
-                metrics.health.clone(),
+                metrics.served.registry.clone(),
+                metrics.served.health.clone(),
                 SocketAddr::from(([127, 0, 0, 1], 0)),
             )
             .await?
@@ -258,6 +258,7 @@ fn bytes_ahead(largest_sent: &[u64], sent: usize, taken: u64) -> u64 {
 fn check_nothing_lost(fed: u64, metrics: &RunMetrics) -> anyhow::Result<()> {
     let taken = consumed(metrics);
     let gaps: u64 = metrics
+        .served
         .registry
         .gather()
         .iter()
@@ -308,7 +309,7 @@ fn compare_with_replay(live: &[Alert], replayed: &[Alert]) -> anyhow::Result<()>
 
 fn print_dead_letters(metrics: &Arc<RunMetrics>) {
     let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
-    for family in metrics.registry.gather() {
+    for family in metrics.served.registry.gather() {
         if family.name() != "pantau_dlq_records_total" {
             continue;
         }

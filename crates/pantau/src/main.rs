@@ -7,15 +7,13 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 
-use pantau_engine::engine::EngineConfig;
-use pantau_kafka::KafkaConfig;
-use std::sync::Arc;
-
 use pantau_core::model::Stream;
+use pantau_engine::engine::EngineConfig;
 use pantau_engine::{alert, lint};
-use pantau_kafka::health::Health;
+use pantau_kafka::health::Served;
 use pantau_kafka::sink::KafkaSink;
 use pantau_kafka::source::SourceConfig;
+use pantau_kafka::KafkaConfig;
 use pantau_notify::metrics::NotifyMetrics;
 use pantau_run::metrics::RunMetrics;
 use pantau_run::pipeline::{self, ReplayConfig, RunConfig};
@@ -226,10 +224,9 @@ enum RulesCommand {
 /// kept.
 async fn serve_metrics(
     addr: SocketAddr,
-    registry: &prometheus::Registry,
-    health: &Arc<Health>,
+    served: &Served,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let (bound, server) = serve::serve(registry.clone(), health.clone(), addr)
+    let (bound, server) = serve::serve(served.registry.clone(), served.health.clone(), addr)
         .await
         .context("starting the metrics endpoint")?;
     tracing::info!(addr = %bound, "serving /metrics");
@@ -379,7 +376,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
         } => {
             let metrics = StoreMetrics::new();
-            let _server = serve_metrics(metrics_addr, &metrics.registry, &metrics.health).await?;
+            let _server = serve_metrics(metrics_addr, &metrics.served).await?;
             store::follow(&kafka, &store, &follow, metrics).await
         }
         Command::Store {
@@ -413,7 +410,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config: _,
         } => {
             let metrics = RunMetrics::new();
-            let _server = serve_metrics(metrics_addr, &metrics.registry, &metrics.health).await?;
+            let _server = serve_metrics(metrics_addr, &metrics.served).await?;
             let summary = pipeline::run(&kafka, &source, &run, &engine, metrics, |a| {
                 tracing::info!(alert_id = %a.alert_id, rule = %a.rule_id, regency = %a.regency_code, "alert");
             })
@@ -428,7 +425,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config: _,
         } => {
             let metrics = NotifyMetrics::new();
-            let _server = serve_metrics(metrics_addr, &metrics.registry, &metrics.health).await?;
+            let _server = serve_metrics(metrics_addr, &metrics.served).await?;
             pantau_notify::deliver::run(&kafka, &notify, metrics).await
         }
         Command::Config {

@@ -522,7 +522,7 @@ pub async fn run(
     detector.apply(Change::Snoozes(snoozes));
     kafka.ensure_topics(&pantau_core::model::ALL_TOPICS).await?;
     let internal_partitions = kafka.partition_count(TOPIC_BY_PROVINCE)?;
-    let health = metrics.health.clone();
+    let health = metrics.served.health.clone();
     let transactional_id = |role: &str| {
         run_config
             .transactional

@@ -593,7 +593,7 @@ pub async fn follow(
         }
         let (alerts, outlets) = split(entries);
         let mut backoff = Backoff::new();
-        let health = metrics.health.clone();
+        let health = metrics.served.health.clone();
         loop {
             if store.is_closed() {
                 match Store::connect(config).await {

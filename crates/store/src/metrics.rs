@@ -3,16 +3,14 @@
 
 use std::sync::Arc;
 
-use prometheus::{IntCounter, IntCounterVec, Registry};
+use prometheus::{IntCounter, IntCounterVec};
 
 use pantau_core::metrics::{counter, single};
-use pantau_kafka::health::Health;
+use pantau_kafka::health::Served;
 
 pub struct StoreMetrics {
-    /// The registry these metrics and the broker's health report to: the one `/metrics`
-    /// serves.
-    pub registry: Registry,
-    pub health: Arc<Health>,
+    /// The registry these metrics report to, and the broker's health.
+    pub served: Served,
     /// Records on a followed topic that could not be read.
     pub unreadable: IntCounterVec,
     pub stored: IntCounterVec,
@@ -22,28 +20,28 @@ pub struct StoreMetrics {
 
 impl StoreMetrics {
     pub fn new() -> Arc<StoreMetrics> {
-        let r = &Registry::new();
+        let served = Served::default();
+        let r = &served.registry;
         Arc::new(StoreMetrics {
-            registry: r.clone(),
-            health: Health::register(r),
             unreadable: pantau_kafka::unreadable_counter(r),
             stored: counter(
-                    r,
-                    "pantau_store_rows_total",
-                    "Rows `pantau store` wrote to PostgreSQL, by table (alerts, outlets)",
-                    &["table"],
-                ),
+                r,
+                "pantau_store_rows_total",
+                "Rows `pantau store` wrote to PostgreSQL, by table (alerts, outlets)",
+                &["table"],
+            ),
             store_errors: single(
-                    r,
-                    "pantau_store_errors_total",
-                    "Failed PostgreSQL connections or writes of `pantau store` (each retried)",
-                ),
+                r,
+                "pantau_store_errors_total",
+                "Failed PostgreSQL connections or writes of `pantau store` (each retried)",
+            ),
             store_skipped: counter(
-                    r,
-                    "pantau_store_skipped_total",
-                    "Records the alert store left out because PostgreSQL refused one of their values, by table and SQLSTATE",
-                    &["table", "sqlstate"],
-                ),
+                r,
+                "pantau_store_skipped_total",
+                "Records the alert store left out because PostgreSQL refused one of their values, by table and SQLSTATE",
+                &["table", "sqlstate"],
+            ),
+            served,
         })
     }
 }
