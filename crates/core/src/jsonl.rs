@@ -63,7 +63,7 @@ pub struct AlertFiles {
 }
 
 /// `alerts.jsonl` → `alerts.shadow.jsonl`.
-pub fn shadow_path_for(alerts: &Path) -> std::path::PathBuf {
+pub(crate) fn shadow_path_for(alerts: &Path) -> std::path::PathBuf {
     let stem = alerts
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())

@@ -13,12 +13,12 @@ pub const TOPIC_BY_PROVINCE: &str = "pantau.by-province";
 /// Input topics, in the order their files are named in a history folder.
 pub const TOPIC_TRANSACTIONS: &str = "bpnt.transactions";
 pub const TOPIC_DISBURSEMENTS: &str = "bpnt.disbursements";
-pub const TOPIC_TRANSFERS: &str = "bpnt.transfers";
+pub(crate) const TOPIC_TRANSFERS: &str = "bpnt.transfers";
 pub const TOPIC_OUTLETS: &str = "bpnt.outlets";
 pub const TOPIC_ALERTS: &str = "pantau.alerts";
 /// Alerts of rules in shadow mode: watched by rule authors, notified to no one.
-pub const TOPIC_SHADOW_ALERTS: &str = "pantau.alerts.shadow";
-pub const TOPIC_DLQ: &str = "pantau.dlq";
+pub(crate) const TOPIC_SHADOW_ALERTS: &str = "pantau.alerts.shadow";
+pub(crate) const TOPIC_DLQ: &str = "pantau.dlq";
 /// Every topic `pantau run` reads or writes; it creates those missing (a broker that
 /// cannot, like librdkafka's mock cluster, must have them made beforehand).
 pub const ALL_TOPICS: [&str; 8] = [
@@ -31,6 +31,13 @@ pub const ALL_TOPICS: [&str; 8] = [
     TOPIC_DLQ,
     TOPIC_BY_PROVINCE,
 ];
+
+/// The largest money value (rupiah) a record may carry: Rp 1 trillion, far above any
+/// payment, credit or transfer of the program. The rollups and rules sum these as
+/// `BIGINT` and cast float sums of `qty × unit_price` back to `BIGINT`; a value near
+/// `i64::MAX` would make that cast fail and stop the day's rollups for every outlet, so
+/// one corrupt record is rejected on decoding instead.
+pub const MAX_RUPIAH: i64 = 1_000_000_000_000;
 
 /// The four input streams pantau consumes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

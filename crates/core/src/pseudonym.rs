@@ -28,15 +28,6 @@ pub const PERSON_ENTITY_TYPES: [&str; 2] = ["card", "kpm"];
 /// never does.
 pub const REFERENCE_PATTERN: &str = "^P[0-9a-f]{16}$";
 
-/// What the commands that make references take on their command line.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct PseudonymArgs {
-    /// Make card references without `PANTAU_PSEUDONYM_KEY` (unkeyed hashes of the card
-    /// ids, which anyone can recompute): for tests and demos, never for real data.
-    #[arg(long)]
-    pub allow_unkeyed_references: bool,
-}
-
 /// No key where references must be made.
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -73,10 +64,11 @@ impl Pseudonyms {
     }
 
     /// The key from `variable` (normally [`KEY_ENV`]); missing or empty is an error
-    /// unless `args` allow unkeyed references.
-    pub fn from_env(variable: &str, args: &PseudonymArgs) -> Result<Pseudonyms, MissingKey> {
+    /// unless unkeyed references (hashes anyone can recompute: test data only) are
+    /// allowed.
+    pub fn from_env(variable: &str, allow_unkeyed: bool) -> Result<Pseudonyms, MissingKey> {
         let key = std::env::var(variable).unwrap_or_default();
-        if key.is_empty() && !args.allow_unkeyed_references {
+        if key.is_empty() && !allow_unkeyed {
             return Err(MissingKey(variable.to_owned()));
         }
         Ok(Pseudonyms::new(key.as_bytes()))
@@ -120,12 +112,9 @@ mod tests {
     #[test]
     fn a_missing_key_is_an_error_unless_allowed_and_the_key_never_shows() {
         let unset = "PANTAU_TEST_KEY_THAT_IS_NOT_SET";
-        let e = Pseudonyms::from_env(unset, &PseudonymArgs::default()).unwrap_err();
+        let e = Pseudonyms::from_env(unset, false).unwrap_err();
         assert!(e.to_string().contains(unset), "{e}");
-        let allowed = PseudonymArgs {
-            allow_unkeyed_references: true,
-        };
-        assert!(Pseudonyms::from_env(unset, &allowed).is_ok());
+        assert!(Pseudonyms::from_env(unset, true).is_ok());
         let debug = format!("{:?}", Pseudonyms::new(b"s3cret-key"));
         assert!(!debug.contains("s3cret"), "{debug}");
     }

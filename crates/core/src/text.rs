@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 /// The longest duration any setting or rule may name: a hundred years. Durations are
 /// added to event times in µs (`i64`); anything longer means a typo, and refusing it here
 /// keeps every later sum in range.
-pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(
@@ -153,4 +153,27 @@ pub fn tanggal(at: DateTime<FixedOffset>) -> String {
         MONTHS[at.month0() as usize],
         at.year()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_duration_too_long_to_represent_is_an_error_not_a_panic() {
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        let huge = format!("{}s", "9".repeat(400));
+        for text in ["100000000000000000000d", huge.as_str(), "36501d"] {
+            let error = parse_duration(text).unwrap_err();
+            assert!(error.contains("longest accepted"), "{text}: {error}");
+        }
+        assert!(parse_duration("NaNs").is_err());
+    }
+
+    #[test]
+    fn parses_durations_with_units() {
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("200ms"), Ok(Duration::from_millis(200)));
+        assert!(parse_duration("10 minutes").is_err());
+    }
 }

@@ -17,7 +17,7 @@ use pantau_core::regions::Regions;
 use pantau_core::text::{fill, hex_prefix, tanggal};
 
 /// Columns every rule must return; the rest is evidence.
-pub const REQUIRED_COLUMNS: [&str; 3] = ["entity_id", "regency_code", "score"];
+pub(crate) const REQUIRED_COLUMNS: [&str; 3] = ["entity_id", "regency_code", "score"];
 
 pub fn alert_id(
     rule_id: &str,
@@ -63,14 +63,14 @@ pub fn comparable(alerts: &[Alert]) -> serde_json::Result<BTreeMap<String, Value
 /// A rule returned something that cannot become an alert.
 #[derive(Debug, thiserror::Error)]
 #[error("rule {rule_id}: result row {row} {problem}")]
-pub struct RuleOutputError {
+pub(crate) struct RuleOutputError {
     pub rule_id: String,
     pub row: usize,
     pub problem: String,
 }
 
 /// Turns one rule's result rows for one window into alerts.
-pub fn make_alerts(
+pub(crate) fn make_alerts(
     rule: &Rule,
     window_start_us: i64,
     window_end_us: i64,
@@ -141,7 +141,7 @@ pub fn make_alerts(
 
 /// An alert that continues an episode (see `suppress`) says since when, how long, and
 /// how many detections since the last alert were not sent again.
-pub fn mark_ongoing(alert: &mut Alert, ongoing: Ongoing) {
+pub(crate) fn mark_ongoing(alert: &mut Alert, ongoing: Ongoing) {
     let since = local_time(ongoing.since, *alert.window_start.offset());
     let days = ((alert.window_end - since).num_hours() + 23) / 24;
     alert.evidence.insert(

@@ -116,20 +116,25 @@ struct Manifest {
     episodes: Vec<(String, String, Episode)>,
 }
 
-/// A checkpoint written by a pantau whose format this one does not read.
+/// Why a checkpoint cannot be used. Either way the caller does the same: passes it over
+/// for an older one, or rebuilds the partition's state from the internal topic; the
+/// kind only says why (the `reason` of `pantau_state_rebuilds_total`).
 #[derive(Debug, thiserror::Error)]
-#[error("checkpoint {dir} has format {found}, this pantau reads {FORMAT_VERSION}")]
-struct OtherFormat {
-    dir: String,
-    found: u32,
+pub enum Unusable {
+    /// Written by a pantau whose format this one does not read (after an upgrade).
+    #[error("checkpoint {dir} has format {found}, this pantau reads {FORMAT_VERSION}")]
+    OtherFormat { dir: String, found: u32 },
+    /// Missing, damaged or inconsistent files (a crash mid-write, a bad disk).
+    #[error(transparent)]
+    Corrupt(#[from] anyhow::Error),
 }
 
-/// Why a checkpoint was passed over: the `reason` of `pantau_state_rebuilds_total`.
-pub fn unusable_reason(error: &anyhow::Error) -> &'static str {
-    if error.downcast_ref::<OtherFormat>().is_some() {
-        "format"
-    } else {
-        "corrupt"
+impl Unusable {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Unusable::OtherFormat { .. } => "format",
+            Unusable::Corrupt(_) => "corrupt",
+        }
     }
 }
 
@@ -138,7 +143,7 @@ pub fn unusable_reason(error: &anyhow::Error) -> &'static str {
 /// checkpoints passed over on the way, each with why.
 pub struct Restoration {
     pub restored: Option<Restored>,
-    pub skipped: Vec<(String, anyhow::Error)>,
+    pub skipped: Vec<(String, Unusable)>,
 }
 
 /// A checkpoint read back: the state and the input offset it stands for.
@@ -431,111 +436,16 @@ impl CheckpointStore {
     }
 
     /// Reads the checkpoint `name` of `partition`.
-    pub fn read(&self, partition: i32, name: &str) -> anyhow::Result<Restored> {
+    pub fn read(&self, partition: i32, name: &str) -> Result<Restored, Unusable> {
         let dir = self.partition_dir(partition).join(name);
-        let manifest: Manifest = serde_json::from_slice(
-            &fs::read(dir.join("manifest.json"))
-                .with_context(|| format!("reading checkpoint {}", dir.display()))?,
-        )
-        .with_context(|| format!("checkpoint {} has a bad manifest", dir.display()))?;
+        let manifest = read_manifest(&dir)?;
         if manifest.version != FORMAT_VERSION {
-            return Err(OtherFormat {
+            return Err(Unusable::OtherFormat {
                 dir: dir.display().to_string(),
                 found: manifest.version,
-            }
-            .into());
+            });
         }
-        let mut raw = Vec::new();
-        for (table, entries) in manifest.raw {
-            let table = static_table(&table)?;
-            let batches = read_listed(&dir, &format!("raw-{table}"), entries.len())?;
-            check_schemas(&dir, table, &batches)?;
-            let parts = entries
-                .into_iter()
-                .zip(batches)
-                .map(|(e, b)| {
-                    Ok((
-                        BufferedMeta {
-                            min_time: e.min_time,
-                            max_time: e.max_time,
-                            partition: e.source.id()?,
-                            min_offset: e.min_offset,
-                        },
-                        b,
-                    ))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            raw.push((table, parts));
-        }
-        let mut rollups = Vec::new();
-        for (table, dates) in manifest.rollups {
-            let table = static_table(&table)?;
-            let batches = read_listed(&dir, &format!("rollup-{table}"), dates.len())?;
-            check_schemas(&dir, table, &batches)?;
-            rollups.push((table, dates.into_iter().zip(batches).collect()));
-        }
-        let seen_path = dir.join("seen.arrow");
-        let seen = if seen_path.exists() {
-            seen_of(&read_batches(&seen_path)?)
-                .with_context(|| format!("checkpoint {}: bad seen.arrow", dir.display()))?
-        } else {
-            Vec::new()
-        };
-        let next_end = manifest
-            .next_end
-            .into_iter()
-            .map(|e| {
-                Ok((
-                    Series {
-                        spec: e.window.parse()?,
-                        zone: e.zone,
-                    },
-                    e.end,
-                ))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let next_offset = manifest
-            .next_offset
-            .into_iter()
-            .map(|p| Ok((p.source.id()?, p.value.unwrap_or(0))))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let partitions = manifest
-            .partition_max_event
-            .into_iter()
-            .map(|p| Ok((p.source.id()?, p.value)))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let idle = manifest
-            .idle_sources
-            .iter()
-            .map(SourcePartition::id)
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let registry = manifest
-            .registry
-            .into_iter()
-            .map(outlet_of)
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(Restored {
-            name: name.to_string(),
-            position: manifest.position,
-            snapshot: EngineSnapshot {
-                window: WindowSnapshot {
-                    raw,
-                    rollups,
-                    registry,
-                    seen,
-                    next_end,
-                    next_offset,
-                    max_event: manifest.max_event,
-                },
-                watermark: WatermarkSnapshot {
-                    current: manifest.watermark,
-                    partitions,
-                    idle,
-                },
-                evicted_at: manifest.evicted_at,
-                episodes: manifest.episodes,
-            },
-        })
+        Ok(read_state(&dir, name, manifest)?)
     }
 
     /// The checkpoint a committed offset restarts from: the one the commit's metadata
@@ -550,7 +460,10 @@ impl CheckpointStore {
         let names = match self.list(partition) {
             Ok(names) => names,
             Err(e) => {
-                skipped.push((self.partition_dir(partition).display().to_string(), e));
+                skipped.push((
+                    self.partition_dir(partition).display().to_string(),
+                    Unusable::Corrupt(e),
+                ));
                 Vec::new()
             }
         };
@@ -590,11 +503,113 @@ impl CheckpointStore {
     }
 }
 
+fn read_manifest(dir: &Path) -> anyhow::Result<Manifest> {
+    serde_json::from_slice(
+        &fs::read(dir.join("manifest.json"))
+            .with_context(|| format!("reading checkpoint {}", dir.display()))?,
+    )
+    .with_context(|| format!("checkpoint {} has a bad manifest", dir.display()))
+}
+
+/// The state a checkpoint's files hold, as its manifest lists them.
+fn read_state(dir: &Path, name: &str, manifest: Manifest) -> anyhow::Result<Restored> {
+    let mut raw = Vec::new();
+    for (table, entries) in manifest.raw {
+        let table = static_table(&table)?;
+        let batches = read_listed(dir, &format!("raw-{table}"), entries.len())?;
+        check_schemas(dir, table, &batches)?;
+        let parts = entries
+            .into_iter()
+            .zip(batches)
+            .map(|(e, b)| {
+                Ok((
+                    BufferedMeta {
+                        min_time: e.min_time,
+                        max_time: e.max_time,
+                        partition: e.source.id()?,
+                        min_offset: e.min_offset,
+                    },
+                    b,
+                ))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        raw.push((table, parts));
+    }
+    let mut rollups = Vec::new();
+    for (table, dates) in manifest.rollups {
+        let table = static_table(&table)?;
+        let batches = read_listed(dir, &format!("rollup-{table}"), dates.len())?;
+        check_schemas(dir, table, &batches)?;
+        rollups.push((table, dates.into_iter().zip(batches).collect()));
+    }
+    let seen_path = dir.join("seen.arrow");
+    let seen = if seen_path.exists() {
+        seen_of(&read_batches(&seen_path)?)
+            .with_context(|| format!("checkpoint {}: bad seen.arrow", dir.display()))?
+    } else {
+        Vec::new()
+    };
+    let next_end = manifest
+        .next_end
+        .into_iter()
+        .map(|e| {
+            Ok((
+                Series {
+                    spec: e.window.parse()?,
+                    zone: e.zone,
+                },
+                e.end,
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let next_offset = manifest
+        .next_offset
+        .into_iter()
+        .map(|p| Ok((p.source.id()?, p.value.unwrap_or(0))))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let partitions = manifest
+        .partition_max_event
+        .into_iter()
+        .map(|p| Ok((p.source.id()?, p.value)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let idle = manifest
+        .idle_sources
+        .iter()
+        .map(SourcePartition::id)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let registry = manifest
+        .registry
+        .into_iter()
+        .map(outlet_of)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Restored {
+        name: name.to_string(),
+        position: manifest.position,
+        snapshot: EngineSnapshot {
+            window: WindowSnapshot {
+                raw,
+                rollups,
+                registry,
+                seen,
+                next_end,
+                next_offset,
+                max_event: manifest.max_event,
+            },
+            watermark: WatermarkSnapshot {
+                current: manifest.watermark,
+                partitions,
+                idle,
+            },
+            evicted_at: manifest.evicted_at,
+            episodes: manifest.episodes,
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::engine::{Engine, EngineConfig, RawRecord};
-    use crate::metrics::EngineMetrics;
     use pantau_core::model::Alert;
     use pantau_core::model::Outgoing;
     use std::time::Duration;
@@ -609,7 +624,7 @@ mod tests {
             snooze: None,
         };
         let rules = crate::rules::load_dir(&crate::rules::shipped_dir()).unwrap();
-        let mut engine = Engine::new(&config, rules, EngineMetrics::new());
+        let mut engine = Engine::new(&config, rules);
         // The registry comes first in the feed and is read up to date: it holds nothing.
         for stream in Stream::ALL.into_iter().filter(|s| *s != Stream::Outlets) {
             engine.assign((stream, 0));
@@ -634,7 +649,7 @@ mod tests {
                     })
                     .collect();
                 offset += part.len() as i64;
-                assert!(engine.ingest(stream, 0, &raw).unwrap().is_empty());
+                assert!(engine.ingest(stream, 0, &raw, 0).unwrap().is_empty());
                 alerts.extend(engine.advance(0).await.unwrap());
             }
         }
@@ -675,7 +690,7 @@ mod tests {
         };
         let mut whole = engine();
         let mut expected = feed(&mut whole, &records, 0).await;
-        expected.extend(whole.finish().await.unwrap());
+        expected.extend(whole.finish(0).await.unwrap());
         assert!(
             expected.len() > 5,
             "too few alerts to compare: {}",
@@ -714,7 +729,7 @@ mod tests {
             from = cut;
         }
         got.extend(feed(&mut current, &records[from..], from as i64).await);
-        got.extend(current.finish().await.unwrap());
+        got.extend(current.finish(0).await.unwrap());
         assert_eq!(ids(&got), ids(&expected));
     }
 
@@ -738,7 +753,7 @@ mod tests {
         let records = simulated(1, 8);
         let mut whole = engine();
         let mut expected = feed(&mut whole, &records, 0).await;
-        expected.extend(whole.finish().await.unwrap());
+        expected.extend(whole.finish(0).await.unwrap());
         assert!(expected.len() > 3, "too few alerts: {}", expected.len());
         let (older, newer) = (records.len() * 3 / 10, records.len() * 3 / 5);
         type Damage = fn(&Path);
@@ -783,13 +798,13 @@ mod tests {
             let restoration = store.for_commit(0, newer as i64, &name);
             assert_eq!(restoration.skipped.len(), 1, "{reason}");
             assert_eq!(restoration.skipped[0].0, name);
-            assert_eq!(unusable_reason(&restoration.skipped[0].1), reason);
+            assert_eq!(restoration.skipped[0].1.reason(), reason);
             let restored = restoration.restored.expect("the older checkpoint");
             assert_eq!(restored.position, older as i64);
             let mut second = engine();
             second.restore(restored.snapshot);
             got.extend(feed(&mut second, &records[older..], older as i64).await);
-            got.extend(second.finish().await.unwrap());
+            got.extend(second.finish(0).await.unwrap());
             let mut unique = ids(&got);
             unique.dedup();
             assert_eq!(unique, ids(&expected), "after a {reason} checkpoint");
@@ -827,7 +842,7 @@ mod tests {
         .unwrap();
         let restoration = store.for_commit(1, 7, &name);
         assert!(restoration.restored.is_none());
-        assert_eq!(unusable_reason(&restoration.skipped[0].1), "corrupt");
+        assert_eq!(restoration.skipped[0].1.reason(), "corrupt");
     }
 
     #[test]

@@ -14,12 +14,14 @@ use datafusion::arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::tables;
-use pantau_core::model::{Bank, OutletStatus, Payment, Stream, TxnType, PROGRAM_START_US};
+use pantau_core::model::{
+    Bank, OutletStatus, Payment, Stream, TxnType, MAX_RUPIAH, PROGRAM_START_US,
+};
 use pantau_core::regions::Regions;
 
 /// Why a record was rejected; the string form is the DLQ `reason` and a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Reason {
+pub(crate) enum Reason {
     EmptyMessage,
     InvalidJson,
     MissingField,
@@ -46,25 +48,6 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 16] = [
-        Reason::EmptyMessage,
-        Reason::InvalidJson,
-        Reason::MissingField,
-        Reason::WrongType,
-        Reason::UnknownBank,
-        Reason::UnknownPayment,
-        Reason::UnknownType,
-        Reason::UnknownStatus,
-        Reason::UnknownRegency,
-        Reason::NonPositiveAmount,
-        Reason::TimeWithoutOffset,
-        Reason::InvalidValue,
-        Reason::Future,
-        Reason::BeforeProgram,
-        Reason::TooLarge,
-        Reason::Late,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::EmptyMessage => "empty_message",
@@ -88,7 +71,7 @@ impl Reason {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Rejection {
+pub(crate) struct Rejection {
     pub reason: Reason,
     pub message: String,
 }
@@ -117,20 +100,13 @@ impl Rejection {
 pub const MAX_DEAD_LETTER_ORIGINAL: usize = 256 * 1024;
 
 /// Longest rejection message kept, in characters.
-pub const MAX_MESSAGE_CHARS: usize = 400;
+pub(crate) const MAX_MESSAGE_CHARS: usize = 400;
 
 /// Longest piece of a bad value quoted in a message, in characters.
 const MAX_SHOWN_CHARS: usize = 64;
 
-/// The largest money value (rupiah) a record may carry: Rp 1 trillion, far above any
-/// payment, credit or transfer of the program. The rollups and rules sum these as
-/// `BIGINT` and cast float sums of `qty × unit_price` back to `BIGINT`; a value near
-/// `i64::MAX` would make that cast fail and stop the day's rollups for every outlet, so
-/// one corrupt record is rejected here instead.
-pub const MAX_RUPIAH: i64 = 1_000_000_000_000;
-
 /// No upper bound on event time: for a record whose receipt time is unknown.
-pub const NO_LATEST: i64 = i64::MAX;
+pub(crate) const NO_LATEST: i64 = i64::MAX;
 
 /// A bad value, quoted for a message and cut short if long.
 fn shown(value: &str) -> String {
@@ -149,7 +125,7 @@ pub struct Provenance {
 
 /// The result of decoding one chunk of records of one stream.
 #[derive(Debug, Default)]
-pub struct Decoded {
+pub(crate) struct Decoded {
     /// Valid rows, in input order.
     pub batch: Option<RecordBatch>,
     /// Item lines of the valid transactions (transactions stream only).
@@ -865,7 +841,7 @@ fn decode_stream<R: EventRow>(
 /// Decodes a chunk of records of one event stream (transactions, disbursements or
 /// transfers). The outlet registry goes through [`decode_outlets`]; asking this for it is
 /// the only error; a bad record is a rejection of that record, never of the chunk.
-pub fn decode_events(stream: Stream, inputs: &[Input<'_>]) -> anyhow::Result<Decoded> {
+pub(crate) fn decode_events(stream: Stream, inputs: &[Input<'_>]) -> anyhow::Result<Decoded> {
     Ok(match stream {
         Stream::Transactions => decode_stream(
             inputs,
@@ -904,7 +880,11 @@ pub fn decode_events(stream: Stream, inputs: &[Input<'_>]) -> anyhow::Result<Dec
 /// The event time of one record if, and only if, [`decode_events`] would accept it: the
 /// router takes its progress markers from these alone, so a record the engines reject
 /// never moves a watermark. `None` for the registry, which has no event time.
-pub fn accepted_event_time(stream: Stream, payload: Option<&[u8]>, latest: i64) -> Option<i64> {
+pub(crate) fn accepted_event_time(
+    stream: Stream,
+    payload: Option<&[u8]>,
+    latest: i64,
+) -> Option<i64> {
     let provenance = Provenance {
         partition: 0,
         offset: 0,
@@ -928,7 +908,7 @@ pub fn accepted_event_time(stream: Stream, payload: Option<&[u8]>, latest: i64) 
 
 /// Decodes registry records; returns the valid rows, in input order, and the rejections
 /// (input index, why). Every input is in exactly one of the two.
-pub fn decode_outlets(inputs: &[Input<'_>]) -> (Vec<OutletRow>, Vec<(usize, Rejection)>) {
+pub(crate) fn decode_outlets(inputs: &[Input<'_>]) -> (Vec<OutletRow>, Vec<(usize, Rejection)>) {
     let mut rows = Vec::new();
     let mut rejected = Vec::new();
     for (i, input) in inputs.iter().enumerate() {
@@ -941,7 +921,7 @@ pub fn decode_outlets(inputs: &[Input<'_>]) -> (Vec<OutletRow>, Vec<(usize, Reje
 }
 
 /// The registry snapshot as a batch, outlets in id order so every run sees the same table.
-pub fn outlets_batch(latest: &HashMap<String, OutletRow>) -> anyhow::Result<RecordBatch> {
+pub(crate) fn outlets_batch(latest: &HashMap<String, OutletRow>) -> anyhow::Result<RecordBatch> {
     let mut rows: Vec<&OutletRow> = latest.values().collect();
     rows.sort_by(|a, b| a.outlet_id.cmp(&b.outlet_id));
     Ok(to_batch(&tables::OUTLETS_SCHEMA, &rows)?
@@ -1669,12 +1649,7 @@ mod tests {
         assert_eq!(forwarded.len(), records.len());
         let progress = route::max_event_time(stream, &records, latest);
         let config = crate::engine::EngineConfig::for_rule_author(None, None);
-        let mut engine = Engine::new(
-            &config,
-            crate::rules::RuleSet::default(),
-            crate::metrics::EngineMetrics::new(),
-        )
-        .without_figures();
+        let mut engine = Engine::new(&config, crate::rules::RuleSet::default()).without_figures();
         let envelopes: Vec<Envelope> = forwarded
             .iter()
             .map(|o| Envelope::decode(&o.payload).expect("the router's own encoding"))
@@ -1701,7 +1676,7 @@ mod tests {
             };
             match whole {
                 Some(whole) => {
-                    let d = engine.reject_too_large(stream, 0, &record, whole);
+                    let d = engine.reject_too_large(stream, 0, &record, whole, 0);
                     assert!(d.original_truncated && d.original.len() < 400_000);
                     dead.push(d);
                 }
@@ -1710,7 +1685,7 @@ mod tests {
         }
         dead.extend(
             engine
-                .ingest(stream, 0, &raw)
+                .ingest(stream, 0, &raw, 0)
                 .expect("ingest never fails a chunk"),
         );
         let accepted: Vec<i64> = records
@@ -1735,7 +1710,7 @@ mod tests {
             .unwrap();
         runtime.block_on(async {
             engine.advance(0).await.expect("advance");
-            engine.finish().await.expect("finish");
+            engine.finish(0).await.expect("finish");
         });
     }
 

@@ -14,68 +14,64 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use base64::Engine as _;
-use chrono::Utc;
+use chrono::{DateTime, FixedOffset, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::alert::{make_alerts, mark_ongoing};
 use crate::decode::{self, Input, Provenance, Reason, Rejection};
-use crate::metrics::EngineMetrics;
 use crate::program::{self, Figures};
 use crate::rules::{Rule, RuleSet, SqlRunner, View, ROLLUPS};
 use crate::suppress::{Cooldowns, Episode, SnoozeList, Verdict};
 use crate::tables::rows_of;
+use crate::tally::{RuleFailure, Tally};
 use crate::watermark::{WatermarkSnapshot, Watermarks};
 use crate::window::{first_date, ClosedWindow, Purpose, WindowSnapshot, WindowSpec, WindowState};
 use pantau_core::model::{
     Alert, DeadLetter, PartitionId, Stream, Whole, MAX_FORWARDED_BYTES, MAX_KEY_BYTES,
 };
-use pantau_core::text::parse_duration;
 
 /// Engine settings shared by `replay`, `run` and `demo`.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// How far behind the newest event time a record may arrive and still count, e.g.
-    /// `10m`. Later records go to the DLQ with reason `late`.
-    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    /// How far behind the newest event time a record may arrive and still count; later
+    /// ones are dead-lettered as `late`.
     pub lateness: Duration,
-    /// An input partition silent this long (with nothing waiting in the broker) is
-    /// declared idle and stops holding the watermark back; when all are idle the
-    /// watermark follows the wall clock so the last windows close.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// How long an input partition with nothing waiting may stay silent before it stops
+    /// holding the watermark back.
     pub idle_timeout: Duration,
-    /// Folder of rule files (`*.sql`, shared queries in `views/`). Without it: `./rules`
-    /// when that exists, else the rules built into this binary.
-    #[arg(long, env = "PANTAU_RULES")]
-    pub rules: Option<std::path::PathBuf>,
-    /// The longest one rule may run over one window; past it the rule is skipped for
-    /// that window (pantau_rule_failures_total{reason="timeout"}) and the others run.
-    /// A rule's `-- budget:` line overrides it.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    /// The rules folder; `None`: `./rules` when that exists, else the built-in rules.
+    pub rules: Option<PathBuf>,
+    /// The longest one rule may run over one window (a rule's `-- budget:` overrides it).
     pub rule_budget: Duration,
-    /// How far past the moment it was received a record's event time may lie, e.g. `5m`.
-    /// A later one (a terminal whose clock is wrong) goes to the DLQ with reason
-    /// `future` and moves no watermark. Keep it below `--lateness`: then no record ahead
-    /// of its time can make a punctual one late. In `run` a record is received when the
-    /// router reads it (its wall clock); in `replay` at `--now`.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    /// How far past its receipt a record's event time may lie before it is dead-lettered
+    /// as `future`.
     pub max_future: Duration,
-    /// Snooze list the monitoring team edits: CSV with `entity_id,rule_id,until,reason,who`
-    /// (`*` as rule_id: every rule). `pantau run` re-reads it when it changes.
-    #[arg(long)]
-    pub snooze: Option<std::path::PathBuf>,
+    /// The snooze list (CSV) the monitoring team edits.
+    pub snooze: Option<PathBuf>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            lateness: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(10),
+            rules: None,
+            rule_budget: Duration::from_secs(30),
+            max_future: Duration::from_secs(300),
+            snooze: None,
+        }
+    }
 }
 
 impl EngineConfig {
-    /// The settings the rule author's commands replay with: the CLI's defaults (replay
-    /// lifts the idle timeout itself), a generous budget, an optional snooze file.
+    /// The settings the rule author's commands replay with: the defaults (replay lifts
+    /// the idle timeout itself), a generous budget, an optional snooze file.
     pub fn for_rule_author(rules_dir: Option<&Path>, snooze: Option<PathBuf>) -> EngineConfig {
         EngineConfig {
-            lateness: Duration::from_secs(600),
-            max_future: Duration::from_secs(300),
-            idle_timeout: Duration::from_secs(10),
             rules: rules_dir.map(Path::to_path_buf),
             rule_budget: Duration::from_secs(60),
             snooze,
+            ..EngineConfig::default()
         }
     }
 
@@ -123,7 +119,8 @@ pub struct Engine {
     window: WindowState,
     watermarks: Watermarks,
     runner: SqlRunner,
-    metrics: Arc<EngineMetrics>,
+    /// What was counted since the caller last took it.
+    tally: Tally,
     /// Watermark of the last eviction.
     evicted_at: Option<i64>,
     /// The dashboards' figures; `None` where no one scrapes them (a replay).
@@ -157,6 +154,7 @@ fn dead_letter(
     partition: i32,
     record: &RawRecord<'_>,
     rejection: &Rejection,
+    rejected_at: DateTime<FixedOffset>,
 ) -> DeadLetter {
     let bytes = record.payload.unwrap_or_default();
     let kept = &bytes[..bytes.len().min(decode::MAX_DEAD_LETTER_ORIGINAL)];
@@ -192,8 +190,13 @@ fn dead_letter(
         offset: record.offset,
         reason: rejection.reason.as_str().to_string(),
         error: rejection.message.clone(),
-        rejected_at: Utc::now().fixed_offset(),
+        rejected_at,
     }
+}
+
+/// A moment given in µs since the epoch; one out of chrono's range is the epoch.
+fn at(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or_default()
 }
 
 /// The length of `text` as a JSON string's contents.
@@ -208,7 +211,7 @@ fn json_escaped_len(text: &str) -> usize {
 }
 
 impl Engine {
-    pub fn new(config: &EngineConfig, set: RuleSet, metrics: Arc<EngineMetrics>) -> Engine {
+    pub fn new(config: &EngineConfig, set: RuleSet) -> Engine {
         let RuleSet { rules, views } = set;
         let specs = window_specs(&rules, true);
         Engine {
@@ -222,7 +225,7 @@ impl Engine {
             window: WindowState::new(&specs),
             watermarks: Watermarks::new(config.lateness),
             runner: SqlRunner::new(),
-            metrics,
+            tally: Tally::default(),
             evicted_at: None,
             figures: Some(Figures::default()),
         }
@@ -235,6 +238,11 @@ impl Engine {
         self.figures = None;
         self.window.set_specs(&window_specs(&self.rules, false));
         self
+    }
+
+    /// What the engine counted, timed and computed since the last call.
+    pub fn take_tally(&mut self) -> Tally {
+        std::mem::take(&mut self.tally)
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -304,20 +312,24 @@ impl Engine {
         self.watermarks.release(partition);
     }
 
-    /// Decodes and buffers one chunk of one partition. Returns the dead letters (invalid
-    /// or late records); everything else is accounted for in the window state.
+    /// Decodes and buffers one chunk of one partition at `now` (µs since the epoch).
+    /// Returns the dead letters (invalid or late records); everything else is accounted
+    /// for in the window state.
     pub fn ingest(
         &mut self,
         stream: Stream,
         partition: i32,
         records: &[RawRecord<'_>],
+        now: i64,
     ) -> anyhow::Result<Vec<DeadLetter>> {
         let topic = stream.topic();
         let pid = (stream, partition);
-        self.metrics
-            .records_consumed
-            .with_label_values(&[topic])
-            .inc_by(records.len() as u64);
+        let rejection_time = at(now).fixed_offset();
+        Tally::count(
+            &mut self.tally.records_consumed,
+            topic,
+            records.len() as u64,
+        );
         let inputs: Vec<Input> = records
             .iter()
             .map(|r| Input {
@@ -337,20 +349,29 @@ impl Engine {
         if stream == Stream::Outlets {
             let (rows, rejected) = decode::decode_outlets(&inputs);
             for (i, r) in &rejected {
-                dead.push(dead_letter(stream, partition, &records[*i], r));
+                dead.push(dead_letter(
+                    stream,
+                    partition,
+                    &records[*i],
+                    r,
+                    rejection_time,
+                ));
             }
             self.window.apply_outlets(rows);
             self.count_dead(topic, &dead);
             return Ok(dead);
         }
         let decoded = decode::decode_events(stream, &inputs)?;
-        self.metrics
-            .decode_seconds
-            .with_label_values(&[topic])
-            .observe(started.elapsed().as_secs_f64());
+        self.tally.batches_decoded.push((topic, started.elapsed()));
         let rejected_at: HashSet<usize> = decoded.rejected.iter().map(|(i, _)| *i).collect();
         for (i, r) in &decoded.rejected {
-            dead.push(dead_letter(stream, partition, &records[*i], r));
+            dead.push(dead_letter(
+                stream,
+                partition,
+                &records[*i],
+                r,
+                rejection_time,
+            ));
         }
         // Decoded row n is the n-th input that was not rejected.
         let valid_inputs: Vec<usize> = (0..records.len())
@@ -376,16 +397,24 @@ impl Engine {
                         "event time is {lag} s older than the watermark; its windows may have closed"
                     ),
                 };
-                dead.push(dead_letter(stream, partition, record, &rejection));
+                dead.push(dead_letter(
+                    stream,
+                    partition,
+                    record,
+                    &rejection,
+                    rejection_time,
+                ));
             }
-            self.metrics
-                .late_records
-                .with_label_values(&[topic])
-                .inc_by(admission.late.len() as u64);
-            self.metrics
-                .duplicates
-                .with_label_values(&[topic])
-                .inc_by(admission.duplicates as u64);
+            Tally::count(
+                &mut self.tally.late_records,
+                topic,
+                admission.late.len() as u64,
+            );
+            Tally::count(
+                &mut self.tally.duplicates,
+                topic,
+                admission.duplicates as u64,
+            );
             if let Some(items) = &decoded.items {
                 let kept_offsets: HashSet<i64> = admission
                     .kept
@@ -403,18 +432,16 @@ impl Engine {
     }
 
     /// A record the router could only forward cut short: dead-lettered as `too_large`
-    /// with the whole record's length and hash, never decoded.
+    /// at `now` with the whole record's length and hash, never decoded.
     pub fn reject_too_large(
         &mut self,
         stream: Stream,
         partition: i32,
         record: &RawRecord<'_>,
         whole: &Whole,
+        now: i64,
     ) -> DeadLetter {
-        self.metrics
-            .records_consumed
-            .with_label_values(&[stream.topic()])
-            .inc();
+        Tally::count(&mut self.tally.records_consumed, stream.topic(), 1);
         self.window
             .note_offset((stream, partition), record.offset + 1);
         let rejection = Rejection {
@@ -425,7 +452,13 @@ impl Engine {
                 MAX_FORWARDED_BYTES
             ),
         };
-        let mut dead = dead_letter(stream, partition, record, &rejection);
+        let mut dead = dead_letter(
+            stream,
+            partition,
+            record,
+            &rejection,
+            at(now).fixed_offset(),
+        );
         dead.original_length = whole.length;
         dead.original_sha256 = whole.sha256.clone();
         dead.original_truncated = true;
@@ -433,32 +466,30 @@ impl Engine {
         dead
     }
 
-    fn count_dead(&self, topic: &str, dead: &[DeadLetter]) {
+    fn count_dead(&mut self, topic: &'static str, dead: &[DeadLetter]) {
         for d in dead {
-            self.metrics
-                .dead_letters
-                .with_label_values(&[topic, &d.reason])
-                .inc();
+            Tally::count(&mut self.tally.dead_letters, (topic, d.reason.clone()), 1);
         }
     }
 
-    /// Recomputes the watermark and closes every window it has passed.
-    pub async fn advance(&mut self, wall_clock_us: i64) -> anyhow::Result<Vec<Alert>> {
-        let Some(watermark) = self.watermarks.advance(wall_clock_us) else {
+    /// Recomputes the watermark at the wall clock's `now` (µs since the epoch: idle
+    /// partitions let it follow the clock) and closes every window it has passed; the
+    /// alerts are detected at `now`.
+    pub async fn advance(&mut self, now: i64) -> anyhow::Result<Vec<Alert>> {
+        let Some(watermark) = self.watermarks.advance(now) else {
             return Ok(Vec::new());
         };
-        self.update_watermark_metrics(watermark, wall_clock_us);
-        self.close_until(watermark).await
+        self.close_until(watermark, now).await
     }
 
-    /// End of input: every window that holds data closes.
-    pub async fn finish(&mut self) -> anyhow::Result<Vec<Alert>> {
+    /// End of input at `now`: every window that holds data closes.
+    pub async fn finish(&mut self, now: i64) -> anyhow::Result<Vec<Alert>> {
         let Some(max) = self.window.max_event() else {
             return Ok(Vec::new());
         };
         let end = max + self.window.longest_window_us();
         self.watermarks.force(end);
-        self.close_until(end).await
+        self.close_until(end, now).await
     }
 
     /// The largest event time a partition has delivered.
@@ -483,52 +514,21 @@ impl Engine {
         self.window.committable()
     }
 
-    fn update_watermark_metrics(&self, watermark: i64, wall_clock_us: i64) {
-        self.metrics.watermark.set(watermark as f64 / 1e6);
-        self.metrics
-            .watermark_lag
-            .set((wall_clock_us - watermark) as f64 / 1e6);
-        let mut oldest_per_topic: BTreeMap<&str, i64> = BTreeMap::new();
-        for ((stream, partition), max) in self.watermarks.partition_maxima() {
-            if let Some(max) = max {
-                self.metrics
-                    .partition_max_event
-                    .with_label_values(&[stream.topic(), &partition.to_string()])
-                    .set(max as f64 / 1e6);
-                oldest_per_topic
-                    .entry(stream.topic())
-                    .and_modify(|t| *t = (*t).min(max))
-                    .or_insert(max);
-            }
-        }
-        for (topic, t) in oldest_per_topic {
-            self.metrics
-                .topic_watermark
-                .with_label_values(&[topic])
-                .set(t as f64 / 1e6);
-            self.metrics
-                .topic_watermark_lag
-                .with_label_values(&[topic])
-                .set((wall_clock_us - t) as f64 / 1e6);
-        }
+    /// Every source partition with the largest event time it has delivered.
+    pub fn partition_maxima(&self) -> impl Iterator<Item = (PartitionId, Option<i64>)> + '_ {
+        self.watermarks.partition_maxima()
     }
 
-    async fn close_until(&mut self, watermark: i64) -> anyhow::Result<Vec<Alert>> {
+    async fn close_until(&mut self, watermark: i64, now: i64) -> anyhow::Result<Vec<Alert>> {
         let mut alerts = Vec::new();
         while let Some(window) = self.window.close_next(watermark)? {
             let started = Instant::now();
-            let label = window.series.spec.to_string();
             if !window.is_empty() {
-                alerts.extend(self.close(&window).await?);
+                alerts.extend(self.close(&window, now).await?);
             }
-            self.metrics
+            self.tally
                 .windows_closed
-                .with_label_values(&[&label])
-                .inc();
-            self.metrics
-                .window_close_seconds
-                .with_label_values(&[&label])
-                .observe(started.elapsed().as_secs_f64());
+                .push((window.series.spec.to_string(), started.elapsed()));
         }
         // Eviction walks every buffer and the dedup keys: once per hour of event time is
         // enough, and keeps that walk off the per-batch path.
@@ -568,10 +568,11 @@ impl Engine {
             if failed.len() == attempted {
                 for (view, e) in failed {
                     // The rules reading it fail on their own and are counted there.
-                    self.metrics
-                        .rule_failures
-                        .with_label_values(&[&format!("view:{}", view.name), "error"])
-                        .inc();
+                    Tally::count(
+                        &mut self.tally.rule_failures,
+                        (format!("view:{}", view.name), RuleFailure::Error),
+                        1,
+                    );
                     tracing::error!(view = %view.name, error = %format!("{e:#}"), "view failed to register; rules reading it will fail");
                 }
                 return;
@@ -580,7 +581,7 @@ impl Engine {
         }
     }
 
-    async fn close(&mut self, window: &ClosedWindow) -> anyhow::Result<Vec<Alert>> {
+    async fn close(&mut self, window: &ClosedWindow, now: i64) -> anyhow::Result<Vec<Alert>> {
         if !self.views_pending.is_empty() {
             self.register_views().await;
         }
@@ -588,7 +589,7 @@ impl Engine {
         if window.purpose == Purpose::Rollup {
             self.build_rollups().await?;
             if let Some(figures) = &self.figures {
-                figures.day_closed(&self.runner, &self.metrics).await;
+                figures.day_closed(&self.runner, &mut self.tally).await;
             }
         }
         if window.series.spec == program::WINDOW {
@@ -600,11 +601,11 @@ impl Engine {
                 .max_event()
                 .is_some_and(|max| window.end <= max + crate::window::MICROS_PER_DAY);
             if let Some(figures) = self.figures.as_mut().filter(|_| has_data) {
-                figures.period_closed(&self.runner, &self.metrics).await;
+                figures.period_closed(&self.runner, &mut self.tally).await;
             }
         }
         let mut alerts = Vec::new();
-        let detected_at = Utc::now();
+        let detected_at = at(now);
         for rule in self.rules.iter().filter(|r| r.window == window.series.spec) {
             let started = Instant::now();
             let budget = rule.budget.unwrap_or(self.rule_budget);
@@ -619,33 +620,29 @@ impl Engine {
                             detected_at,
                         )?)
                     })
-                    .map_err(|e| ("error", e)),
-                Ok(Err(e)) => Err(("error", e.into())),
+                    .map_err(|e| (RuleFailure::Error, e)),
+                Ok(Err(e)) => Err((RuleFailure::Error, e.into())),
                 Err(_) => Err((
-                    "timeout",
+                    RuleFailure::Timeout,
                     anyhow::anyhow!("ran longer than its budget of {budget:?}"),
                 )),
             };
-            self.metrics
-                .rule_seconds
-                .with_label_values(&[&rule.id])
-                .observe(started.elapsed().as_secs_f64());
+            self.tally
+                .rule_evaluations
+                .push((rule.id.clone(), started.elapsed()));
             match outcome {
                 Ok(found) => alerts.extend(hold_back(
                     &mut self.cooldowns,
                     &self.snoozes,
-                    &self.metrics,
+                    &mut self.tally,
                     rule,
                     window,
                     found,
                 )),
-                Err((reason, e)) => {
+                Err((failure, e)) => {
                     // One failing rule must not stop the others or the pipeline.
-                    self.metrics
-                        .rule_failures
-                        .with_label_values(&[&rule.id, reason])
-                        .inc();
-                    tracing::error!(rule = %rule.id, version = %rule.version, window_start = window.start, reason, error = %format!("{e:#}"), "rule skipped for this window");
+                    Tally::count(&mut self.tally.rule_failures, (rule.id.clone(), failure), 1);
+                    tracing::error!(rule = %rule.id, version = %rule.version, window_start = window.start, reason = failure.as_str(), error = %format!("{e:#}"), "rule skipped for this window");
                 }
             }
         }
@@ -688,7 +685,7 @@ impl Engine {
 fn hold_back(
     cooldowns: &mut Cooldowns,
     snoozes: &SnoozeList,
-    metrics: &EngineMetrics,
+    tally: &mut Tally,
     rule: &Rule,
     window: &ClosedWindow,
     found: Vec<Alert>,
@@ -709,28 +706,24 @@ fn hold_back(
                     mark_ongoing(&mut alert, ongoing);
                 }
                 let counter = if alert.shadow {
-                    &metrics.shadow_alerts
+                    &mut tally.shadow_alerts
                 } else {
-                    &metrics.alerts
+                    &mut tally.alerts
                 };
-                counter
-                    .with_label_values(&[
-                        &alert.rule_id,
-                        &alert.category,
-                        alert.severity.as_str(),
-                        &alert.regency_code,
-                    ])
-                    .inc();
+                let labels = [
+                    alert.rule_id.clone(),
+                    alert.category.clone(),
+                    alert.severity.as_str().to_owned(),
+                    alert.regency_code.clone(),
+                ];
+                Tally::count(counter, labels, 1);
                 raised.push(alert);
                 continue;
             }
             Verdict::Cooldown => "cooldown",
             Verdict::Snoozed => "snoozed",
         };
-        metrics
-            .alerts_suppressed
-            .with_label_values(&[&rule.id, reason])
-            .inc();
+        Tally::count(&mut tally.alerts_suppressed, (rule.id.clone(), reason), 1);
         // The alert id, not the entity: a card entity is personal data.
         match snooze {
             Some(s) => {
@@ -747,17 +740,7 @@ fn hold_back(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_duration_too_long_to_represent_is_an_error_not_a_panic() {
-        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
-        let huge = format!("{}s", "9".repeat(400));
-        for text in ["100000000000000000000d", huge.as_str(), "36501d"] {
-            let error = parse_duration(text).unwrap_err();
-            assert!(error.contains("longest accepted"), "{text}: {error}");
-        }
-        assert!(parse_duration("NaNs").is_err());
-    }
+    use crate::tally::ProgramFigure;
 
     fn txn(id: usize, at: &str) -> String {
         format!(
@@ -781,7 +764,13 @@ mod tests {
                 reason: Reason::InvalidJson,
                 message: "not valid JSON".into(),
             };
-            let dead = dead_letter(Stream::Transactions, 0, &record, &rejection);
+            let dead = dead_letter(
+                Stream::Transactions,
+                0,
+                &record,
+                &rejection,
+                at(0).fixed_offset(),
+            );
             let produced = serde_json::to_vec(&dead).unwrap();
             assert!(produced.len() < 500_000, "{}", produced.len());
             assert_eq!(dead.original_encoding, "base64");
@@ -798,7 +787,14 @@ mod tests {
             message: "x".into(),
         };
         assert_eq!(
-            dead_letter(Stream::Transactions, 0, &text, &rejection).original_encoding,
+            dead_letter(
+                Stream::Transactions,
+                0,
+                &text,
+                &rejection,
+                at(0).fixed_offset()
+            )
+            .original_encoding,
             "text"
         );
     }
@@ -828,7 +824,7 @@ mod tests {
                 received: Some(received),
             })
             .collect();
-        let dead = e.ingest(Stream::Transactions, 0, &records).unwrap();
+        let dead = e.ingest(Stream::Transactions, 0, &records, 0).unwrap();
         let reasons: Vec<(&str, i64)> =
             dead.iter().map(|d| (d.reason.as_str(), d.offset)).collect();
         assert_eq!(reasons, vec![("future", 1), ("before_program", 2)]);
@@ -845,7 +841,7 @@ mod tests {
             received: Some(received),
         };
         assert!(e
-            .ingest(Stream::Transactions, 0, &[record])
+            .ingest(Stream::Transactions, 0, &[record], 0)
             .unwrap()
             .is_empty());
     }
@@ -859,7 +855,7 @@ mod tests {
             rule_budget: Duration::from_secs(30),
             snooze: None,
         };
-        Engine::new(&config, RuleSet::default(), EngineMetrics::new())
+        Engine::new(&config, RuleSet::default())
     }
 
     fn ingest(engine: &mut Engine, payload: &str, offset: i64) -> Vec<DeadLetter> {
@@ -869,7 +865,9 @@ mod tests {
             offset,
             received: None,
         };
-        engine.ingest(Stream::Transactions, 2, &[record]).unwrap()
+        engine
+            .ingest(Stream::Transactions, 2, &[record], 0)
+            .unwrap()
     }
 
     #[tokio::test]
@@ -889,13 +887,7 @@ mod tests {
             ("bpnt.transactions", 2, 2)
         );
         assert_eq!(dead[0].key.as_deref(), Some("O1"));
-        assert_eq!(
-            e.metrics
-                .late_records
-                .with_label_values(&["bpnt.transactions"])
-                .get(),
-            1
-        );
+        assert_eq!(e.take_tally().late_records["bpnt.transactions"], 1);
     }
 
     #[tokio::test]
@@ -905,20 +897,11 @@ mod tests {
         assert!(ingest(&mut e, &payload, 0).is_empty());
         assert!(ingest(&mut e, &payload, 1).is_empty());
         assert_eq!(e.buffered_rows(), 1);
-        assert_eq!(
-            e.metrics
-                .duplicates
-                .with_label_values(&["bpnt.transactions"])
-                .get(),
-            1
-        );
-    }
-
-    #[test]
-    fn parses_durations_with_units() {
-        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_duration("200ms"), Ok(Duration::from_millis(200)));
-        assert!(parse_duration("10 minutes").is_err());
+        let tally = e.take_tally();
+        assert_eq!(tally.duplicates["bpnt.transactions"], 1);
+        // Nothing late is a count of zero, published as such: a dashboard's "late
+        // records" panel shows 0, not "no data".
+        assert_eq!(tally.late_records.get("bpnt.transactions"), Some(&0));
     }
 
     fn rule(id: &str, extra_header: &str, select: &str) -> Rule {
@@ -952,16 +935,15 @@ mod tests {
         );
         let mut e = engine_with(vec![slow, rule("fast", "", PER_OUTLET)]);
         ingest(&mut e, &txn(1, "2023-01-05T12:00:00+07:00"), 0);
-        let alerts = e.finish().await.unwrap();
+        let alerts = e.finish(0).await.unwrap();
         let rules: Vec<&str> = alerts.iter().map(|a| a.rule_id.as_str()).collect();
         assert_eq!(rules, vec!["fast"]);
-        let failures = |reason: &str| {
-            e.metrics
-                .rule_failures
-                .with_label_values(&["slow", reason])
-                .get()
-        };
-        assert_eq!((failures("timeout"), failures("error")), (1, 0));
+        let failures = e.take_tally().rule_failures;
+        let slow = |failure| failures.get(&("slow".to_owned(), failure)).copied();
+        assert_eq!(
+            (slow(RuleFailure::Timeout), slow(RuleFailure::Error)),
+            (Some(1), None)
+        );
     }
 
     #[tokio::test]
@@ -986,27 +968,17 @@ mod tests {
         assert_eq!(day_two.len(), 1, "the buffered day was lost on reload");
         assert_eq!(day_two[0].rule_version, v2.version);
         assert!(day_two[0].shadow);
-        assert_eq!(
-            e.metrics
-                .shadow_alerts
-                .with_label_values(&["per_outlet", "price_markup", "low", "3604"])
-                .get(),
-            1
-        );
+        let labels = ["per_outlet", "price_markup", "low", "3604"].map(String::from);
+        assert_eq!(e.take_tally().shadow_alerts[&labels], 1);
 
         // Snoozed from now on: detected, counted, not raised.
         e.set_snoozes(Arc::new(SnoozeList::parse(
             "snooze.csv",
             "entity_id,rule_id,until,reason,who\nO1,*,2023-01-31,cek,Tikor\n",
         )));
-        assert!(e.finish().await.unwrap().is_empty());
-        assert_eq!(
-            e.metrics
-                .alerts_suppressed
-                .with_label_values(&["per_outlet", "snoozed"])
-                .get(),
-            1
-        );
+        assert!(e.finish(0).await.unwrap().is_empty());
+        let suppressed = e.take_tally().alerts_suppressed;
+        assert_eq!(suppressed[&("per_outlet".to_owned(), "snoozed")], 1);
     }
 
     fn ingest_disbursements(engine: &mut Engine, payloads: &[String]) {
@@ -1020,7 +992,9 @@ mod tests {
                 received: None,
             })
             .collect();
-        let dead = engine.ingest(Stream::Disbursements, 0, &records).unwrap();
+        let dead = engine
+            .ingest(Stream::Disbursements, 0, &records, 0)
+            .unwrap();
         assert!(dead.is_empty(), "{dead:?}");
     }
 
@@ -1058,35 +1032,52 @@ mod tests {
             );
         }
         ingest(&mut e, &txn(9, "2023-01-03T11:00:00+07:00"), 3);
-        e.finish().await.unwrap();
-        let m = &e.metrics;
-        let current = ["3604", "2023-01"];
-        assert_eq!(m.kpm_credited.with_label_values(&current).get(), 4.0);
-        assert_eq!(m.kpm_spending.with_label_values(&current).get(), 2.0);
-        assert_eq!(m.realization.with_label_values(&current).get(), 0.5);
-        assert_eq!(
-            m.benefit_credited.with_label_values(&current).get(),
-            800_000.0
-        );
+        e.finish(0).await.unwrap();
+        let figures = e.take_tally().program;
+        let period = figures
+            .iter()
+            .rev()
+            .find_map(|f| match f {
+                ProgramFigure::Period {
+                    regency,
+                    period,
+                    credited_kpm,
+                    spending_kpm,
+                    credited_rupiah,
+                    spent_rupiah,
+                    ..
+                } if regency == "3604" && period == "2023-01" => Some((
+                    *credited_kpm,
+                    *spending_kpm,
+                    *credited_rupiah,
+                    *spent_rupiah,
+                )),
+                _ => None,
+            })
+            .expect("the period's figures");
         // K2 spent 330,000 from a 200,000 credit: counted up to its credit.
-        assert_eq!(m.benefit_spent.with_label_values(&current).get(), 320_000.0);
-        assert_eq!(m.purchases.with_label_values(&["3604", "KKS"]).get(), 3);
-        assert_eq!(m.purchases.with_label_values(&["3604", "QRIS"]).get(), 1);
-        assert_eq!(
-            m.purchase_rupiah.with_label_values(&["3604", "KKS"]).get(),
-            450_000
-        );
-        assert_eq!(
-            m.unit_price_median
-                .with_label_values(&["3604", "BERAS", "kg"])
-                .get(),
-            13_000.0
-        );
-        let info = m.render();
-        assert!(
-            info.contains(r#"pantau_regency_info{name="Kabupaten Serang",province="Banten",province_code="36",regency="3604"} 1"#),
-            "{info}"
-        );
+        assert_eq!(period, (4.0, 2.0, 800_000.0, 320_000.0));
+        let mut purchases: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        for f in &figures {
+            if let ProgramFigure::DayPurchases {
+                payment,
+                purchases: n,
+                rupiah,
+                ..
+            } = f
+            {
+                let sum = purchases.entry(payment.as_str()).or_default();
+                *sum = (sum.0 + n, sum.1 + rupiah);
+            }
+        }
+        assert_eq!(purchases["KKS"], (3, 450_000));
+        assert_eq!(purchases["QRIS"].0, 1);
+        assert!(figures.contains(&ProgramFigure::UnitPriceMedian {
+            regency: "3604".into(),
+            commodity: "BERAS".into(),
+            unit: "kg".into(),
+            rupiah: 13_000.0,
+        }));
     }
 
     #[tokio::test]
@@ -1107,20 +1098,28 @@ mod tests {
         {
             ingest(&mut e, &item(id, commodity, unit), offset as i64);
         }
-        e.finish().await.unwrap();
-        let rendered = e.metrics.render();
-        assert!(rendered.contains(r#"commodity="TELUR""#), "{rendered}");
+        e.finish(0).await.unwrap();
+        let labels: Vec<(String, String)> = e
+            .take_tally()
+            .program
+            .into_iter()
+            .filter_map(|f| match f {
+                ProgramFigure::UnitPriceMedian {
+                    commodity, unit, ..
+                } => Some((commodity, unit)),
+                _ => None,
+            })
+            .collect();
+        let has = |c: &str, u: &str| labels.contains(&(c.to_owned(), u.to_owned()));
         assert!(
-            rendered.contains(r#"commodity="other",regency="3604",unit="kg""#),
-            "{rendered}"
+            has("TELUR", "kg") && has("other", "kg") && has("BERAS", "other"),
+            "{labels:?}"
         );
         assert!(
-            rendered.contains(r#"commodity="BERAS",regency="3604",unit="other""#),
-            "{rendered}"
-        );
-        assert!(
-            !rendered.contains("KARTU") && !rendered.contains("sak-K1"),
-            "{rendered}"
+            labels
+                .iter()
+                .all(|(c, u)| !c.contains("KARTU") && !u.contains("sak-K1")),
+            "{labels:?}"
         );
     }
 
@@ -1136,12 +1135,29 @@ mod tests {
             })
             .collect();
         ingest_disbursements(&mut e, &credits);
-        e.finish().await.unwrap();
-        let text = e.metrics.render();
-        assert!(
-            text.contains(r#"pantau_kpm_credited{period="2023-02",regency="3604"} 1"#),
-            "{text}"
+        e.finish(0).await.unwrap();
+        let periods: Vec<(String, Option<String>, f64)> = e
+            .take_tally()
+            .program
+            .into_iter()
+            .filter_map(|f| match f {
+                ProgramFigure::Period {
+                    period,
+                    replaces,
+                    credited_kpm,
+                    ..
+                } => Some((period, replaces, credited_kpm)),
+                _ => None,
+            })
+            .collect();
+        let last = periods.last().expect("period figures");
+        assert_eq!((last.0.as_str(), last.2), ("2023-02", 1.0));
+        // The move from January to February says which series it replaces, once.
+        let replacing: Vec<_> = periods.iter().filter(|p| p.1.is_some()).collect();
+        assert_eq!(replacing.len(), 1, "{periods:?}");
+        assert_eq!(
+            (replacing[0].0.as_str(), replacing[0].1.as_deref()),
+            ("2023-02", Some("2023-01"))
         );
-        assert!(!text.contains(r#"period="2023-01""#), "{text}");
     }
 }

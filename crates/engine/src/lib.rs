@@ -17,20 +17,21 @@
 //! shipped ones are built in by `build.rs`), [`tables`] declares what a rule can read,
 //! [`lint`] checks a rule before it runs, [`program`] computes the realization, spending
 //! and price figures of the dashboards when a day or period closes, [`checkpoint`] writes
-//! and restores an engine's state, and [`metrics`] is what it counts.
+//! and restores an engine's state, and [`tally`] is what it counts and returns (the
+//! engine reads no clock and publishes nothing: time is an argument, figures a result).
 
 pub mod alert;
 pub mod checkpoint;
 pub mod decode;
 pub mod engine;
 pub mod lint;
-pub mod metrics;
 pub mod program;
 pub mod route;
 pub mod rules;
 pub mod slot_table;
 pub mod suppress;
 pub mod tables;
+pub mod tally;
 pub mod udf;
 pub mod watermark;
 pub mod window;

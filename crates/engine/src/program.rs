@@ -1,8 +1,8 @@
 //! The program's figures on the monitoring team's dashboards: realization, spending and
-//! prices per regency, computed by SQL over the windows the rules read and published as
-//! Prometheus metrics.
+//! prices per regency, computed by SQL over the windows the rules read and returned in
+//! the engine's tally, which `pantau-run` publishes as Prometheus metrics.
 //!
-//! Two moments publish them. When a local day closes ([`Figures::day_closed`]), that
+//! Two moments compute them. When a local day closes ([`Figures::day_closed`]), that
 //! day's purchases are added to the per-regency counters and the day's median KKS unit
 //! prices replace the price gauges. Once a day the [`WINDOW`] series closes over the
 //! card rollups of the last hundred days ([`Figures::period_closed`]), which is long
@@ -12,22 +12,21 @@
 //!
 //! Figures are computed by the engine that holds the regency's province, so a regency is
 //! published by one engine at a time whatever the number of instances. A failing figure
-//! query is logged and counted in `pantau_rule_failures_total{rule="figures:…"}`; it
-//! never stops the rules.
+//! query is logged and counted as a rule failure `figures:…`; it never stops the rules.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use serde_json::{Map, Value};
 
-use crate::metrics::EngineMetrics;
 use crate::rules::SqlRunner;
 use crate::tables::rows_of;
+use crate::tally::{ProgramFigure, RuleFailure, Tally};
 use crate::window::WindowSpec;
-use pantau_core::regions::Regions;
 
 /// The series that publishes realization: daily, over enough days of card rollups to
 /// see a three-month period from its credit to its end.
-pub const WINDOW: WindowSpec = WindowSpec::LocalDays {
+pub(crate) const WINDOW: WindowSpec = WindowSpec::LocalDays {
     days: 100,
     every: 1,
 };
@@ -110,114 +109,75 @@ fn number(row: &Map<String, Value>, column: &str) -> f64 {
 
 async fn run(
     runner: &SqlRunner,
-    metrics: &EngineMetrics,
+    tally: &mut Tally,
     name: &str,
     sql: &str,
 ) -> Option<Vec<Map<String, Value>>> {
     let label = format!("figures:{name}");
-    let timer = metrics
-        .rule_seconds
-        .with_label_values(&[&label])
-        .start_timer();
+    let started = Instant::now();
     let rows = match runner.query(sql).await {
         Ok(batches) => rows_of(&batches),
         Err(e) => Err(e.into()),
     };
-    timer.observe_duration();
+    tally
+        .rule_evaluations
+        .push((label.clone(), started.elapsed()));
     match rows {
         Ok(rows) => Some(rows),
         Err(e) => {
-            metrics
-                .rule_failures
-                .with_label_values(&[&label, "error"])
-                .inc();
+            Tally::count(&mut tally.rule_failures, (label, RuleFailure::Error), 1);
             tracing::error!(figures = name, error = %format!("{e:#}"), "program figures skipped for this window");
             None
         }
     }
 }
 
-/// Names the regency in `pantau_regency_info`, so dashboards can show and group by
-/// names and provinces without a label on every series.
-fn publish_info(metrics: &EngineMetrics, regency: &str) {
-    if let Some(r) = Regions::get().regency(regency) {
-        metrics
-            .regency_info
-            .with_label_values(&[&r.code, &r.name, &r.province_code, &r.province_name])
-            .set(1);
-    }
-}
-
 impl Figures {
     /// A local day closed; the runner holds that day's raw tables.
-    pub async fn day_closed(&self, runner: &SqlRunner, metrics: &EngineMetrics) {
-        if let Some(rows) = run(runner, metrics, "purchases", PURCHASES_SQL).await {
+    pub async fn day_closed(&self, runner: &SqlRunner, tally: &mut Tally) {
+        if let Some(rows) = run(runner, tally, "purchases", PURCHASES_SQL).await {
             for row in &rows {
-                let labels = [text(row, "regency_code"), text(row, "payment")];
-                metrics
-                    .purchases
-                    .with_label_values(&labels)
-                    .inc_by(number(row, "purchases") as u64);
-                metrics
-                    .purchase_rupiah
-                    .with_label_values(&labels)
-                    .inc_by(number(row, "rupiah") as u64);
-                publish_info(metrics, labels[0]);
+                tally.program.push(ProgramFigure::DayPurchases {
+                    regency: text(row, "regency_code").to_owned(),
+                    payment: text(row, "payment").to_owned(),
+                    purchases: number(row, "purchases") as u64,
+                    rupiah: number(row, "rupiah") as u64,
+                });
             }
         }
-        if let Some(rows) = run(runner, metrics, "prices", PRICES_SQL).await {
+        if let Some(rows) = run(runner, tally, "prices", PRICES_SQL).await {
             for row in &rows {
-                metrics
-                    .unit_price_median
-                    .with_label_values(&[
-                        text(row, "regency_code"),
-                        text(row, "commodity"),
-                        text(row, "unit"),
-                    ])
-                    .set(number(row, "median_price"));
+                tally.program.push(ProgramFigure::UnitPriceMedian {
+                    regency: text(row, "regency_code").to_owned(),
+                    commodity: text(row, "commodity").to_owned(),
+                    unit: text(row, "unit").to_owned(),
+                    rupiah: number(row, "median_price"),
+                });
             }
         }
     }
 
     /// A [`WINDOW`] closed; the runner holds its card rollups.
-    pub async fn period_closed(&mut self, runner: &SqlRunner, metrics: &EngineMetrics) {
-        let Some(rows) = run(runner, metrics, "realization", REALIZATION_SQL).await else {
+    pub async fn period_closed(&mut self, runner: &SqlRunner, tally: &mut Tally) {
+        let Some(rows) = run(runner, tally, "realization", REALIZATION_SQL).await else {
             return;
         };
         for row in &rows {
             let regency = text(row, "regency_code");
             let period = text(row, "period");
-            if let Some(previous) = self.periods.insert(regency.to_owned(), period.to_owned()) {
-                if previous != period {
-                    metrics.forget_period(regency, &previous);
-                }
-            }
-            let labels = [regency, period];
-            let credited = number(row, "credited_kpm");
-            let spending = number(row, "spending_kpm");
-            metrics
-                .kpm_credited
-                .with_label_values(&labels)
-                .set(credited);
-            metrics
-                .kpm_spending
-                .with_label_values(&labels)
-                .set(spending);
-            if credited > 0.0 {
-                metrics
-                    .realization
-                    .with_label_values(&labels)
-                    .set(spending / credited);
-            }
-            metrics
-                .benefit_credited
-                .with_label_values(&labels)
-                .set(number(row, "credited_rupiah"));
-            metrics
-                .benefit_spent
-                .with_label_values(&labels)
-                .set(number(row, "spent_rupiah"));
-            publish_info(metrics, regency);
+            let replaces = self
+                .periods
+                .insert(regency.to_owned(), period.to_owned())
+                .filter(|previous| previous != period);
+            tally.program.push(ProgramFigure::Period {
+                regency: regency.to_owned(),
+                period: period.to_owned(),
+                replaces,
+                credited_kpm: number(row, "credited_kpm"),
+                spending_kpm: number(row, "spending_kpm"),
+                credited_rupiah: number(row, "credited_rupiah"),
+                spent_rupiah: number(row, "spent_rupiah"),
+            });
         }
     }
 }

@@ -331,7 +331,7 @@ pub enum Location {
 }
 
 /// The folder looked for when `--rules` is not given.
-pub const DEFAULT_DIR: &str = "rules";
+pub(crate) const DEFAULT_DIR: &str = "rules";
 
 impl Location {
     /// `--rules` (or `PANTAU_RULES`) when given; else `./rules` when it exists; else
@@ -385,7 +385,7 @@ impl std::fmt::Display for Location {
 /// Built-in queries run when a local day closes; their rows become the daily rollups
 /// of `tables::ROLLUP_TABLES`. Reversed purchases still count as activity (the shop was
 /// open) and as baskets; a card's `spent` nets them out.
-pub const ROLLUPS: [(&str, &str); 5] = [
+pub(crate) const ROLLUPS: [(&str, &str); 5] = [
     (
         tables::OUTLET_DAILY,
         "SELECT outlet_id, regency_code, local_date,
@@ -474,7 +474,7 @@ pub const ROLLUPS: [(&str, &str); 5] = [
 ];
 
 /// The schema a table has inside a window: its own columns plus the window bounds.
-pub fn windowed_schema(base: &SchemaRef) -> SchemaRef {
+pub(crate) fn windowed_schema(base: &SchemaRef) -> SchemaRef {
     let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(Field::new(
         tables::WINDOW_START,
@@ -491,7 +491,7 @@ pub fn windowed_schema(base: &SchemaRef) -> SchemaRef {
 
 /// Casts a query's result to a declared table schema, column by column and by name, so a
 /// DataFusion change in an aggregate's output type cannot break the table contract.
-pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> anyhow::Result<RecordBatch> {
+pub(crate) fn conform(batch: &RecordBatch, schema: &SchemaRef) -> anyhow::Result<RecordBatch> {
     let columns = schema
         .fields()
         .iter()

@@ -31,7 +31,7 @@ type Rows = Arc<RwLock<Vec<RecordBatch>>>;
 
 /// The shared slot: `set` replaces the rows every plan over this table will read next.
 #[derive(Debug)]
-pub struct SlotTable {
+pub(crate) struct SlotTable {
     schema: SchemaRef,
     rows: Rows,
 }

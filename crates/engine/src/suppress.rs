@@ -41,7 +41,7 @@ pub struct Episode {
 
 /// What to do with one detection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Raise it. `ongoing` is set when it continues an earlier episode.
     Raise { ongoing: Option<Ongoing> },
     /// Within the cooldown of the last raised alert on the same entity.
@@ -52,7 +52,7 @@ pub enum Verdict {
 
 /// How long an entity has been detected, for the alert that says so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ongoing {
+pub(crate) struct Ongoing {
     pub since: i64,
     /// Detections not raised since the previous raised alert (or the episode's start).
     pub suppressed: u32,
@@ -60,7 +60,7 @@ pub struct Ongoing {
 
 /// Episodes per (rule id, entity id).
 #[derive(Debug, Clone, Default)]
-pub struct Cooldowns {
+pub(crate) struct Cooldowns {
     episodes: HashMap<(String, String), Episode>,
 }
 
@@ -147,11 +147,8 @@ impl Cooldowns {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.episodes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.episodes.is_empty()
     }
 }

@@ -13,21 +13,22 @@ use std::sync::{Arc, LazyLock};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 pub const TRANSACTIONS: &str = "transactions";
-pub const TRANSACTION_ITEMS: &str = "transaction_items";
+pub(crate) const TRANSACTION_ITEMS: &str = "transaction_items";
 pub const DISBURSEMENTS: &str = "disbursements";
-pub const TRANSFERS: &str = "transfers";
+pub(crate) const TRANSFERS: &str = "transfers";
 pub const OUTLETS: &str = "outlets";
-pub const OUTLET_DAILY: &str = "outlet_daily";
-pub const DISBURSEMENT_DAILY: &str = "disbursement_daily";
-pub const CARD_DAILY: &str = "card_daily";
-pub const OUTLET_BUNDLE_DAILY: &str = "outlet_bundle_daily";
-pub const OUTLET_TRANSFER_DAILY: &str = "outlet_transfer_daily";
+pub(crate) const OUTLET_DAILY: &str = "outlet_daily";
+pub(crate) const DISBURSEMENT_DAILY: &str = "disbursement_daily";
+pub(crate) const CARD_DAILY: &str = "card_daily";
+pub(crate) const OUTLET_BUNDLE_DAILY: &str = "outlet_bundle_daily";
+pub(crate) const OUTLET_TRANSFER_DAILY: &str = "outlet_transfer_daily";
 
 /// The raw-event tables a window over events is cut from.
-pub const RAW_TABLES: [&str; 4] = [TRANSACTIONS, TRANSACTION_ITEMS, DISBURSEMENTS, TRANSFERS];
+pub(crate) const RAW_TABLES: [&str; 4] =
+    [TRANSACTIONS, TRANSACTION_ITEMS, DISBURSEMENTS, TRANSFERS];
 
 /// The rollups kept per closed local day, in the order they are built.
-pub const ROLLUP_TABLES: [&str; 5] = [
+pub(crate) const ROLLUP_TABLES: [&str; 5] = [
     OUTLET_DAILY,
     DISBURSEMENT_DAILY,
     CARD_DAILY,
@@ -36,11 +37,11 @@ pub const ROLLUP_TABLES: [&str; 5] = [
 ];
 
 /// Columns every windowed table carries on top of its own.
-pub const WINDOW_START: &str = "window_start";
-pub const WINDOW_END: &str = "window_end";
+pub(crate) const WINDOW_START: &str = "window_start";
+pub(crate) const WINDOW_END: &str = "window_end";
 /// Provenance kept so the source knows which offsets a window still needs.
-pub const SRC_PARTITION: &str = "src_partition";
-pub const SRC_OFFSET: &str = "src_offset";
+pub(crate) const SRC_PARTITION: &str = "src_partition";
+pub(crate) const SRC_OFFSET: &str = "src_offset";
 
 pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
@@ -62,7 +63,7 @@ fn schema(fields: Vec<Field>) -> SchemaRef {
 }
 
 /// One row per payment (purchase or reversal), KKS or ordinary.
-pub static TRANSACTIONS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+pub(crate) static TRANSACTIONS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     let mut f = vec![
         utf8("txn_id"),
         utf8("bank"),
@@ -88,7 +89,7 @@ pub static TRANSACTIONS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 });
 
 /// One row per item line of a purchase that lists items (all KKS purchases).
-pub static TRANSACTION_ITEMS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+pub(crate) static TRANSACTION_ITEMS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     let mut f = vec![
         utf8("txn_id"),
         utf8("bank"),
@@ -143,7 +144,7 @@ pub static TRANSFERS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 });
 
 /// The registry: the latest record of every outlet seen so far (not windowed).
-pub static OUTLETS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+pub(crate) static OUTLETS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     schema(vec![
         utf8("outlet_id"),
         utf8("name"),
@@ -159,7 +160,7 @@ pub static OUTLETS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 /// Rollup kept per outlet and local day once that day's window has closed; long-horizon
 /// rules read this instead of months of raw events. Columns are nullable because they
 /// are aggregates computed by SQL.
-pub static OUTLET_DAILY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+pub(crate) static OUTLET_DAILY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     schema(vec![
         utf8("outlet_id"),
         utf8("regency_code"),
@@ -175,7 +176,7 @@ pub static OUTLET_DAILY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 });
 
 /// Rollup of credits per regency, bank and local day: the disbursement calendar.
-pub static DISBURSEMENT_DAILY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+pub(crate) static DISBURSEMENT_DAILY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     schema(vec![
         utf8("regency_code"),
         utf8("bank"),
@@ -187,7 +188,7 @@ pub static DISBURSEMENT_DAILY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 
 /// Rollup per KKS card and local day: what it was credited and what it spent, so
 /// period-long questions (who never spent, how fast a district spends) need no raw events.
-pub static CARD_DAILY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+pub(crate) static CARD_DAILY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     schema(vec![
         utf8("card_id"),
         utf8("regency_code"),
@@ -208,7 +209,7 @@ pub static CARD_DAILY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 
 /// Rollup per outlet, local day and basket: how many KKS purchases bought exactly the
 /// same items (commodity and quantity), the signature of pre-packed bundles.
-pub static OUTLET_BUNDLE_DAILY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+pub(crate) static OUTLET_BUNDLE_DAILY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     schema(vec![
         utf8("outlet_id"),
         utf8("regency_code"),
@@ -221,7 +222,7 @@ pub static OUTLET_BUNDLE_DAILY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 });
 
 /// Rollup per outlet, counterparty and local day of money leaving the outlet's account.
-pub static OUTLET_TRANSFER_DAILY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+pub(crate) static OUTLET_TRANSFER_DAILY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     schema(vec![
         utf8("outlet_id"),
         utf8("regency_code"),
@@ -234,7 +235,7 @@ pub static OUTLET_TRANSFER_DAILY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| 
 
 /// Every table a rule may read, with its schema as the rule sees it (windowed tables
 /// gain `window_start` and `window_end`).
-pub fn catalogue() -> Vec<(&'static str, SchemaRef, &'static str)> {
+pub(crate) fn catalogue() -> Vec<(&'static str, SchemaRef, &'static str)> {
     vec![
         (
             TRANSACTIONS,
@@ -290,7 +291,7 @@ pub fn catalogue() -> Vec<(&'static str, SchemaRef, &'static str)> {
 }
 
 /// The schema of one table of the catalogue, as stored (without the window columns).
-pub fn schema_of(table: &str) -> Option<SchemaRef> {
+pub(crate) fn schema_of(table: &str) -> Option<SchemaRef> {
     catalogue()
         .into_iter()
         .find(|(name, _, _)| *name == table)
@@ -298,7 +299,7 @@ pub fn schema_of(table: &str) -> Option<SchemaRef> {
 }
 
 /// Result batches → JSON rows, the shape both evidence and templates use.
-pub fn rows_of(
+pub(crate) fn rows_of(
     batches: &[datafusion::arrow::record_batch::RecordBatch],
 ) -> anyhow::Result<Vec<serde_json::Map<String, serde_json::Value>>> {
     let mut buf = Vec::new();

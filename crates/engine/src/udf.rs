@@ -70,7 +70,7 @@ pub fn others_rate(hits: f64, own_hits: f64, count: f64, own_count: f64) -> Opti
 }
 
 /// −log10 p, between 0 and 300: the alert score of a p-value, larger when less likely.
-pub fn p_score(p: f64) -> Option<f64> {
+pub(crate) fn p_score(p: f64) -> Option<f64> {
     (0.0..=1.0)
         .contains(&p)
         .then(|| (-p.max(1e-300).log10()).clamp(0.0, 300.0))

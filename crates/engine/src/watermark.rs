@@ -28,7 +28,7 @@ pub struct WatermarkSnapshot {
 }
 
 #[derive(Debug, Clone)]
-pub struct Watermarks {
+pub(crate) struct Watermarks {
     lateness_us: i64,
     /// Each partition's largest event time (`None`: nothing heard yet).
     partitions: BTreeMap<PartitionId, Option<i64>>,

@@ -26,9 +26,9 @@ use pantau_core::model::PartitionId;
 use pantau_core::model::Stream;
 
 pub const MICROS_PER_SEC: i64 = 1_000_000;
-pub const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SEC;
+pub(crate) const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SEC;
 /// Indonesia's three zones, in seconds east of UTC: WIB, WITA, WIT.
-pub const ZONES: [i32; 3] = [7 * 3600, 8 * 3600, 9 * 3600];
+pub(crate) const ZONES: [i32; 3] = [7 * 3600, 8 * 3600, 9 * 3600];
 /// Days of rollups a window over raw events sees as recent history; rollups are kept at
 /// least this long.
 const MIN_HISTORY_DAYS: i32 = 28;
@@ -190,7 +190,7 @@ impl Series {
 
 /// What a closed window is for: building the daily rollups, or running rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Purpose {
+pub(crate) enum Purpose {
     /// Rollups of a local day; ordered before rules so same-instant rules see them.
     Rollup,
     Rules,
@@ -198,7 +198,7 @@ pub enum Purpose {
 
 /// A window whose end the watermark has passed, with its tables.
 #[derive(Debug, Clone)]
-pub struct ClosedWindow {
+pub(crate) struct ClosedWindow {
     pub series: Series,
     pub purpose: Purpose,
     pub start: i64,
@@ -263,7 +263,7 @@ struct Rollup {
 
 /// Outcome of offering rows to the window state.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Admission {
+pub(crate) struct Admission {
     /// Row indices (into the decoded batch) older than the watermark.
     pub late: Vec<usize>,
     /// Redeliveries of rows already accepted.
@@ -275,7 +275,7 @@ pub struct Admission {
 
 /// Everything the windows keep between closes.
 #[derive(Debug, Default)]
-pub struct WindowState {
+pub(crate) struct WindowState {
     raw: BTreeMap<&'static str, Vec<Buffered>>,
     /// Rows in `raw`, kept as it changes: read every turn, so not counted each time.
     raw_rows: usize,
@@ -361,10 +361,6 @@ impl WindowState {
         self.series = series;
         let keep: HashSet<Series> = self.series.iter().copied().collect();
         self.next_end.retain(|s, _| keep.contains(s));
-    }
-
-    pub fn series(&self) -> &[Series] {
-        &self.series
     }
 
     /// Offers decoded rows of one chunk. Rows older than the watermark are reported as
@@ -497,10 +493,6 @@ impl WindowState {
             self.registry.insert(row.outlet_id.clone(), row);
         }
         self.registry_batch = None;
-    }
-
-    pub fn registry(&self) -> &HashMap<String, OutletRow> {
-        &self.registry
     }
 
     fn registry_table(&mut self) -> anyhow::Result<RecordBatch> {
@@ -862,7 +854,7 @@ fn local_date_of(t: i64) -> i32 {
 }
 
 /// Reads a Date32 column's first value; rollup batches are one day each.
-pub fn first_date(batch: &RecordBatch, column: &str) -> Option<i32> {
+pub(crate) fn first_date(batch: &RecordBatch, column: &str) -> Option<i32> {
     let col = batch.column_by_name(column)?;
     (!col.is_empty()).then(|| col.as_primitive::<Date32Type>().value(0))
 }

@@ -15,7 +15,7 @@ use prometheus::{IntCounter, IntGauge, Registry};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use serde::{Deserialize, Serialize};
 
-use pantau_core::metrics::{int_gauge, single};
+use crate::metrics::{int_gauge, single};
 
 /// Broker-connection state, shared as `Arc<Health>` between the Kafka clients that report
 /// on it and the `/health` endpoint that reads it.
@@ -199,7 +199,7 @@ impl Health {
 
 /// A Kafka client's error callback: to the health state when there is one, else to the
 /// log. `client` names the client in the log ("producer", "client").
-pub fn report_client_error(
+pub(crate) fn report_client_error(
     health: Option<&Health>,
     error: &KafkaError,
     reason: &str,
@@ -216,7 +216,7 @@ pub fn report_client_error(
 /// transport or resolve errors, and a broker that is merely unresponsive as timeouts.
 /// Leader elections and coordinator moves are left out: they are transient states of a
 /// live cluster, which librdkafka rides out on its own.
-pub fn is_broker_outage(error: &KafkaError) -> bool {
+pub(crate) fn is_broker_outage(error: &KafkaError) -> bool {
     use RDKafkaErrorCode as C;
     matches!(
         error.rdkafka_error_code(),
@@ -446,9 +446,9 @@ mod tests {
     fn metrics_expose_broker_state() {
         let registry = Registry::new();
         let health = Health::register(&registry);
-        assert!(pantau_core::metrics::render(&registry).contains("pantau_broker_up 1"));
+        assert!(crate::metrics::render(&registry).contains("pantau_broker_up 1"));
         health.broker_down("gone");
-        let text = pantau_core::metrics::render(&registry);
+        let text = crate::metrics::render(&registry);
         assert!(text.contains("pantau_broker_up 0"), "{text}");
         assert!(text.contains("pantau_broker_outages_total 1"), "{text}");
     }

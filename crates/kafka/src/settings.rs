@@ -13,13 +13,13 @@ use rdkafka::ClientContext;
 
 /// Environment variables that fill `sasl.username` and `sasl.password` when neither the
 /// properties file nor `-X` sets them (the compose file's way to pass them).
-pub const USERNAME_ENV: &str = "PANTAU_KAFKA_SASL_USERNAME";
-pub const PASSWORD_ENV: &str = "PANTAU_KAFKA_SASL_PASSWORD";
+pub(crate) const USERNAME_ENV: &str = "PANTAU_KAFKA_SASL_USERNAME";
+pub(crate) const PASSWORD_ENV: &str = "PANTAU_KAFKA_SASL_PASSWORD";
 
 /// Properties pantau sets itself because its guarantees depend on them, each with what
 /// to do instead. A user setting one is refused: an `enable.auto.commit=true` would
 /// commit offsets of records whose alerts were never written.
-pub const REFUSED: [(&str, &str); 13] = [
+pub(crate) const REFUSED: [(&str, &str); 13] = [
     ("bootstrap.servers", "give the brokers with --brokers"),
     ("metadata.broker.list", "give the brokers with --brokers"),
     ("group.id", "name the consumer group with --group"),
@@ -60,7 +60,7 @@ pub const REFUSED: [(&str, &str); 13] = [
 ];
 
 /// Properties whose values are secrets: never shown.
-pub fn is_secret(key: &str) -> bool {
+pub(crate) fn is_secret(key: &str) -> bool {
     [
         "password",
         "secret",
@@ -151,7 +151,7 @@ impl Property {
 }
 
 /// A librdkafka properties file: `key=value` lines, `#` comments, blank lines.
-pub fn read_properties_file(path: &Path) -> anyhow::Result<Vec<Property>> {
+pub(crate) fn read_properties_file(path: &Path) -> anyhow::Result<Vec<Property>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the Kafka properties file {}", path.display()))?;
     parse_properties(&text)
@@ -171,17 +171,12 @@ fn parse_properties(text: &str) -> Result<Vec<Property>, (usize, String)> {
 }
 
 /// The librdkafka settings of every client pantau makes against one cluster.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, Default)]
 pub struct ClientSettings {
-    /// A librdkafka property for every Kafka client pantau makes (consumers, producers,
-    /// admin), as kcat's -X: `-X security.protocol=SASL_SSL`. Repeatable; overrides
-    /// --kafka-config. A value `env:NAME` is read from the environment variable NAME and
-    /// `file:PATH` from a file, so no secret has to sit on a command line.
-    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = Property::parse)]
+    /// Properties for every client (consumers, producers, admin); they override the
+    /// file's. A value `env:NAME` or `file:PATH` is a secret read when resolved.
     pub properties: Vec<Property>,
-    /// A librdkafka properties file (`key=value` lines, `#` comments; kcat's -F), read
-    /// before -X.
-    #[arg(long, value_name = "FILE", env = "PANTAU_KAFKA_CONFIG")]
+    /// A properties file (`key=value` lines, `#` comments), read first.
     pub kafka_config: Option<PathBuf>,
 }
 
@@ -213,21 +208,6 @@ impl ClientSettings {
         Ok(resolved)
     }
 
-    /// The flags that give a child process these same settings; secrets stay the
-    /// references they were given as.
-    pub fn to_args(&self) -> Vec<std::ffi::OsString> {
-        let mut args = Vec::new();
-        if let Some(file) = &self.kafka_config {
-            args.push("--kafka-config".into());
-            args.push(file.clone().into_os_string());
-        }
-        for property in &self.properties {
-            args.push("-X".into());
-            args.push(format!("{}={}", property.key, property.value).into());
-        }
-        args
-    }
-
     /// Checks the properties the way librdkafka will when a client is made, without
     /// connecting to anything: an unknown name, a bad value, a mechanism it was built
     /// without or a certificate file it cannot load fails with its message naming it.
@@ -249,7 +229,7 @@ impl ClientSettings {
 }
 
 /// Settings pantau chooses for its clients that a user may still override with -X.
-pub trait SetDefault {
+pub(crate) trait SetDefault {
     fn set_default(&mut self, key: &str, value: &str) -> &mut Self;
 }
 
@@ -269,7 +249,7 @@ pub fn create<T: FromClientConfig>(config: &ClientConfig) -> anyhow::Result<T> {
 }
 
 /// As [`create`], with a context.
-pub fn create_with<C: ClientContext, T: FromClientConfigAndContext<C>>(
+pub(crate) fn create_with<C: ClientContext, T: FromClientConfigAndContext<C>>(
     config: &ClientConfig,
     context: C,
 ) -> anyhow::Result<T> {

@@ -30,7 +30,7 @@ const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Reports the producer's broker errors to the health state: while the broker is away
 /// the pipeline waits inside a send, and only the producer sees the outage.
-pub struct ProducerContext {
+pub(crate) struct ProducerContext {
     health: Option<Arc<Health>>,
 }
 
@@ -134,8 +134,8 @@ impl KafkaSink {
     }
 
     /// Commits the open transaction with the consumer offsets in `offsets`, then opens
-    /// the next one.
-    pub fn commit(
+    /// the next one (the source's and the group's `commit_in`).
+    pub(crate) fn commit_transaction(
         &self,
         offsets: &TopicPartitionList,
         group: &ConsumerGroupMetadata,

@@ -27,6 +27,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::health::Health;
+use crate::sink::KafkaSink;
 use crate::{KafkaConfig, SetDefault};
 use pantau_core::model::PartitionId;
 use pantau_core::model::Stream;
@@ -34,25 +35,19 @@ use pantau_core::model::TOPIC_BY_PROVINCE;
 
 /// The lag [`KafkaSource::backlog`] reports for a partition the broker did not answer
 /// about: unknown, so held as behind.
-pub const UNKNOWN_LAG: i64 = -1;
+pub(crate) const UNKNOWN_LAG: i64 = -1;
 
 /// Consumer group settings for `pantau run`.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone)]
 pub struct SourceConfig {
     /// Consumer group id; instances with the same id share the partitions.
-    #[arg(long, default_value = "pantau")]
     pub group: String,
     /// Largest number of records decoded together.
-    #[arg(long, default_value_t = 5000)]
     pub batch_size: usize,
-    /// Longest wait for a batch to fill, e.g. `200ms`.
-    #[arg(long, default_value = "200ms", value_parser = pantau_core::text::parse_duration)]
+    /// Longest wait for a batch to fill.
     pub linger: Duration,
-    /// How long the group coordinator waits for this member's heartbeat before handing
-    /// its partitions to others (librdkafka's `session.timeout.ms`). A broker busy
-    /// serving a backlog answers heartbeats late: 10 s was seen to expire there. A lost
-    /// session ends in a rejoin, never a stall.
-    #[arg(long, default_value = "45s", value_parser = pantau_core::text::parse_duration)]
+    /// librdkafka's `session.timeout.ms`: long, because a broker serving a backlog
+    /// answers heartbeats late (10 s was seen to expire).
     pub session_timeout: Duration,
 }
 
@@ -94,26 +89,88 @@ pub enum Assignment {
 }
 
 /// Partitions of a list that pantau knows.
-pub fn origins(list: &TopicPartitionList) -> Vec<Origin> {
+fn origins(list: &TopicPartitionList) -> Vec<Origin> {
     list.elements()
         .iter()
         .filter_map(|e| Origin::of(e.topic(), e.partition()))
         .collect()
 }
 
+/// Where an assigned partition starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// From this offset, with the state of the checkpoint taken there.
+    At(i64),
+    /// From the beginning, with empty state.
+    Beginning,
+}
+
 /// What runs inside the rebalance callback, while librdkafka waits for it.
 pub trait RebalanceHook: Send + Sync {
-    /// Partitions are about to be assigned: restore their state and set, in `list`, the
-    /// offset each is to be read from (left unset: the committed offset).
-    fn assigning(&self, consumer: &BaseConsumer<RecordingContext>, list: &mut TopicPartitionList);
+    /// Partitions are about to be assigned: restore their state and say where each is
+    /// to be read from (one not named: from its committed offset).
+    fn assigning(&self, group: &Group<'_>, assigned: &[Origin]) -> Vec<(Origin, Start)>;
     /// Partitions are about to be taken away: checkpoint and commit them now, the last
     /// moment this member may.
-    fn revoking(&self, consumer: &BaseConsumer<RecordingContext>, list: &TopicPartitionList);
+    fn revoking(&self, group: &Group<'_>, revoked: &[Origin]);
+}
+
+/// A committed offset and the metadata beside it (the name of the checkpoint taken there).
+pub(crate) type Committed = (i64, String);
+
+/// The consumer group member as a rebalance hook may use it.
+pub struct Group<'a> {
+    consumer: &'a BaseConsumer<RecordingContext>,
+}
+
+impl Group<'_> {
+    /// The committed offset of each partition with its metadata; `None` where nothing
+    /// was committed.
+    pub fn committed(
+        &self,
+        partitions: &[Origin],
+    ) -> anyhow::Result<Vec<(Origin, Option<Committed>)>> {
+        let committed = self
+            .consumer
+            .committed_offsets(partition_list(partitions), Duration::from_secs(30))
+            .context("cannot read the committed offsets")?;
+        Ok(partitions
+            .iter()
+            .map(|o| {
+                let commit =
+                    committed
+                        .find_partition(o.topic(), o.partition())
+                        .and_then(|e| match e.offset() {
+                            Offset::Offset(offset) => Some((offset, e.metadata().to_string())),
+                            _ => None,
+                        });
+                (*o, commit)
+            })
+            .collect())
+    }
+
+    /// The session expired: the partitions are already someone else's and no commit
+    /// of this member is accepted.
+    pub fn assignment_lost(&self) -> bool {
+        self.consumer.assignment_lost()
+    }
+
+    /// Commits `offsets` and waits for the broker's answer.
+    pub fn commit(&self, offsets: &[CommitOffset]) -> anyhow::Result<()> {
+        self.consumer
+            .commit(&offset_list(offsets)?, CommitMode::Sync)
+            .context("cannot commit offsets")
+    }
+
+    /// Commits `offsets` with `sink`'s open transaction, and opens the next.
+    pub fn commit_in(&self, sink: &KafkaSink, offsets: &[CommitOffset]) -> anyhow::Result<()> {
+        commit_with(self.consumer, sink, offsets)
+    }
 }
 
 /// Consumer context: runs the rebalance hook, records rebalances for the pipeline loop,
 /// and reports broker outages to the health state.
-pub struct RecordingContext {
+pub(crate) struct RecordingContext {
     events: Mutex<Vec<Assignment>>,
     hook: Mutex<Option<Arc<dyn RebalanceHook>>>,
     health: Option<Arc<Health>>,
@@ -166,7 +223,17 @@ impl ConsumerContext for RecordingContext {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 if let Some(hook) = self.hook() {
-                    hook.assigning(consumer, list);
+                    for (origin, start) in hook.assigning(&Group { consumer }, &origins(list)) {
+                        let offset = match start {
+                            Start::At(o) => Offset::Offset(o),
+                            Start::Beginning => Offset::Beginning,
+                        };
+                        if let Err(e) =
+                            list.set_partition_offset(origin.topic(), origin.partition(), offset)
+                        {
+                            tracing::error!(error = %e, "cannot set where an assigned partition starts");
+                        }
+                    }
                 }
                 if let Err(e) = consumer.assign(list) {
                     tracing::error!(error = %e, "cannot take up the assigned partitions");
@@ -181,7 +248,7 @@ impl ConsumerContext for RecordingContext {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 if let Some(hook) = self.hook() {
-                    hook.revoking(consumer, list);
+                    hook.revoking(&Group { consumer }, &origins(list));
                 }
                 if let Err(e) = consumer.unassign() {
                     tracing::error!(error = %e, "cannot release the revoked partitions");
@@ -226,8 +293,21 @@ pub struct CommitOffset {
     pub metadata: Option<String>,
 }
 
+/// Commits `offsets` with `sink`'s open transaction as `consumer`'s group, and opens the
+/// next transaction.
+fn commit_with(
+    consumer: &impl Consumer<RecordingContext>,
+    sink: &KafkaSink,
+    offsets: &[CommitOffset],
+) -> anyhow::Result<()> {
+    let group = consumer
+        .group_metadata()
+        .context("no consumer group metadata")?;
+    sink.commit_transaction(&offset_list(offsets)?, &group)
+}
+
 /// The offsets as librdkafka wants them.
-pub fn offset_list(offsets: &[CommitOffset]) -> anyhow::Result<TopicPartitionList> {
+fn offset_list(offsets: &[CommitOffset]) -> anyhow::Result<TopicPartitionList> {
     let mut list = TopicPartitionList::new();
     for c in offsets {
         let mut e = list.add_partition(c.origin.topic(), c.origin.partition());
@@ -510,7 +590,8 @@ impl KafkaSource {
         }
     }
 
-    pub fn consumer(&self) -> &StreamConsumer<RecordingContext> {
-        &self.consumer
+    /// Commits `offsets` with `sink`'s open transaction, and opens the next.
+    pub fn commit_in(&self, sink: &KafkaSink, offsets: &[CommitOffset]) -> anyhow::Result<()> {
+        commit_with(&self.consumer, sink, offsets)
     }
 }

@@ -25,7 +25,7 @@ const CHART_CID: &str = "bukti";
 /// What one message is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Kind {
+pub(crate) enum Kind {
     /// One alert.
     Alert,
     /// Alerts past a channel's hourly limit, folded into one message.
@@ -36,7 +36,7 @@ pub enum Kind {
 
 /// One message to send on one channel.
 #[derive(Debug, Clone)]
-pub struct Outbound {
+pub(crate) struct Outbound {
     /// The receiver's idempotency key: the alert id, or the digest's own id.
     pub key: String,
     pub kind: Kind,
@@ -46,7 +46,7 @@ pub struct Outbound {
 }
 
 #[async_trait::async_trait]
-pub trait Sender: Send + Sync {
+pub(crate) trait Sender: Send + Sync {
     async fn send(&self, outbound: &Outbound) -> anyhow::Result<()>;
 }
 
@@ -315,7 +315,7 @@ fn html_with_chart(html: &str, caption: &str) -> String {
 }
 
 /// The mail: plain text and HTML alternatives, the chart embedded in the HTML.
-pub fn email_message(
+pub(crate) fn email_message(
     from: lettre::message::Mailbox,
     to: &[lettre::message::Mailbox],
     outbound: &Outbound,
@@ -366,7 +366,7 @@ fn secret_from(env: &str, channel: &str) -> anyhow::Result<String> {
 
 /// The sender of a configured channel; secrets are read from the environment now, so a
 /// missing one stops `pantau notify` at start rather than at the first alert.
-pub fn sender_for(
+pub(crate) fn sender_for(
     name: &str,
     channel: &Channel,
     smtp: Option<&Smtp>,

@@ -23,15 +23,15 @@ use pantau_core::model::Alert;
 use pantau_core::model::OutletInfo;
 
 pub const WIDTH: u32 = 640;
-pub const HEIGHT: u32 = 360;
+pub(crate) const HEIGHT: u32 = 360;
 /// The outlet under suspicion, and the burst.
-pub const SUSPECT: RGBColor = RGBColor(200, 40, 40);
+pub(crate) const SUSPECT: RGBColor = RGBColor(200, 40, 40);
 /// Everyone else.
-pub const PEER: RGBColor = RGBColor(150, 150, 150);
+pub(crate) const PEER: RGBColor = RGBColor(150, 150, 150);
 /// The typical peer's line and the district median.
-pub const REFERENCE: RGBColor = RGBColor(30, 90, 200);
+pub(crate) const REFERENCE: RGBColor = RGBColor(30, 90, 200);
 /// Days within a disbursement window.
-pub const WINDOW_SHADE: RGBColor = RGBColor(255, 230, 160);
+pub(crate) const WINDOW_SHADE: RGBColor = RGBColor(255, 230, 160);
 const FONT: &str = "sans-serif";
 /// The burst chart's bar width.
 const BIN_MINUTES: i64 = 10;
@@ -60,16 +60,10 @@ pub fn load_font(path: &Path) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("{} is not a TrueType font", path.display()))
 }
 
+/// DejaVu Sans where Debian installs it (fonts-dejavu-core): it has every glyph of
+/// Bahasa Indonesia's text and the rupiah figures.
 pub fn default_font() -> std::path::PathBuf {
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf".into()
-}
-
-/// The font flag of the commands that draw charts.
-#[derive(Debug, Clone, clap::Args)]
-pub struct FontArg {
-    /// The TrueType font the charts' text is drawn in.
-    #[arg(long, default_value_os_t = default_font())]
-    pub chart_font: std::path::PathBuf,
 }
 
 fn numbers(evidence: &Map<String, Value>, key: &str) -> Option<Vec<f64>> {
@@ -87,7 +81,10 @@ fn number(evidence: &Map<String, Value>, key: &str) -> Option<f64> {
 
 /// The chart for an alert, when its evidence carries the series of one; an error only
 /// when the series are there but cannot be drawn.
-pub fn evidence_chart(alert: &Alert, outlet: Option<&OutletInfo>) -> anyhow::Result<Option<Chart>> {
+pub(crate) fn evidence_chart(
+    alert: &Alert,
+    outlet: Option<&OutletInfo>,
+) -> anyhow::Result<Option<Chart>> {
     let e = &alert.evidence;
     let outlet_name = outlet
         .map(|o| o.name.clone())

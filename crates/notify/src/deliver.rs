@@ -21,8 +21,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::{Message as _, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -37,40 +35,32 @@ use crate::metrics::NotifyMetrics;
 use crate::routes::Routes;
 use pantau_core::model::Outgoing;
 use pantau_core::model::{Alert, OutletInfo, TOPIC_ALERTS, TOPIC_OUTLETS};
+use pantau_kafka::follow::{read_followed, Followed, Follower};
 use pantau_kafka::sink::KafkaSink;
-use pantau_kafka::{read_followed, Followed, KafkaConfig};
+use pantau_kafka::KafkaConfig;
 
 /// Notifications that could not be delivered, with why.
 pub const TOPIC_NOTIFY_DLQ: &str = "pantau.notify.dlq";
 
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone)]
 pub struct NotifyConfig {
-    /// The routing file (see notify/routes.example.toml).
-    #[arg(long)]
+    /// The routing file.
     pub routes: PathBuf,
-    /// Folder of the message templates (alert.txt, alert.html, digest.txt, folded.txt,
-    /// categories.toml). Without it: `./notify/templates` when that exists, else the
-    /// templates built into this binary.
-    #[arg(long, env = "PANTAU_NOTIFY_TEMPLATES")]
+    /// The message templates' folder; `None`: `./notify/templates` when that exists,
+    /// else the built-in templates.
     pub templates: Option<PathBuf>,
-    /// Consumer group of the notifier (its own: it reads every alert).
-    #[arg(long, default_value = "pantau-notify")]
+    /// The notifier's own consumer group (it reads every alert).
     pub group: String,
     /// Tries per notification and channel before it is dead-lettered.
-    #[arg(long, default_value_t = 8)]
     pub max_tries: u32,
-    /// Wait after the first failed try; doubled after each further failure, up to 5 minutes.
-    #[arg(long, default_value = "2s", value_parser = pantau_core::text::parse_duration)]
+    /// Wait after the first failed try, doubled after each further one up to 5 minutes.
     pub retry_after: Duration,
-    /// Where the log of delivered notifications and the daily digests' tally are kept.
-    #[arg(long, default_value = "pantau-notify-state")]
+    /// Where the delivered log and the digests' tally are kept.
     pub state_dir: PathBuf,
-    #[command(flatten)]
-    pub font: crate::chart::FontArg,
-    /// The Tikor are people: an alert about a card names it by its keyed reference
-    /// (`PANTAU_PSEUDONYM_KEY`) in every message, webhook body and digest, never its id.
-    #[command(flatten)]
-    pub pseudonyms: pantau_core::pseudonym::PseudonymArgs,
+    /// The TrueType font of the charts.
+    pub chart_font: PathBuf,
+    /// Allow card references without a key (test data only).
+    pub allow_unkeyed_references: bool,
 }
 
 /// What goes to `pantau.notify.dlq`.
@@ -91,7 +81,7 @@ pub struct FailedNotification {
 }
 
 /// One message to deliver on one channel, and the alert offsets waiting on it.
-pub struct Job {
+pub(crate) struct Job {
     pub outbound: Outbound,
     origins: Vec<(i32, i64)>,
     /// The daily digest this is (alerts name their own regency).
@@ -452,11 +442,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let pseudonyms = pantau_core::pseudonym::Pseudonyms::from_env(
         pantau_core::pseudonym::KEY_ENV,
-        &config.pseudonyms,
+        config.allow_unkeyed_references,
     )?;
     let routes = Arc::new(Routes::load(&config.routes)?);
     let templates = Arc::new(Templates::locate(config.templates.as_deref())?);
-    crate::chart::load_font(&config.font.chart_font)?;
+    crate::chart::load_font(&config.chart_font)?;
     let log = Arc::new(std::sync::Mutex::new(DeliveredLog::open(
         &config.state_dir,
     )?));
@@ -507,17 +497,20 @@ pub async fn run(
         &templates,
         &queues,
     )?;
-    let consumer = kafka
-        .follower(&config.group, &[TOPIC_ALERTS, TOPIC_OUTLETS])
+    let follower = kafka
+        .follower(
+            &config.group,
+            &[TOPIC_ALERTS, TOPIC_OUTLETS],
+            metrics.unreadable.clone(),
+        )
         .await?;
     // The registry first, so that even the first alerts name their outlet and kecamatan.
     let mut registry = {
         let (kafka, metrics) = (kafka.clone(), metrics.clone());
         tokio::task::spawn_blocking(move || -> anyhow::Result<HashMap<String, OutletInfo>> {
             let mut registry = HashMap::new();
-            kafka.read_to_end(TOPIC_OUTLETS, |message| {
-                if let Some(Followed::Outlet(outlet)) = read_followed(message, &metrics.unreadable)
-                {
+            kafka.read_to_end(TOPIC_OUTLETS, |read| {
+                if let Some(Followed::Outlet(outlet)) = read_followed(&read, &metrics.unreadable) {
                     registry.insert(outlet.outlet_id.clone(), outlet_info(*outlet));
                 }
             })?;
@@ -543,16 +536,9 @@ pub async fn run(
     const MAX_IN_FLIGHT: usize = 10_000;
     loop {
         tokio::select! {
-            message = consumer.recv(), if progress.in_flight() < MAX_IN_FLIGHT => {
-                let message = match message {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "Kafka error while following");
-                        continue;
-                    }
-                };
-                let origin = (message.partition(), message.offset());
-                let alert = match read_followed(&message, &metrics.unreadable) {
+            read = follower.next(), if progress.in_flight() < MAX_IN_FLIGHT => {
+                let origin = (read.partition, read.offset);
+                let alert = match read.record {
                     Some(Followed::Outlet(outlet)) => {
                         registry.insert(outlet.outlet_id.clone(), outlet_info(*outlet));
                         registry_next.insert(origin.0, origin.1 + 1);
@@ -560,7 +546,7 @@ pub async fn run(
                     }
                     // From here on the alert is what a person reads.
                     Some(Followed::Alert(alert)) => pseudonyms.for_people(*alert),
-                    None if message.topic() == TOPIC_OUTLETS => {
+                    None if read.topic == TOPIC_OUTLETS => {
                         registry_next.insert(origin.0, origin.1 + 1);
                         continue;
                     }
@@ -621,9 +607,9 @@ pub async fn run(
                 finish(finished, &mut progress, &mut digests_waiting, &mut tally)?;
             }
             _ = tick.tick() => {
-                commit(&consumer, TOPIC_ALERTS, &progress.take_committable());
+                commit(&follower, TOPIC_ALERTS, &progress.take_committable());
                 let registry_offsets: Vec<(i32, i64)> = std::mem::take(&mut registry_next).into_iter().collect();
-                commit(&consumer, TOPIC_OUTLETS, &registry_offsets);
+                commit(&follower, TOPIC_OUTLETS, &registry_offsets);
                 if let Some(schedule) = schedule.as_mut() {
                     let due = schedule.due(&routes, Utc::now());
                     if !due.is_empty() {
@@ -649,7 +635,7 @@ pub async fn run(
     while let Ok(finished) = done_rx.try_recv() {
         finish(finished, &mut progress, &mut digests_waiting, &mut tally)?;
     }
-    commit(&consumer, TOPIC_ALERTS, &progress.take_committable());
+    commit(&follower, TOPIC_ALERTS, &progress.take_committable());
     tracing::info!(in_flight = progress.in_flight(), "notifier stopping");
     Ok(())
 }
@@ -787,19 +773,14 @@ fn outlet_info(outlet: pantau_core::model::Outlet) -> OutletInfo {
     }
 }
 
-fn commit(consumer: &StreamConsumer, topic: &str, offsets: &[(i32, i64)]) {
-    if offsets.is_empty() {
-        return;
-    }
-    let mut list = TopicPartitionList::new();
-    for (partition, offset) in offsets {
-        if let Err(e) = list.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
-            tracing::warn!(error = %e, "bad offset to commit");
-        }
-    }
-    if let Err(e) = consumer.commit(&list, CommitMode::Sync) {
-        tracing::warn!(error = %e, "offset commit failed; notifications may be read again");
-    }
+/// Commits the next offsets to read of one topic's partitions; the delivered log keeps a
+/// notification read again after a failed commit from going out twice.
+fn commit(follower: &Follower, topic: &str, offsets: &[(i32, i64)]) {
+    let next = offsets
+        .iter()
+        .map(|(partition, offset)| ((topic.to_owned(), *partition), *offset))
+        .collect();
+    follower.commit(&next);
 }
 
 #[cfg(test)]

@@ -221,7 +221,7 @@ impl Tally {
 
 /// The first time after `now` that is `at` plus a whole number of `every` in the
 /// district's local time.
-pub fn next_boundary(
+pub(crate) fn next_boundary(
     now: DateTime<Utc>,
     offset: FixedOffset,
     at: NaiveTime,
@@ -235,7 +235,7 @@ pub fn next_boundary(
 }
 
 /// When each district with a route gets its next digest.
-pub struct Schedule {
+pub(crate) struct Schedule {
     schedule: DigestSchedule,
     next: BTreeMap<String, DateTime<Utc>>,
 }
@@ -325,7 +325,9 @@ pub struct Realization {
 }
 
 /// Realization per regency from Prometheus' query API. Blocking.
-pub fn fetch_realization(prometheus_url: &str) -> anyhow::Result<HashMap<String, Realization>> {
+pub(crate) fn fetch_realization(
+    prometheus_url: &str,
+) -> anyhow::Result<HashMap<String, Realization>> {
     let query = |metric: &str| -> anyhow::Result<HashMap<String, (String, f64)>> {
         let answer = crate::channel::http()
             .get(format!("{prometheus_url}/api/v1/query"))
@@ -372,7 +374,7 @@ pub fn fetch_realization(prometheus_url: &str) -> anyhow::Result<HashMap<String,
 }
 
 /// How realization reads in a digest, or why it is missing.
-pub fn realization_text(realization: Result<Option<&Realization>, &str>) -> String {
+pub(crate) fn realization_text(realization: Result<Option<&Realization>, &str>) -> String {
     match realization {
         Ok(Some(r)) => format!(
             "{}% KPM sudah berbelanja ({} dari {} KPM penerima bantuan periode {})",
@@ -401,7 +403,7 @@ fn moment(at: DateTime<Utc>, offset: FixedOffset) -> String {
 }
 
 /// A duration as a Tikor member says it: `1 jam`, `30 menit`, `5 detik`.
-pub fn lama(d: Duration) -> String {
+pub(crate) fn lama(d: Duration) -> String {
     let secs = d.as_secs();
     if secs >= 3600 && secs.is_multiple_of(3600) {
         format!("{} jam", secs / 3600)
@@ -422,7 +424,7 @@ struct OutletCount<'a> {
 
 /// A district's daily digest: the alerts since its last one by category, the outlets
 /// with the most of them, realization so far, and the dashboard over the period.
-pub fn daily_message(
+pub(crate) fn daily_message(
     templates: &Templates,
     dashboard_url: &str,
     regency_code: &str,
@@ -521,7 +523,7 @@ pub fn daily_message(
 }
 
 /// The alerts past a channel's limit in one message: each one's subject and link.
-pub fn folded_message(
+pub(crate) fn folded_message(
     templates: &Templates,
     messages: &[&Message],
     limit: u32,

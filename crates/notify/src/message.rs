@@ -52,7 +52,7 @@ pub const FOLDED_PLACEHOLDERS: [&str; 4] = ["count", "limit", "per", "list"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CategoryText {
+pub(crate) struct CategoryText {
     pub name: String,
     pub action: String,
 }
@@ -135,7 +135,7 @@ fn text_message(
 
 /// The district dashboard, opened on the alert's regency from a week before its window
 /// to a day after.
-pub fn dashboard_link(base: &str, alert: &Alert) -> String {
+pub(crate) fn dashboard_link(base: &str, alert: &Alert) -> String {
     let from = (alert.window_start - Duration::days(7)).timestamp_millis();
     let to = (alert.window_end + Duration::days(1)).timestamp_millis();
     format!(
@@ -171,7 +171,7 @@ const BUILT_IN_TEMPLATES: [(&str, &str); 5] = [
 ];
 
 /// Where the notifier looked for its templates when none was named, as `./rules` for rules.
-pub const DEFAULT_TEMPLATES_DIR: &str = "notify/templates";
+pub(crate) const DEFAULT_TEMPLATES_DIR: &str = "notify/templates";
 
 impl Templates {
     /// The templates of `--templates DIR`; without it those of `./notify/templates` when

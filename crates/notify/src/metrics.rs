@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use prometheus::IntCounterVec;
 
-use pantau_core::metrics::counter;
 use pantau_kafka::health::Served;
+use pantau_kafka::metrics::counter;
 
 pub struct NotifyMetrics {
     /// The registry these metrics report to, and the broker's health.
@@ -22,7 +22,7 @@ impl NotifyMetrics {
         let served = Served::default();
         let r = &served.registry;
         Arc::new(NotifyMetrics {
-            unreadable: pantau_kafka::unreadable_counter(r),
+            unreadable: pantau_kafka::follow::unreadable_counter(r),
             notifications: counter(
                 r,
                 "pantau_notifications_total",

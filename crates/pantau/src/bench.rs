@@ -11,14 +11,16 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use serde::Deserialize;
 
 use pantau_core::history::FolderSource;
-use pantau_core::metrics::peak_memory_mib;
 use pantau_core::model::Stream;
 use pantau_engine::engine::EngineConfig;
+use pantau_kafka::metrics::peak_memory_mib;
 use pantau_kafka::sink::KafkaSink;
 use pantau_kafka::KafkaConfig;
 use pantau_run::feed;
 use pantau_run::metrics::RunMetrics;
 use pantau_run::pipeline::{self, ReplayConfig};
+
+use crate::args::{ClientArgs, EngineArgs};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchConfig {
@@ -33,9 +35,9 @@ pub struct BenchConfig {
     #[arg(long, default_value_t = 4)]
     pub partitions: i32,
     #[command(flatten)]
-    pub kafka_settings: pantau_kafka::ClientSettings,
+    pub kafka_settings: ClientArgs,
     #[command(flatten)]
-    pub engine: EngineConfig,
+    pub engine: EngineArgs,
 }
 
 #[derive(Deserialize)]
@@ -133,7 +135,8 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<()> {
         batch_size: 4096,
         now: None,
     };
-    let summary = pipeline::replay(&replay, &config.engine, RunMetrics::new(), |_| {}).await?;
+    let engine = EngineConfig::from(config.engine.clone());
+    let summary = pipeline::replay(&replay, &engine, RunMetrics::new(), |_| {}).await?;
     let replay_rate = summary.records as f64 / summary.elapsed.as_secs_f64();
     println!(
         "machine: {} cores",
@@ -155,7 +158,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<()> {
     let kafka = KafkaConfig {
         brokers: brokers.clone(),
         partitions: config.partitions,
-        settings: config.kafka_settings.clone(),
+        settings: config.kafka_settings.clone().into(),
     };
     let topics: Vec<&str> = Stream::ALL.iter().map(|s| s.topic()).collect();
     kafka.ensure_topics(&topics).await?;
@@ -177,7 +180,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<()> {
     );
     // `pantau run` in its own process, so its peak memory is its own and not that of
     // the history this bench holds to produce.
-    let idle = config.engine.idle_timeout;
+    let idle = engine.idle_timeout;
     let state_dir = std::env::temp_dir().join(format!("pantau-bench-{}", std::process::id()));
     let started = Instant::now();
     let output = tokio::process::Command::new(std::env::current_exe()?)
@@ -194,10 +197,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<()> {
             &format!("pantau-bench-run-{}", std::process::id()),
         ])
         .args(["--idle-timeout", &format!("{}ms", idle.as_millis())])
-        .args([
-            "--lateness",
-            &format!("{}ms", config.engine.lateness.as_millis()),
-        ])
+        .args(["--lateness", &format!("{}ms", engine.lateness.as_millis())])
         .args(config.kafka_settings.to_args())
         .args(
             config

@@ -36,14 +36,15 @@ use pantau_run::metrics::RunMetrics;
 use pantau_run::pipeline::{self, ReplayConfig, RunConfig};
 use pantau_sim::{self as sim, SimConfig};
 
+use crate::args::{EngineArgs, SimArgs};
 use crate::serve::serve;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoConfig {
     #[command(flatten)]
-    pub sim: SimConfig,
+    pub sim: SimArgs,
     #[command(flatten)]
-    pub engine: EngineConfig,
+    pub engine: EngineArgs,
     /// Address of /metrics while the demo runs (a free port is taken if it is busy).
     #[arg(long, default_value = "127.0.0.1:9464")]
     pub metrics_addr: SocketAddr,
@@ -75,13 +76,15 @@ pub fn consumed(metrics: &RunMetrics) -> u64 {
 }
 
 pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
-    config.sim.validate()?;
+    let sim_config = SimConfig::from(config.sim.clone());
+    let engine = EngineConfig::from(config.engine.clone());
+    sim_config.validate()?;
     println!(
         "simulating {} month(s) of regencies {} ...",
-        config.sim.months,
-        config.sim.regencies.join(", ")
+        sim_config.months,
+        sim_config.regencies.join(", ")
     );
-    let history = sim::simulate(&config.sim)?;
+    let history = sim::simulate(&sim_config)?;
     let mock = MockCluster::new(1).context("cannot start the embedded broker")?;
     for topic in ALL_TOPICS {
         mock.create_topic(topic, config.partitions, 1)
@@ -175,7 +178,7 @@ pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
         &kafka,
         &source,
         &run_config,
-        &config.engine,
+        &engine,
         metrics.clone(),
         |a| {
             println!("{}", alert::one_line(a));
@@ -204,7 +207,7 @@ pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
         ),
     }
     println!();
-    summary.print();
+    println!("{summary}");
     print_dead_letters(&metrics);
     let lost = check_nothing_lost(records.len() as u64, &metrics);
 
@@ -219,7 +222,7 @@ pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(state_dir.join("replay"))?;
     let mut replayed: Vec<Alert> = Vec::new();
-    let replay_summary = pipeline::replay(&replay_config, &config.engine, RunMetrics::new(), |a| {
+    let replay_summary = pipeline::replay(&replay_config, &engine, RunMetrics::new(), |a| {
         replayed.push(a.clone())
     })
     .await?;

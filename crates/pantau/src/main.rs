@@ -12,17 +12,22 @@ use pantau_engine::engine::EngineConfig;
 use pantau_engine::{alert, lint};
 use pantau_kafka::health::Served;
 use pantau_kafka::sink::KafkaSink;
-use pantau_kafka::source::SourceConfig;
 use pantau_kafka::KafkaConfig;
 use pantau_notify::metrics::NotifyMetrics;
 use pantau_run::metrics::RunMetrics;
-use pantau_run::pipeline::{self, ReplayConfig, RunConfig};
+use pantau_run::pipeline::{self, ReplayConfig};
 use pantau_run::{backtest, feed, fixtures};
 use pantau_sim::eval;
 use pantau_sim::{self as sim, SimConfig};
 use pantau_store as store;
 use pantau_store::metrics::StoreMetrics;
 
+use args::{
+    BacktestArgs, ClientArgs, EngineArgs, EvalArgs, FollowArgs, KafkaArgs, NotifyArgs,
+    ReconcileArgs, ReplayArgs, RunArgs, SimArgs, SourceArgs, StoreArgs,
+};
+
+mod args;
 mod bench;
 mod config_file;
 mod demo;
@@ -48,7 +53,7 @@ enum Command {
     /// to Kafka with --brokers.
     Simulate {
         #[command(flatten)]
-        sim: SimConfig,
+        sim: SimArgs,
         /// Folder to write the history into.
         #[arg(long, required_unless_present = "brokers")]
         out: Option<PathBuf>,
@@ -59,7 +64,7 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         partitions: i32,
         #[command(flatten)]
-        kafka_settings: pantau_kafka::ClientSettings,
+        kafka_settings: ClientArgs,
         /// With --brokers: produce at this many seconds of event time per second (1440:
         /// a simulated day per minute) instead of as fast as the broker takes them.
         #[arg(long, requires = "brokers")]
@@ -68,9 +73,9 @@ enum Command {
     /// Run the pipeline over a history folder as fast as it can.
     Replay {
         #[command(flatten)]
-        replay: ReplayConfig,
+        replay: ReplayArgs,
         #[command(flatten)]
-        engine: EngineConfig,
+        engine: EngineArgs,
         /// Print each alert as one line on stdout.
         #[arg(long)]
         print: bool,
@@ -78,13 +83,13 @@ enum Command {
     /// Run as a member of a Kafka consumer group on the four input topics.
     Run {
         #[command(flatten)]
-        kafka: KafkaConfig,
+        kafka: KafkaArgs,
         #[command(flatten)]
-        source: SourceConfig,
+        source: SourceArgs,
         #[command(flatten)]
-        run: RunConfig,
+        run: RunArgs,
         #[command(flatten)]
-        engine: EngineConfig,
+        engine: EngineArgs,
         /// Address of the /metrics and /health endpoint.
         #[arg(long, default_value = "127.0.0.1:9464")]
         metrics_addr: SocketAddr,
@@ -98,7 +103,7 @@ enum Command {
     Bench(bench::BenchConfig),
     /// Score alerts against the truth.jsonl of a simulated history: recall, precision
     /// and detection delay per category; exits non-zero below --min-recall/--min-precision.
-    Eval(eval::EvalConfig),
+    Eval(EvalArgs),
     /// The alert store the district drill-down dashboard reads (PostgreSQL).
     Store {
         #[command(subcommand)]
@@ -108,9 +113,9 @@ enum Command {
     /// in Bahasa Indonesia; runs until interrupted.
     Notify {
         #[command(flatten)]
-        kafka: KafkaConfig,
+        kafka: KafkaArgs,
         #[command(flatten)]
-        notify: pantau_notify::deliver::NotifyConfig,
+        notify: NotifyArgs,
         /// Address of the notifier's /metrics.
         #[arg(long, default_value = "127.0.0.1:9466")]
         metrics_addr: SocketAddr,
@@ -155,7 +160,7 @@ enum ReportCommand {
     /// reversals, who spent nothing, cards never used, outlets with alerts), realization
     /// against a target date, differences from the bank's totals: CSV, JSON and a
     /// printable HTML page in Bahasa Indonesia.
-    Reconcile(pantau_report::ReconcileConfig),
+    Reconcile(ReconcileArgs),
 }
 
 #[derive(Subcommand)]
@@ -164,11 +169,11 @@ enum StoreCommand {
     /// each write; runs until interrupted.
     Run {
         #[command(flatten)]
-        kafka: KafkaConfig,
+        kafka: KafkaArgs,
         #[command(flatten)]
-        store: store::StoreConfig,
+        store: StoreArgs,
         #[command(flatten)]
-        follow: store::FollowConfig,
+        follow: FollowArgs,
         /// Address of the store's /metrics.
         #[arg(long, default_value = "127.0.0.1:9465")]
         metrics_addr: SocketAddr,
@@ -183,7 +188,7 @@ enum StoreCommand {
     /// non-zero; every readable line is written.
     Load {
         #[command(flatten)]
-        store: store::StoreConfig,
+        store: StoreArgs,
         /// Alert files, one alert per line.
         #[arg(long, num_args = 1..)]
         alerts: Vec<PathBuf>,
@@ -217,7 +222,37 @@ enum RulesCommand {
     /// Run one rule over a history folder and report its alerts by district and week,
     /// precision and recall where truth.jsonl is present, and the alerts it adds and
     /// removes against the live version of the same id.
-    Backtest(backtest::BacktestConfig),
+    Backtest(BacktestArgs),
+}
+
+/// `pantau report reconcile`: the period's alerts from `--alerts`, else from
+/// pantau.alerts, else from a replay of the history; then the report.
+async fn reconcile(args: ReconcileArgs) -> anyhow::Result<()> {
+    let (alerts_file, engine) = (args.alerts.clone(), EngineConfig::from(args.engine.clone()));
+    let config = pantau_report::ReconcileConfig::try_from(args)?;
+    let alerts = match (alerts_file, &config.input) {
+        (Some(path), _) => pantau_core::jsonl::read_jsonl(&path)?,
+        (None, pantau_report::Input::Kafka(kafka)) => pantau_report::alerts_on_topic(kafka).await?,
+        (None, pantau_report::Input::History(dir)) => {
+            eprintln!("replaying {} for the period's alerts", dir.display());
+            let rules = engine.rules_location().load()?;
+            pipeline::replay_alerts(dir, &engine, rules).await?
+        }
+    };
+    let (report, written) = pantau_report::run(&config, alerts).await?;
+    for problem in &report.problems {
+        eprintln!("{problem}");
+    }
+    println!("{}", report.headline());
+    for path in written {
+        println!("wrote {}", path.display());
+    }
+    anyhow::ensure!(
+        report.problems.is_empty(),
+        "{} lines could not be read (listed above); the report covers the rest",
+        report.problems.len()
+    );
+    Ok(())
 }
 
 /// Serves a process's metrics and health on `addr` for as long as the returned task is
@@ -298,7 +333,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => fixtures::run(&dir, update).await,
         Command::Rules {
             command: RulesCommand::Backtest(config),
-        } => backtest::run(&config).await,
+        } => backtest::run(&config.into()).await,
         Command::Simulate {
             sim,
             out,
@@ -307,6 +342,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             kafka_settings,
             pace,
         } => {
+            let sim = SimConfig::from(sim);
             sim.validate()?;
             if pace.is_some_and(|p| p <= 0.0 || !p.is_finite()) {
                 anyhow::bail!("--pace must be a positive number of event seconds per second");
@@ -328,7 +364,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let kafka = KafkaConfig {
                     brokers,
                     partitions,
-                    settings: kafka_settings,
+                    settings: kafka_settings.into(),
                 };
                 let topics: Vec<&str> = Stream::ALL.iter().map(|s| s.topic()).collect();
                 kafka.ensure_topics(&topics).await?;
@@ -347,6 +383,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             engine,
             print,
         } => {
+            let (replay, engine) = (ReplayConfig::from(replay), EngineConfig::from(engine));
             let metrics = RunMetrics::new();
             let summary = pipeline::replay(&replay, &engine, metrics, |a| {
                 if print {
@@ -354,7 +391,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             })
             .await?;
-            summary.print();
+            println!("{summary}");
             println!(
                 "alerts in {}, dead letters in {}",
                 replay.out.display(),
@@ -364,7 +401,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Report {
             command: ReportCommand::Reconcile(config),
-        } => pantau_report::run(&config).await.map(|_| ()),
+        } => reconcile(config).await,
         Command::Store {
             command:
                 StoreCommand::Run {
@@ -377,7 +414,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let metrics = StoreMetrics::new();
             let _server = serve_metrics(metrics_addr, &metrics.served).await?;
-            store::follow(&kafka, &store, &follow, metrics).await
+            store::follow(&kafka.into(), &store.into(), &follow.into(), metrics).await
         }
         Command::Store {
             command:
@@ -387,7 +424,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     outlets,
                 },
         } => {
-            let loaded = store::load(&store, &alerts, &outlets).await?;
+            let loaded = store::load(&store.into(), &alerts, &outlets).await?;
             for problem in &loaded.problems {
                 println!("{problem}");
             }
@@ -411,11 +448,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let metrics = RunMetrics::new();
             let _server = serve_metrics(metrics_addr, &metrics.served).await?;
+            let (kafka, source) = (KafkaConfig::from(kafka), source.into());
+            let (run, engine) = (run.into(), engine.into());
             let summary = pipeline::run(&kafka, &source, &run, &engine, metrics, |a| {
                 tracing::info!(alert_id = %a.alert_id, rule = %a.rule_id, regency = %a.regency_code, "alert");
             })
             .await?;
-            summary.print();
+            println!("{summary}");
             Ok(())
         }
         Command::Notify {
@@ -426,7 +465,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let metrics = NotifyMetrics::new();
             let _server = serve_metrics(metrics_addr, &metrics.served).await?;
-            pantau_notify::deliver::run(&kafka, &notify, metrics).await
+            pantau_notify::deliver::run(&kafka.into(), &notify.into(), metrics).await
         }
         Command::Config {
             command: ConfigCommand::Check { file },
@@ -456,6 +495,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(config) => bench::run(&config).await,
-        Command::Eval(config) => eval::run(&config),
+        Command::Eval(config) => eval::run(&config.into()),
     }
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use prometheus::Registry;
 
-use pantau_core::metrics::render;
 use pantau_kafka::health::Health;
+use pantau_kafka::metrics::render;
 
 /// Serves `/metrics` and `/health` until the returned task is aborted. `/health` answers
 /// 503 while the broker is down so that an orchestrator's probe sees the outage, with the

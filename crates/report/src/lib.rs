@@ -12,6 +12,9 @@
 //!   reaches what the period credited it; the balance outstanding is what credited
 //!   cards have left of the period's credit.
 //!
+//! The alerts counted per outlet are given: a replay's, or pantau.alerts
+//! ([`alerts_on_topic`]); the command line replays the history when it has neither.
+//!
 //! Card ids never leave this module: lists name cards by their keyed reference
 //! ([`pantau_core::pseudonym`]).
 //! [`html`] draws the printable page in Bahasa Indonesia.
@@ -27,62 +30,38 @@ use chrono::{Months, NaiveDate};
 use serde::{Deserialize, Serialize};
 
 use pantau_core::model::{
-    Alert, Bank, Disbursement, Outlet, Payment, Transaction, TxnType, TOPIC_ALERTS,
+    Alert, Bank, Disbursement, Outlet, Payment, Transaction, TxnType, MAX_RUPIAH, TOPIC_ALERTS,
     TOPIC_DISBURSEMENTS, TOPIC_OUTLETS, TOPIC_TRANSACTIONS,
 };
 use pantau_core::pseudonym::Pseudonyms;
 use pantau_core::regions::Regions;
-use pantau_engine::engine::EngineConfig;
 use pantau_kafka::KafkaConfig;
 
-#[derive(Debug, Clone, clap::Args)]
+/// What `pantau report reconcile` reads and writes.
+#[derive(Debug, Clone)]
 pub struct ReconcileConfig {
-    /// The benefit period, `YYYY-MM`: the first month a credit covers, as disbursements
-    /// name it.
-    #[arg(long, value_parser = parse_period)]
+    /// The benefit period, `YYYY-MM` ([`parse_period`]).
     pub period: String,
-    /// History folder (disbursements.jsonl, transactions.jsonl, outlets.jsonl).
-    #[arg(long, required_unless_present = "brokers", conflicts_with = "brokers")]
-    pub history: Option<PathBuf>,
-    /// Or read what the running pipeline reads: bpnt.outlets, bpnt.disbursements and
-    /// bpnt.transactions from their beginning to their current end, and, without
-    /// --alerts, the alerts on pantau.alerts.
-    #[arg(long, env = "PANTAU_BROKERS")]
-    pub brokers: Option<String>,
-    /// With --brokers: librdkafka properties (TLS, SASL) for the clients that read.
-    #[command(flatten)]
-    pub kafka_settings: pantau_kafka::ClientSettings,
-    /// Where the report goes: one CSV per table, reconcile.json and reconcile.html.
-    #[arg(long, default_value = "report")]
+    /// Where the records come from.
+    pub input: Input,
+    /// The folder the CSV files, reconcile.json and reconcile.html go to.
     pub out: PathBuf,
-    /// The alerts to count per outlet (a replay's alerts.jsonl). Without it the history
-    /// is replayed with --rules first, or pantau.alerts is read with --brokers.
-    #[arg(long)]
-    pub alerts: Option<PathBuf>,
-    /// The realization target: by this local date, --target-share of the credited KPM
-    /// have spent. Districts behind it are listed first.
-    #[arg(long)]
+    /// The realization target: by this local date, `target_share` of the credited KPM
+    /// have spent.
     pub target_date: Option<NaiveDate>,
-    /// Share of credited KPM the target asks for (1 = every KPM).
-    #[arg(long, default_value_t = 1.0)]
     pub target_share: f64,
-    /// The bank's totals to compare with: CSV with the header
-    /// `period,regency_code,bank,kpm_credited,rupiah_credited,rupiah_spent`.
-    #[arg(long)]
+    /// The bank's totals to compare with (CSV).
     pub bank_totals: Option<PathBuf>,
-    /// Environment variable holding the key card references are made with
-    /// (HMAC-SHA256); the bank, holding the same key, can find the cards again.
-    #[arg(long, default_value = pantau_core::pseudonym::KEY_ENV)]
+    /// The environment variable holding the key card references are made with.
     pub pseudonym_key_env: String,
-    #[command(flatten)]
-    pub pseudonyms: pantau_core::pseudonym::PseudonymArgs,
-    #[command(flatten)]
-    pub font: pantau_notify::chart::FontArg,
-    #[command(flatten)]
-    pub engine: EngineConfig,
+    /// Allow card references without a key (test data only).
+    pub allow_unkeyed_references: bool,
+    /// The TrueType font of the charts.
+    pub chart_font: PathBuf,
 }
 
-fn parse_period(s: &str) -> Result<String, String> {
+/// A benefit period as the CLI takes it, `YYYY-MM`.
+pub fn parse_period(s: &str) -> Result<String, String> {
     NaiveDate::parse_from_str(&format!("{s}-01"), "%Y-%m-%d")
         .map(|_| s.to_owned())
         .map_err(|_| format!("{s:?} is not a period: expected YYYY-MM, e.g. 2023-01"))
@@ -308,20 +287,14 @@ impl Input {
                 }
             }
             Input::Kafka(kafka) => {
-                use rdkafka::Message;
                 progress.set_message(topic.to_owned());
-                kafka.read_to_end(topic, |message| {
-                    let payload = message.payload().unwrap_or_default();
-                    progress.inc(payload.len() as u64 + 1);
-                    let refused = serde_json::from_slice::<T>(payload)
+                kafka.read_to_end(topic, |read| {
+                    progress.inc(read.payload.len() as u64 + 1);
+                    let refused = serde_json::from_slice::<T>(read.payload)
                         .map_err(|e| without_values(&e))
                         .and_then(&mut each);
                     if let Err(e) = refused {
-                        problems.push(format!(
-                            "{topic}/{}@{}: {e}",
-                            message.partition(),
-                            message.offset()
-                        ));
+                        problems.push(format!("{topic}/{}@{}: {e}", read.partition, read.offset));
                     }
                 })?;
             }
@@ -349,14 +322,13 @@ fn without_values(error: &serde_json::Error) -> String {
 }
 
 /// An amount as the report accepts it: positive and no larger than any record pantau
-/// accepts (`decode::MAX_RUPIAH`), so the sums below stay in range.
+/// accepts ([`MAX_RUPIAH`]), so the sums below stay in range.
 fn checked_amount(amount: i64) -> Result<i64, String> {
-    if (1..=pantau_engine::decode::MAX_RUPIAH).contains(&amount) {
+    if (1..=MAX_RUPIAH).contains(&amount) {
         Ok(amount)
     } else {
         Err(format!(
-            "amount {amount} is not between 1 and {} rupiah; the record is left out",
-            pantau_engine::decode::MAX_RUPIAH
+            "amount {amount} is not between 1 and {MAX_RUPIAH} rupiah; the record is left out"
         ))
     }
 }
@@ -792,60 +764,36 @@ pub fn write(report: &Report, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(written)
 }
 
-/// `pantau report reconcile`.
-pub async fn run(config: &ReconcileConfig) -> anyhow::Result<Report> {
-    pantau_notify::chart::load_font(&config.font.chart_font)?;
-    let key = Pseudonyms::from_env(&config.pseudonym_key_env, &config.pseudonyms)?;
-    let input = match (&config.history, &config.brokers) {
-        (Some(dir), _) => Input::History(dir.clone()),
-        (None, Some(brokers)) => Input::Kafka(KafkaConfig {
-            brokers: brokers.clone(),
-            partitions: 4,
-            settings: config.kafka_settings.clone(),
-        }),
-        (None, None) => bail!("name a --history folder or --brokers"),
-    };
-    let alerts: Vec<Alert> = match (&config.alerts, &input) {
-        (Some(path), _) => pantau_core::jsonl::read_jsonl(path)?,
-        (None, Input::Kafka(_)) => {
-            let input = input.clone();
-            tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Alert>> {
-                let (mut alerts, mut problems) = (Vec::new(), Vec::new());
-                let hidden = indicatif::ProgressBar::hidden();
-                input.each::<Alert>(ALERTS, &hidden, &mut problems, |a| {
-                    alerts.push(a);
-                    Ok(())
-                })?;
-                if !problems.is_empty() {
-                    bail!(
-                        "records of {TOPIC_ALERTS} could not be read: {}",
-                        problems.join("; ")
-                    );
-                }
-                Ok(alerts)
-            })
-            .await??
+/// The alerts of pantau.alerts, read from its beginning to its current end.
+pub async fn alerts_on_topic(kafka: &KafkaConfig) -> anyhow::Result<Vec<Alert>> {
+    let input = Input::Kafka(kafka.clone());
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Alert>> {
+        let (mut alerts, mut problems) = (Vec::new(), Vec::new());
+        let hidden = indicatif::ProgressBar::hidden();
+        input.each::<Alert>(ALERTS, &hidden, &mut problems, |a| {
+            alerts.push(a);
+            Ok(())
+        })?;
+        if !problems.is_empty() {
+            bail!(
+                "records of {TOPIC_ALERTS} could not be read: {}",
+                problems.join("; ")
+            );
         }
-        (None, Input::History(dir)) => {
-            eprintln!("replaying {} for the period's alerts", dir.display());
-            let out = tempfile::tempdir()?;
-            let replay = pantau_run::pipeline::ReplayConfig {
-                dir: dir.clone(),
-                out: out.path().join("alerts.jsonl"),
-                batch_size: 4096,
-                now: None,
-            };
-            let mut alerts = Vec::new();
-            pantau_run::pipeline::replay(
-                &replay,
-                &config.engine,
-                pantau_run::metrics::RunMetrics::new(),
-                |a| alerts.push(a.clone()),
-            )
-            .await?;
-            alerts
-        }
-    };
+        Ok(alerts)
+    })
+    .await?
+}
+
+/// `pantau report reconcile` over the period's `alerts` (a replay's, or
+/// [`alerts_on_topic`]): the report, and the files written.
+pub async fn run(
+    config: &ReconcileConfig,
+    alerts: Vec<Alert>,
+) -> anyhow::Result<(Report, Vec<PathBuf>)> {
+    pantau_notify::chart::load_font(&config.chart_font)?;
+    let key = Pseudonyms::from_env(&config.pseudonym_key_env, config.allow_unkeyed_references)?;
+    let input = config.input.clone();
     let target = config.target_date.map(|date| Target {
         date,
         share: config.target_share,
@@ -863,34 +811,27 @@ pub async fn run(config: &ReconcileConfig) -> anyhow::Result<Report> {
     })
     .await??;
     let written = write(&report, &config.out)?;
-    for problem in &report.problems {
-        eprintln!("{problem}");
+    Ok((report, written))
+}
+
+impl Report {
+    /// The report in one line, for the command line.
+    pub fn headline(&self) -> String {
+        let credited: u64 = self.summary.iter().map(|r| r.kpm_credited).sum();
+        let spent: i64 = self.summary.iter().map(|r| r.rupiah_spent).sum();
+        format!(
+            "period {}: {} districts, {credited} KPM credited, Rp {spent} spent, {} KPM spent nothing, {} cards never used, {} districts behind target{}",
+            self.period,
+            self.windows.len(),
+            self.non_transacting.len(),
+            self.never_used.len(),
+            self.behind_target.len(),
+            self.bank_differences
+                .as_ref()
+                .map(|d| format!(", {} lines differ from the bank's", d.len()))
+                .unwrap_or_default()
+        )
     }
-    let credited: u64 = report.summary.iter().map(|r| r.kpm_credited).sum();
-    let spent: i64 = report.summary.iter().map(|r| r.rupiah_spent).sum();
-    println!(
-        "period {}: {} districts, {credited} KPM credited, Rp {spent} spent, {} KPM spent nothing, {} cards never used, {} districts behind target{}",
-        report.period,
-        report.windows.len(),
-        report.non_transacting.len(),
-        report.never_used.len(),
-        report.behind_target.len(),
-        report
-            .bank_differences
-            .as_ref()
-            .map(|d| format!(", {} lines differ from the bank's", d.len()))
-            .unwrap_or_default()
-    );
-    for path in written {
-        println!("wrote {}", path.display());
-    }
-    if !report.problems.is_empty() {
-        bail!(
-            "{} lines could not be read (listed above); the report covers the rest",
-            report.problems.len()
-        );
-    }
-    Ok(report)
 }
 
 #[cfg(test)]

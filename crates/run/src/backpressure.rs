@@ -23,11 +23,11 @@ use pantau_core::model::PartitionId;
 
 /// Memory one buffered row costs, with its share of the engine around it: measured on a
 /// replay of two simulated months of six regencies (189 MiB peak RSS for 155,746 rows).
-pub const BYTES_PER_ROW: u64 = 1024;
+pub(crate) const BYTES_PER_ROW: u64 = 1024;
 
 /// The default cap: rows filling half the memory this process may use (its cgroup's
 /// limit in a container, else the machine's).
-pub fn default_cap() -> usize {
+pub(crate) fn default_cap() -> usize {
     let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok());
@@ -47,7 +47,7 @@ pub fn default_cap() -> usize {
 /// what was read so far. The highest turn's ratio is taken: underestimating lets the
 /// router forward more than the cap allows, overestimating only pauses a little early.
 #[derive(Debug, Default)]
-pub struct RowsPerRecord {
+pub(crate) struct RowsPerRecord {
     highest: f64,
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::Datelike;
 
-use crate::fixtures::alerts_of;
+use crate::pipeline::replay_alerts;
 use pantau_core::jsonl::read_jsonl;
 use pantau_core::model::{Alert, Truth};
 use pantau_core::regions::Regions;
@@ -24,20 +24,16 @@ use pantau_engine::rules::{self, Rule, RuleSet};
 use pantau_sim::eval::{self, CategoryRow};
 
 /// Options of `pantau rules backtest`.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone)]
 pub struct BacktestConfig {
     /// The rule file to try (new, or a changed copy of a live rule).
     pub rule: PathBuf,
-    /// History folder to run it over (as `pantau replay` reads; `truth.jsonl` optional).
-    #[arg(long)]
+    /// The history folder to run it over (`truth.jsonl` optional).
     pub history: PathBuf,
-    /// The live rules folder: its views are used, and its rule of the same id is the
-    /// live version compared with. Without it: `./rules` when that exists, else the
-    /// rules built into this binary.
-    #[arg(long, env = "PANTAU_RULES")]
+    /// The live rules folder (its views, and the live version of the rule); `None`:
+    /// `./rules` when that exists, else the built-in rules.
     pub rules: Option<PathBuf>,
-    /// Alerts added and removed listed in full up to this many each.
-    #[arg(long, default_value_t = 20)]
+    /// How many alerts added and removed are listed in full, each.
     pub show: usize,
 }
 
@@ -129,7 +125,7 @@ pub async fn backtest(config: &BacktestConfig) -> anyhow::Result<Backtest> {
         rule.shadow = false;
         rule.cooldown = Duration::ZERO;
     }
-    let alerts = alerts_of(
+    let alerts = replay_alerts(
         &config.history,
         &EngineConfig::for_rule_author(config.rules.as_deref(), None),
         set,

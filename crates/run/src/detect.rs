@@ -22,7 +22,7 @@ use pantau_engine::engine::{Engine, EngineConfig, RawRecord};
 use pantau_engine::route::Envelope;
 use pantau_engine::rules::RuleSet;
 use pantau_engine::suppress::SnoozeList;
-use pantau_kafka::source::{CommitOffset, Origin, Record};
+use pantau_kafka::source::{CommitOffset, Origin, Record, Start};
 
 struct PartitionEngine {
     engine: Engine,
@@ -30,15 +30,6 @@ struct PartitionEngine {
     position: i64,
     /// Whether a checkpoint exists for this partition (restored or written).
     checkpointed: bool,
-}
-
-/// Where an assigned partition starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
-    /// From this offset, with the state of the checkpoint taken there.
-    At(i64),
-    /// From the beginning, with empty state.
-    Beginning,
 }
 
 pub struct Detector {
@@ -69,11 +60,7 @@ impl Detector {
     }
 
     fn new_engine(&self) -> Engine {
-        let mut engine = Engine::new(
-            &self.config,
-            self.rules.clone(),
-            self.metrics.engine.clone(),
-        );
+        let mut engine = Engine::new(&self.config, self.rules.clone());
         engine.set_snoozes(self.snoozes.clone());
         engine
     }
@@ -111,7 +98,7 @@ impl Detector {
             Some((offset, metadata)) => {
                 let restoration = self.store.for_commit(partition, offset, &metadata);
                 for (name, error) in &restoration.skipped {
-                    let reason = pantau_engine::checkpoint::unusable_reason(error);
+                    let reason = error.reason();
                     self.metrics
                         .state_rebuilds
                         .with_label_values(&[reason])
@@ -176,12 +163,14 @@ impl Detector {
         self.engines.keys().copied().collect()
     }
 
-    /// Processes records of one internal partition. Records before the position were
-    /// processed before a restore or rewind, and are skipped.
+    /// Processes records of one internal partition at the wall clock's `now` (µs).
+    /// Records before the position were processed before a restore or rewind, and are
+    /// skipped.
     pub fn ingest(
         &mut self,
         partition: i32,
         records: &[Record],
+        now: i64,
     ) -> anyhow::Result<Vec<DeadLetter>> {
         let Some(pe) = self.engines.get_mut(&partition) else {
             // Fetched before this partition was revoked: the new owner reads them.
@@ -196,7 +185,7 @@ impl Detector {
                      dead: &mut Vec<DeadLetter>|
          -> anyhow::Result<()> {
             if let (Some(source), false) = (source, run.is_empty()) {
-                dead.extend(engine.ingest(source.0, source.1, run)?);
+                dead.extend(engine.ingest(source.0, source.1, run, now)?);
             }
             run.clear();
             Ok(())
@@ -248,7 +237,10 @@ impl Detector {
                         offset,
                         received,
                     };
-                    dead.push(pe.engine.reject_too_large(source.0, source.1, &cut, &whole));
+                    dead.push(
+                        pe.engine
+                            .reject_too_large(source.0, source.1, &cut, &whole, now),
+                    );
                 }
                 Envelope::Record {
                     source,
@@ -279,6 +271,7 @@ impl Detector {
             }
         }
         flush(&mut pe.engine, run_source, &mut run, &mut dead)?;
+        self.metrics.engine.publish(pe.engine.take_tally());
         Ok(dead)
     }
 
@@ -286,7 +279,12 @@ impl Detector {
     pub async fn advance(&mut self, wall_clock_us: i64) -> anyhow::Result<Vec<Alert>> {
         let mut alerts = Vec::new();
         for pe in self.engines.values_mut() {
-            alerts.extend(pe.engine.advance(wall_clock_us).await?);
+            let closed = pe.engine.advance(wall_clock_us).await;
+            self.metrics.engine.publish(pe.engine.take_tally());
+            self.metrics
+                .engine
+                .observe_watermarks(&pe.engine, wall_clock_us);
+            alerts.extend(closed?);
         }
         Ok(alerts)
     }

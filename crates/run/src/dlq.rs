@@ -21,14 +21,12 @@ const UNIT: i128 = 1_000_000_000;
 
 /// Token bucket over dead letters that may run into debt; the debt is the wait.
 #[derive(Debug, Clone)]
-pub struct DeadLetterPacer {
+pub(crate) struct DeadLetterPacer {
     per_second: u32,
     /// Billionths of a token; at most one second's worth, below zero when in debt.
     tokens: i128,
     /// The latest instant seen; the pacer's only clock.
     clock: Option<Instant>,
-    /// Total of the waits handed out.
-    waited: Duration,
 }
 
 impl DeadLetterPacer {
@@ -40,7 +38,6 @@ impl DeadLetterPacer {
             // Starts full, so the first second of an incident goes out at once.
             tokens: capacity(per_second),
             clock: None,
-            waited: Duration::ZERO,
         }
     }
 
@@ -57,14 +54,7 @@ impl DeadLetterPacer {
         }
         let nanos_per_token = 1_000_000_000 / i128::from(self.per_second);
         let wait_nanos = (-self.tokens / UNIT + 1) * nanos_per_token;
-        let wait = Duration::from_nanos(u64::try_from(wait_nanos).unwrap_or(u64::MAX));
-        self.waited += wait;
-        wait
-    }
-
-    /// Every wait handed out so far.
-    pub fn waited(&self) -> Duration {
-        self.waited
+        Duration::from_nanos(u64::try_from(wait_nanos).unwrap_or(u64::MAX))
     }
 
     fn refill(&mut self, now: Instant) {
@@ -115,7 +105,6 @@ mod tests {
             (Duration::from_millis(100)..=Duration::from_millis(102)).contains(&next),
             "{next:?}"
         );
-        assert_eq!(p.waited(), wait + next);
     }
 
     #[test]

@@ -19,8 +19,7 @@ use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::metrics::RunMetrics;
-use crate::pipeline::{replay_rules, ReplayConfig};
+use crate::pipeline::replay_alerts;
 use pantau_core::jsonl::read_jsonl;
 use pantau_core::model::{Alert, Truth};
 use pantau_engine::engine::EngineConfig;
@@ -29,11 +28,10 @@ use pantau_sim::eval::{evaluate, CategoryRow};
 
 /// `fixture.json`.
 #[derive(Debug, Clone, Deserialize)]
-pub struct FixtureSpec {
-    /// Rule ids whose alerts this fixture checks.
+pub(crate) struct FixtureSpec {
+    /// Rule ids whose alerts this fixture checks. Other keys (a `description` for
+    /// people) are not read.
     pub rules: Vec<String>,
-    #[serde(default)]
-    pub description: String,
 }
 
 /// One line of `expected.jsonl`.
@@ -120,7 +118,7 @@ impl Outcome {
 }
 
 /// The fixture folders of a rules folder, in name order.
-pub fn fixture_dirs(rules_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn fixture_dirs(rules_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let tests = rules_dir.join("tests");
     let mut dirs: Vec<PathBuf> = match std::fs::read_dir(&tests) {
         Ok(entries) => entries
@@ -131,29 +129,6 @@ pub fn fixture_dirs(rules_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     };
     dirs.sort();
     Ok(dirs)
-}
-
-/// Replays a folder with a rule set and returns every alert (shadow ones too).
-pub async fn alerts_of(
-    history: &Path,
-    engine: &EngineConfig,
-    set: RuleSet,
-) -> anyhow::Result<Vec<Alert>> {
-    // The replay's output files are not kept: the alerts come back in memory.
-    let scratch = tempfile::tempdir().context("cannot create a scratch folder")?;
-    let config = ReplayConfig {
-        dir: history.to_path_buf(),
-        out: scratch.path().join("alerts.jsonl"),
-        batch_size: 4096,
-        now: None,
-    };
-    let mut alerts = Vec::new();
-    replay_rules(&config, engine, set, RunMetrics::new(), |a| {
-        alerts.push(a.clone())
-    })
-    .await
-    .with_context(|| format!("replaying {}", history.display()))?;
-    Ok(alerts)
 }
 
 /// Compares what the checked rules raised with what is expected.
@@ -205,7 +180,7 @@ fn expected_of(alert: &Alert) -> Expected {
 }
 
 /// Runs one fixture; with `update`, writes what the rules raise as its expectation.
-pub async fn run_fixture(
+pub(crate) async fn run_fixture(
     rules_dir: &Path,
     set: &RuleSet,
     fixture: &Path,
@@ -227,7 +202,7 @@ pub async fn run_fixture(
         }
     }
     let snooze = Some(fixture.join("snooze.csv")).filter(|p| p.is_file());
-    let mut actual = alerts_of(
+    let mut actual = replay_alerts(
         fixture,
         &EngineConfig::for_rule_author(Some(rules_dir), snooze),
         set.clone(),

@@ -14,6 +14,7 @@ pub mod backpressure;
 pub mod backtest;
 pub mod detect;
 pub mod dlq;
+pub mod engine_metrics;
 pub mod feed;
 pub mod fixtures;
 pub mod metrics;

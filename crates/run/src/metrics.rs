@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use prometheus::{HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec};
 
-use pantau_core::metrics::{counter, gauge_vec, registered, single};
-use pantau_engine::metrics::EngineMetrics;
+use crate::engine_metrics::EngineMetrics;
 use pantau_kafka::health::Served;
+use pantau_kafka::metrics::{counter, gauge_vec, registered, single};
 
 pub struct RunMetrics {
     /// The registry these metrics and the engines' report to, and the broker's health.
     pub served: Served,
-    pub engine: Arc<EngineMetrics>,
+    pub engine: EngineMetrics,
     pub alert_produce_errors: IntCounter,
     pub rule_reloads: IntCounterVec,
     pub rules_loaded: IntGaugeVec,
@@ -36,7 +36,7 @@ impl RunMetrics {
         let served = Served::default();
         let r = &served.registry;
         Arc::new(RunMetrics {
-            engine: Arc::new(EngineMetrics::register(r)),
+            engine: EngineMetrics::register(r),
             alert_produce_errors: single(
                 r,
                 "pantau_alert_produce_errors_total",

@@ -10,11 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::{DateTime, FixedOffset, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 
 use crate::backpressure::Backpressure;
-use crate::detect::{Detector, Start};
+use crate::detect::Detector;
 use crate::dlq::DeadLetterPacer;
 use crate::metrics::RunMetrics;
 use crate::reload::{report_loaded, Change, Watcher};
@@ -30,8 +28,7 @@ use pantau_engine::rules::RuleSet;
 use pantau_engine::suppress::SnoozeList;
 use pantau_kafka::sink::KafkaSink;
 use pantau_kafka::source::{
-    offset_list, origins, Assignment, CommitOffset, KafkaSource, Origin, RebalanceHook,
-    RecordingContext, SourceConfig,
+    Assignment, CommitOffset, Group, KafkaSource, Origin, RebalanceHook, SourceConfig, Start,
 };
 use pantau_kafka::KafkaConfig;
 
@@ -51,6 +48,8 @@ pub struct Summary {
     /// The most raw rows the engines held at once.
     pub peak_buffered_rows: usize,
     pub elapsed: Duration,
+    /// The process's peak memory when the run ended, where the system says.
+    pub peak_memory_mib: Option<f64>,
 }
 
 impl Summary {
@@ -71,52 +70,62 @@ impl Summary {
         self.peak_buffered_rows = self.peak_buffered_rows.max(rows);
     }
 
-    /// Takes the counts only the metrics know.
+    /// Takes the counts only the metrics know, and the process's peak memory.
     fn add_metrics(&mut self, metrics: &RunMetrics) {
-        self.rule_failures = pantau_core::metrics::total(&metrics.engine.rule_failures);
-        self.suppressed = pantau_core::metrics::total(&metrics.engine.alerts_suppressed);
+        self.rule_failures = pantau_kafka::metrics::total(&metrics.engine.rule_failures);
+        self.suppressed = pantau_kafka::metrics::total(&metrics.engine.alerts_suppressed);
+        self.peak_memory_mib = pantau_kafka::metrics::peak_memory_mib();
     }
 
     /// Records per second over the run.
     pub fn rate(&self) -> f64 {
         self.records as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
+}
 
-    pub fn print(&self) {
-        println!(
+/// The closing summary as the CLI prints it.
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
             "{} records in {:.1} s ({:.0} records/s), {} dead letters, {} alerts, peak memory {:.0} MiB",
             self.records,
             self.elapsed.as_secs_f64(),
             self.rate(),
             self.dead_letters,
             self.alerts,
-            pantau_core::metrics::peak_memory_mib().unwrap_or(f64::NAN)
-        );
+            self.peak_memory_mib.unwrap_or(f64::NAN)
+        )?;
         for (category, n) in &self.by_category {
-            println!("  {category:<20} {n}");
+            writeln!(f, "  {category:<20} {n}")?;
         }
-        println!(
+        write!(
+            f,
             "peak {} raw rows buffered for open windows",
             self.peak_buffered_rows
-        );
+        )?;
         if self.shadow_alerts > 0 {
-            println!(
-                "{} alerts of rules in shadow mode (not notified)",
+            write!(
+                f,
+                "\n{} alerts of rules in shadow mode (not notified)",
                 self.shadow_alerts
-            );
+            )?;
         }
         if self.suppressed > 0 {
-            println!(
-                "{} detections held back by a cooldown or the snooze list (pantau_alerts_suppressed_total)",
+            write!(
+                f,
+                "\n{} detections held back by a cooldown or the snooze list (pantau_alerts_suppressed_total)",
                 self.suppressed
-            );
+            )?;
         }
         if self.rule_failures > 0 {
-            println!(
-                "{} rule runs failed and were skipped: their windows raised no alert from that rule (errors in the log)",
+            write!(
+                f,
+                "\n{} rule runs failed and were skipped: their windows raised no alert from that rule (errors in the log)",
                 self.rule_failures
-            );
+            )?;
         }
+        Ok(())
     }
 }
 
@@ -136,27 +145,17 @@ fn to_raw(records: &[(Vec<u8>, i64)], received: i64) -> Vec<RawRecord<'_>> {
         .collect()
 }
 
-fn parse_now(s: &str) -> Result<DateTime<FixedOffset>, String> {
-    DateTime::parse_from_rfc3339(s)
-        .map_err(|e| format!("{s:?} is not an RFC 3339 time with an offset: {e}"))
-}
-
 /// Options of `pantau replay`.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone)]
 pub struct ReplayConfig {
-    /// History folder (transactions.jsonl, disbursements.jsonl, transfers.jsonl, outlets.jsonl).
+    /// The history folder.
     pub dir: PathBuf,
-    /// Where to write the alerts; `dlq.jsonl` is written beside it.
-    #[arg(long, default_value = "alerts.jsonl")]
+    /// Where the alerts go; `dlq.jsonl` is written beside it.
     pub out: PathBuf,
     /// Records read from a file at a time.
-    #[arg(long, default_value_t = 4096)]
     pub batch_size: usize,
-    /// The moment the history is replayed "at", e.g. `2023-05-01T00:00:00+07:00`: every
-    /// record counts as received then, so an event time past it by more than
-    /// `--max-future` is dead-lettered as `future`. Default: the wall clock when the
-    /// replay starts, since a history of what happened cannot hold sales yet to come.
-    #[arg(long, value_parser = parse_now)]
+    /// The moment the history is replayed "at" (every record counts as received then);
+    /// `None`: the wall clock when the replay starts.
     pub now: Option<DateTime<FixedOffset>>,
 }
 
@@ -175,7 +174,7 @@ pub async fn replay(
 
 /// Reads the snooze list an engine config names (none: empty); a bad line is logged and
 /// the rest kept.
-pub fn load_snoozes(
+pub(crate) fn load_snoozes(
     engine_config: &EngineConfig,
     metrics: &RunMetrics,
 ) -> anyhow::Result<Arc<SnoozeList>> {
@@ -193,7 +192,7 @@ pub fn load_snoozes(
 /// `replay` with a rule set given rather than read from `--rules` (`pantau rules test`
 /// and `backtest` run fixtures and candidate rules this way). Alerts of shadow rules
 /// go to `on_alert` too, marked, and to the shadow file beside `--out`.
-pub async fn replay_rules(
+pub(crate) async fn replay_rules(
     config: &ReplayConfig,
     engine_config: &EngineConfig,
     rules: RuleSet,
@@ -205,7 +204,7 @@ pub async fn replay_rules(
     report_loaded(&rules, &metrics);
     // Files never go idle: the next line is always there to read, and an exhausted
     // file is released.
-    let mut engine = Engine::new(engine_config, rules, metrics.engine.clone()).without_figures();
+    let mut engine = Engine::new(engine_config, rules).without_figures();
     engine.set_snoozes(load_snoozes(engine_config, &metrics)?);
     let mut source = FolderSource::open(&config.dir)?;
     let mut alerts_out = AlertFiles::create(&config.out, has_shadow)?;
@@ -226,7 +225,8 @@ pub async fn replay_rules(
     while let Some(chunk) = source.read(Stream::Outlets, config.batch_size)? {
         progress.inc(chunk.bytes);
         summary.records += chunk.records.len() as u64;
-        let dead = engine.ingest(Stream::Outlets, 0, &to_raw(&chunk.records, received))?;
+        let raw = to_raw(&chunk.records, received);
+        let dead = engine.ingest(Stream::Outlets, 0, &raw, wall_clock_us())?;
         summary.dead_letters += dead.len() as u64;
         dlq_out.write(&dead)?;
     }
@@ -245,11 +245,16 @@ pub async fn replay_rules(
             Some(chunk) => {
                 progress.inc(chunk.bytes);
                 summary.records += chunk.records.len() as u64;
-                let dead = engine.ingest(stream, 0, &to_raw(&chunk.records, received))?;
+                let raw = to_raw(&chunk.records, received);
+                let dead = engine.ingest(stream, 0, &raw, wall_clock_us())?;
                 summary.dead_letters += dead.len() as u64;
                 summary.buffered(engine.buffered_rows(), &metrics);
                 dlq_out.write(&dead)?;
-                let alerts = engine.advance(wall_clock_us()).await?;
+                let now = wall_clock_us();
+                let alerts = engine.advance(now).await;
+                metrics.engine.publish(engine.take_tally());
+                metrics.engine.observe_watermarks(&engine, now);
+                let alerts = alerts?;
                 alerts.iter().for_each(&mut on_alert);
                 summary.add_alerts(&alerts);
                 alerts_out.write(&alerts)?;
@@ -257,7 +262,9 @@ pub async fn replay_rules(
             None => engine.release((stream, 0)),
         }
     }
-    let alerts = engine.finish().await?;
+    let alerts = engine.finish(wall_clock_us()).await;
+    metrics.engine.publish(engine.take_tally());
+    let alerts = alerts?;
     alerts.iter().for_each(&mut on_alert);
     summary.add_alerts(&alerts);
     alerts_out.write(&alerts)?;
@@ -269,50 +276,52 @@ pub async fn replay_rules(
     Ok(summary)
 }
 
+/// Replays a folder with a rule set and returns every alert (shadow ones too).
+pub async fn replay_alerts(
+    history: &Path,
+    engine: &EngineConfig,
+    set: RuleSet,
+) -> anyhow::Result<Vec<Alert>> {
+    // The replay's output files are not kept: the alerts come back in memory.
+    let scratch = tempfile::tempdir().context("cannot create a scratch folder")?;
+    let config = ReplayConfig {
+        dir: history.to_path_buf(),
+        out: scratch.path().join("alerts.jsonl"),
+        batch_size: 4096,
+        now: None,
+    };
+    let mut alerts = Vec::new();
+    replay_rules(&config, engine, set, RunMetrics::new(), |a| {
+        alerts.push(a.clone())
+    })
+    .await
+    .with_context(|| format!("replaying {}", history.display()))?;
+    Ok(alerts)
+}
+
 /// Options of `pantau run` beyond the broker and the group.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone)]
 pub struct RunConfig {
-    /// Stop once every partition has been idle for the idle timeout and every window
-    /// has closed (for batch jobs and tests); by default run until SIGINT or SIGTERM.
-    #[arg(long)]
+    /// Stop once every partition is idle and every window closed, instead of at a signal.
     pub exit_when_idle: bool,
-    /// Where engine state is checkpointed. Instances of one group must share it (a
-    /// shared volume): the instance a partition moves to restores it from there.
-    #[arg(long, default_value = "pantau-state")]
+    /// Where engine state is checkpointed; shared by the instances of one group.
     pub state_dir: PathBuf,
-    /// How often engine state is checkpointed and the internal offsets committed with it.
-    #[arg(long, default_value = "10s", value_parser = pantau_core::text::parse_duration)]
+    /// How often state is checkpointed and the internal offsets committed with it.
     pub checkpoint_interval: Duration,
-    /// Produce alerts and commit offsets in Kafka transactions, so a `read_committed`
-    /// consumer of pantau.alerts sees each alert exactly once. Needs a broker with
-    /// transactions (not tansu 0.6).
-    #[arg(long)]
+    /// Produce alerts and commit offsets in Kafka transactions.
     pub transactional: bool,
-    /// This instance's name; transactional ids derive from it. A restarted instance must
-    /// keep its name, so that it fences off its former self.
-    #[arg(long, env = "PANTAU_INSTANCE_ID", default_value = "pantau-1")]
+    /// This instance's name, from which transactional ids derive.
     pub instance_id: String,
     /// At shutdown, the longest wait to finish the batch in hand, checkpoint and commit.
-    #[arg(long, default_value = "30s", value_parser = pantau_core::text::parse_duration)]
     pub shutdown_timeout: Duration,
-    /// How often the rules folder and the snooze file are looked at for changes, which
-    /// are then taken up without a restart.
-    #[arg(long, default_value = "2s", value_parser = pantau_core::text::parse_duration)]
+    /// How often the rules folder and the snooze file are looked at for changes.
     pub reload_interval: Duration,
-    /// Dead letters produced per second on average at most: beyond it consumption waits
-    /// (pantau_dlq_wait_seconds_total), so a flood of bad input cannot flood the DLQ and
-    /// no dead letter is dropped. 0: no limit.
-    #[arg(long, default_value_t = 1000)]
+    /// Dead letters produced per second on average at most (0: no limit).
     pub dlq_max_per_sec: u32,
-    /// Raw rows this instance's engines may hold for open windows. Past it, while one
-    /// input partition holds the watermark back, the input partitions that run ahead are
-    /// paused until windows close (`pantau_input_partitions_paused`); nothing is
-    /// dropped. A row costs about 1 KiB of memory. Default: rows filling half the
-    /// memory limit (the container's, else the machine's). 0: no limit.
-    #[arg(long)]
+    /// Raw rows the engines may hold for open windows before partitions running ahead
+    /// are paused (0: no limit); `None`: half the memory limit's worth.
     pub max_buffered_rows: Option<usize>,
     /// Test only: a pause after every batch read, standing in for a slow machine.
-    #[arg(long, hide = true, value_parser = pantau_core::text::parse_duration)]
     pub batch_delay: Option<Duration>,
 }
 
@@ -355,51 +364,34 @@ impl Shared {
             .context("the pipeline worker was lost in a rebalance")
     }
 
+    /// Restores the assigned internal partitions from their checkpoints and says where
+    /// each starts; input partitions start from their committed offsets.
     fn assign(
         worker: &mut Worker,
-        consumer: &BaseConsumer<RecordingContext>,
-        list: &mut TopicPartitionList,
-    ) -> anyhow::Result<()> {
-        let internal: Vec<i32> = origins(list)
-            .into_iter()
-            .filter_map(|o| match o {
-                Origin::ByProvince(p) => Some(p),
-                Origin::Input(_) => None,
-            })
+        group: &Group<'_>,
+        assigned: &[Origin],
+    ) -> anyhow::Result<Vec<(Origin, Start)>> {
+        let internal: Vec<Origin> = assigned
+            .iter()
+            .copied()
+            .filter(|o| matches!(o, Origin::ByProvince(_)))
             .collect();
         if internal.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        let mut query = TopicPartitionList::new();
-        for p in &internal {
-            query.add_partition(TOPIC_BY_PROVINCE, *p);
+        let mut starts = Vec::new();
+        for (origin, commit) in group.committed(&internal)? {
+            starts.push((origin, worker.detector.assign(origin.partition(), commit)?));
         }
-        let committed = consumer
-            .committed_offsets(query, Duration::from_secs(30))
-            .context("cannot read the committed offsets of the internal topic")?;
-        for p in internal {
-            let commit = committed
-                .find_partition(TOPIC_BY_PROVINCE, p)
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(o) => Some((o, e.metadata().to_string())),
-                    _ => None,
-                });
-            let start = match worker.detector.assign(p, commit)? {
-                Start::At(o) => Offset::Offset(o),
-                Start::Beginning => Offset::Beginning,
-            };
-            list.set_partition_offset(TOPIC_BY_PROVINCE, p, start)?;
-        }
-        Ok(())
+        Ok(starts)
     }
 
     fn revoke(
         worker: &mut Worker,
-        consumer: &BaseConsumer<RecordingContext>,
-        list: &TopicPartitionList,
+        group: &Group<'_>,
+        revoked: &[Origin],
         metrics: &RunMetrics,
     ) -> anyhow::Result<()> {
-        let revoked = origins(list);
         let internal: Vec<i32> = revoked
             .iter()
             .filter_map(|o| match o {
@@ -407,7 +399,7 @@ impl Shared {
                 Origin::Input(_) => None,
             })
             .collect();
-        if consumer.assignment_lost() {
+        if group.assignment_lost() {
             // The session expired (a busy broker, a stalled host): the partitions are
             // already someone else's and no commit of this member is accepted. Release
             // them; librdkafka rejoins, and whoever takes them resumes from the last
@@ -417,16 +409,13 @@ impl Shared {
                 partitions = revoked.len(),
                 "the consumer group session was lost; releasing the partitions without a commit and rejoining"
             );
-            release(worker, &internal, &revoked);
+            release(worker, &internal, revoked);
             return Ok(());
         }
         let mut offsets = worker.detector.checkpoint(&internal)?;
         if worker.alerts.is_transactional() {
             // Input offsets went with their forwarded copies, in the router's transactions.
-            let group = consumer
-                .group_metadata()
-                .context("no consumer group metadata")?;
-            worker.alerts.commit(&offset_list(&offsets)?, &group)?;
+            group.commit_in(&worker.alerts, &offsets)?;
         } else {
             offsets.extend(revoked.iter().filter_map(|o| match o {
                 Origin::Input(pid) => worker.routed.get(pid).map(|offset| CommitOffset {
@@ -437,13 +426,13 @@ impl Shared {
                 Origin::ByProvince(_) => None,
             }));
             if !offsets.is_empty() {
-                if let Err(e) = consumer.commit(&offset_list(&offsets)?, CommitMode::Sync) {
+                if let Err(e) = group.commit(&offsets) {
                     // The new owner resumes from the last commit that went through.
                     tracing::warn!(error = %e, "cannot commit the revoked partitions; their new owner re-reads from the last commit");
                 }
             }
         }
-        release(worker, &internal, &revoked);
+        release(worker, &internal, revoked);
         Ok(())
     }
 }
@@ -477,12 +466,17 @@ impl Shared {
 }
 
 impl RebalanceHook for Shared {
-    fn assigning(&self, consumer: &BaseConsumer<RecordingContext>, list: &mut TopicPartitionList) {
-        self.with_parked(|worker| Shared::assign(worker, consumer, list));
+    fn assigning(&self, group: &Group<'_>, assigned: &[Origin]) -> Vec<(Origin, Start)> {
+        let mut starts = Vec::new();
+        self.with_parked(|worker| {
+            starts = Shared::assign(worker, group, assigned)?;
+            Ok(())
+        });
+        starts
     }
 
-    fn revoking(&self, consumer: &BaseConsumer<RecordingContext>, list: &TopicPartitionList) {
-        self.with_parked(|worker| Shared::revoke(worker, consumer, list, &self.metrics));
+    fn revoking(&self, group: &Group<'_>, revoked: &[Origin]) {
+        self.with_parked(|worker| Shared::revoke(worker, group, revoked, &self.metrics));
     }
 }
 
@@ -713,11 +707,7 @@ pub async fn run(
             }
         }
         if run_config.transactional {
-            let group = source
-                .consumer()
-                .group_metadata()
-                .context("no consumer group metadata")?;
-            router.commit(&offset_list(&input_offsets)?, &group)?;
+            source.commit_in(&router, &input_offsets)?;
         } else {
             for c in &input_offsets {
                 if let Origin::Input(pid) = c.origin {
@@ -739,7 +729,7 @@ pub async fn run(
             if let Some(delay) = engine_delay {
                 tokio::time::sleep(delay).await;
             }
-            let dead = worker.detector.ingest(p, &batch.records)?;
+            let dead = worker.detector.ingest(p, &batch.records, wall_clock_us())?;
             read_this_turn += batch.records.len();
             summary.dead_letters += dead.len() as u64;
             for d in &dead {
@@ -907,11 +897,7 @@ fn checkpoint_and_commit(
         );
     }
     if transactional {
-        let group = source
-            .consumer()
-            .group_metadata()
-            .context("no consumer group metadata")?;
-        worker.alerts.commit(&offset_list(&offsets)?, &group)?;
+        source.commit_in(&worker.alerts, &offsets)?;
         metrics.commits.inc();
     } else if sync {
         source.commit(&offsets, true)?;

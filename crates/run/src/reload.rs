@@ -47,7 +47,7 @@ pub struct Watcher {
 }
 
 /// Sets the gauges that say what runs.
-pub fn report_loaded(set: &RuleSet, metrics: &RunMetrics) {
+pub(crate) fn report_loaded(set: &RuleSet, metrics: &RunMetrics) {
     let shadow = set.rules.iter().filter(|r| r.shadow).count();
     metrics
         .rules_loaded

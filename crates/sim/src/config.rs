@@ -1,258 +1,255 @@
-//! The simulator's options (`pantau simulate` flattens [`SimConfig`] into its flags),
-//! their defaults, and the checks that turn a bad option into a clear error before any
-//! record is generated.
+//! The simulator's options (every one a `pantau simulate` flag), their defaults, and the
+//! checks that turn a bad option into a clear error before any record is generated.
 
 use anyhow::{bail, Result};
 use chrono::NaiveDate;
 
 use pantau_core::regions::Regions;
 
-fn default_regencies() -> Vec<String> {
-    vec!["3604".to_string(), "7371".to_string(), "9471".to_string()]
-}
-
 /// Options of the simulated history: where, when, how big, and how often each kind of
 /// misbehaviour is injected. Every field is a `pantau simulate` flag with a default.
-#[derive(clap::Args, Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SimConfig {
-    /// Seed of the random generator: the same seed and options give byte-identical files.
-    #[arg(long, default_value_t = 42)]
+    /// Seed of the random generator: the same seed and options give byte-identical
+    /// files.
     pub seed: u64,
 
-    /// Comma-separated BPS regency codes (4 digits) to simulate. The default has one per
-    /// time zone: 3604 Kab. Serang (WIB), 7371 Kota Makassar (WITA), 9471 Kota Jayapura (WIT).
-    #[arg(long, value_delimiter = ',', default_values_t = default_regencies())]
+    /// Comma-separated BPS regency codes (4 digits) to simulate.
     pub regencies: Vec<String>,
 
     /// Number of calendar months simulated (1-120).
-    #[arg(long, default_value_t = 3)]
     pub months: u32,
 
     /// First month simulated, YYYY-MM (2017-01 or later: BPNT began in 2017).
-    #[arg(long, default_value = "2023-01")]
     pub start: String,
 
-    /// Multiplies the number of outlets per regency (30 outlets per regency at 1.0, at
-    /// least 2). Transactions grow linearly with scale x months.
-    #[arg(long, default_value_t = 1.0)]
+    /// Multiplies the number of outlets per regency (30 outlets per regency at 1.0,
+    /// at least 2).
     pub scale: f64,
 
     // ---- ordinary behaviour -------------------------------------------------------
-    /// Share of KPM (0-1) who, in any benefit period, never spend their benefit, whatever
-    /// their outlet (the baseline of non-transacting KPM).
-    #[arg(long, default_value_t = 0.04)]
+    /// Share of KPM (0-1) who, in any benefit period, never spend their benefit,
+    /// whatever their outlet (the baseline of non-transacting KPM).
     pub non_transacting_baseline: f64,
 
     /// Share of spending KPM (0-1) who shop late, 10-25 days after the credit.
-    #[arg(long, default_value_t = 0.10)]
     pub late_spender_rate: f64,
 
-    /// Share of KKS shopping trips (0-1) made at another outlet of the same bank in the
-    /// regency instead of the KPM's home outlet.
-    #[arg(long, default_value_t = 0.03)]
+    /// Share of KKS shopping trips (0-1) made at another outlet of the same bank in
+    /// the regency instead of the KPM's home outlet.
     pub other_outlet_rate: f64,
 
-    /// Share of KKS purchases (0-1) reversed a few minutes later (the KPM then buys again).
-    #[arg(long, default_value_t = 0.005)]
+    /// Share of KKS purchases (0-1) reversed a few minutes later (the KPM then buys
+    /// again).
     pub reversal_rate: f64,
 
     /// Share of transaction records (0-1) delivered a second time, identical, a few
     /// records later (redeliveries).
-    #[arg(long, default_value_t = 0.002)]
     pub duplicate_rate: f64,
 
-    /// Records of each stream are shuffled locally so that none arrives more than this
-    /// many seconds (event time) after a later record; 0 keeps every stream sorted.
-    #[arg(long, default_value_t = 60)]
+    /// Records of each stream are shuffled locally so that none arrives more than
+    /// this many seconds (event time) after a later record; 0 keeps every stream
+    /// sorted.
     pub max_disorder_secs: u64,
 
-    /// Number of deliberately broken records (truncated JSON, missing field, wrong type,
-    /// unknown bank or payment, non-positive amount, time without offset, empty message)
-    /// spread over the transaction and disbursement streams.
-    #[arg(long, default_value_t = 0)]
+    /// Number of deliberately broken records (truncated JSON, missing field, wrong
+    /// type, unknown bank or payment, non-positive amount, time without offset,
+    /// empty message) spread over the transaction and disbursement streams.
     pub malformed: usize,
 
     // ---- seasonal outlets -----------------------------------------------------------
-    /// Share of outlets (0-1) that are seasonal: no ordinary customers, KKS sales only in
-    /// the days after the credit (at least one outlet when above 0).
-    #[arg(long, default_value_t = 0.05)]
+    /// Share of outlets (0-1) that are seasonal: no ordinary customers, KKS sales
+    /// only in the days after the credit (at least one outlet when above 0).
     pub seasonal_rate: f64,
 
-    /// A seasonal outlet sells only within this many days after its bank's credit (1-28).
-    #[arg(long, default_value_t = 7)]
+    /// A seasonal outlet sells only within this many days after its bank's credit
+    /// (1-28).
     pub seasonal_window_days: u32,
 
-    /// Share (0-1) of a seasonal outlet's KKS sales made outside its disbursement windows,
-    /// on random later days of the period; 0 keeps every sale inside the windows.
-    #[arg(long, default_value_t = 0.0)]
+    /// Share (0-1) of a seasonal outlet's KKS sales made outside its disbursement
+    /// windows, on random later days of the period; 0 keeps every sale inside the
+    /// windows.
     pub seasonal_leak: f64,
 
     // ---- supplier-dependent rings ---------------------------------------------------
-    /// Number of supplier rings: outlets of one regency selling one identical pre-packed
-    /// bundle and paying most of their KKS takings to a single supplier.
-    #[arg(long, default_value_t = 1)]
+    /// Number of supplier rings: outlets of one regency selling one identical pre-
+    /// packed bundle and paying most of their KKS takings to a single supplier.
     pub supplier_rings: u32,
 
     /// Smallest number of outlets in a supplier ring (at least 2).
-    #[arg(long, default_value_t = 3)]
     pub ring_size_min: u32,
 
     /// Largest number of outlets in a supplier ring.
-    #[arg(long, default_value_t = 6)]
     pub ring_size_max: u32,
 
-    /// Lowest share (0-1) of a ring outlet's daily KKS takings transferred to the supplier.
-    #[arg(long, default_value_t = 0.85)]
+    /// Lowest share (0-1) of a ring outlet's daily KKS takings transferred to the
+    /// supplier.
     pub supplier_share_min: f64,
 
-    /// Highest share (0-1) of a ring outlet's daily KKS takings transferred to the supplier.
-    #[arg(long, default_value_t = 0.95)]
+    /// Highest share (0-1) of a ring outlet's daily KKS takings transferred to the
+    /// supplier.
     pub supplier_share_max: f64,
 
     // ---- card collection ------------------------------------------------------------
-    /// Expected card-collection bursts per regency per month (not a share: 2.0 = about two).
-    #[arg(long, default_value_t = 2.0)]
+    /// Expected card-collection bursts per regency per month (not a share: 2.0 =
+    /// about two).
     pub card_collection_rate: f64,
 
     /// Fewest distinct cards swiped in one burst.
-    #[arg(long, default_value_t = 15)]
     pub collection_cards_min: u32,
 
     /// Most distinct cards swiped in one burst (fewer if the outlet has fewer KPM).
-    #[arg(long, default_value_t = 40)]
     pub collection_cards_max: u32,
 
     /// Shortest mean spacing between two swipes of a burst, in seconds.
-    #[arg(long, default_value_t = 30)]
     pub collection_spacing_min_secs: u32,
 
     /// Longest mean spacing between two swipes of a burst, in seconds.
-    #[arg(long, default_value_t = 60)]
     pub collection_spacing_max_secs: u32,
 
-    /// Each gap of a burst deviates from its mean spacing by at most this many seconds
-    /// (must be below the shortest spacing).
-    #[arg(long, default_value_t = 3)]
+    /// Each gap of a burst deviates from its mean spacing by at most this many
+    /// seconds (must be below the shortest spacing).
     pub collection_jitter_secs: u32,
 
     /// Share of bursts (0-1) swiped at night, 20:00-23:30 local time.
-    #[arg(long, default_value_t = 0.7)]
     pub collection_night_share: f64,
 
     // ---- price markup -----------------------------------------------------------------
     /// Expected outlets per regency per month selling one commodity (rice, eggs or
     /// chicken) at a marked-up price.
-    #[arg(long, default_value_t = 1.0)]
     pub price_markup_rate: f64,
 
     /// Smallest markup factor (at least 1).
-    #[arg(long, default_value_t = 1.3)]
     pub markup_factor_min: f64,
 
     /// Largest markup factor.
-    #[arg(long, default_value_t = 1.6)]
     pub markup_factor_max: f64,
 
     // ---- short quantity ---------------------------------------------------------------
-    /// Expected outlets per regency per month with a rigged scale: every commodity sold by
-    /// weight is handed out short by the same ratio (a markup, by contrast, raises one
-    /// commodity's price).
-    #[arg(long, default_value_t = 0.5)]
+    /// Expected outlets per regency per month with a rigged scale: every commodity
+    /// sold by weight is handed out short by the same ratio (a markup, by contrast,
+    /// raises one commodity's price).
     pub short_quantity_rate: f64,
 
     /// Smallest share (0-1] of the kilograms actually handed out.
-    #[arg(long, default_value_t = 0.7)]
     pub short_factor_min: f64,
 
     /// Largest share (0-1] of the kilograms actually handed out.
-    #[arg(long, default_value_t = 0.85)]
     pub short_factor_max: f64,
 
     // ---- paperwork mismatch -----------------------------------------------------------
     /// Expected outlets per regency per month whose receipts do not add up or list
     /// ineligible goods.
-    #[arg(long, default_value_t = 0.5)]
     pub paperwork_rate: f64,
 
     /// Smallest share (0-1) of the outlet's KKS purchases affected in that month.
-    #[arg(long, default_value_t = 0.3)]
     pub paperwork_share_min: f64,
 
     /// Largest share (0-1) of the outlet's KKS purchases affected in that month.
-    #[arg(long, default_value_t = 0.6)]
     pub paperwork_share_max: f64,
 
     /// Smallest overcharge (0-1) of the amount above the sum of its items.
-    #[arg(long, default_value_t = 0.05)]
     pub overcharge_min: f64,
 
     /// Largest overcharge (0-1) of the amount above the sum of its items.
-    #[arg(long, default_value_t = 0.20)]
     pub overcharge_max: f64,
 
     // ---- non-transacting outlets ------------------------------------------------------
-    /// Expected outlets per regency (over the whole run) where many KPM leave one benefit
-    /// period unspent, on top of the baseline.
-    #[arg(long, default_value_t = 1.0)]
+    /// Expected outlets per regency (over the whole run) where many KPM leave one
+    /// benefit period unspent, on top of the baseline.
     pub non_transacting_outlets: f64,
 
-    /// Smallest share (0-1) of such an outlet's KPM who do not spend in that period.
-    #[arg(long, default_value_t = 0.4)]
+    /// Smallest share (0-1) of such an outlet's KPM who do not spend in that
+    /// period.
     pub non_transacting_share_min: f64,
 
     /// Largest share (0-1) of such an outlet's KPM who do not spend in that period.
-    #[arg(long, default_value_t = 0.7)]
     pub non_transacting_share_max: f64,
 
     // ---- one card, many places --------------------------------------------------------
-    /// Expected cards per regency per month (cloned, or held by an agent) whose balance is
-    /// spent at several outlets within hours (at least one in the run when above 0).
-    #[arg(long, default_value_t = 1.0)]
+    /// Expected cards per regency per month (cloned, or held by an agent) whose
+    /// balance is spent at several outlets within hours (at least one in the run
+    /// when above 0).
     pub many_places_rate: f64,
 
-    /// Fewest distinct outlets such a card is swiped at (at least 2). Regencies where no
-    /// bank has this many ordinary outlets get no such card.
-    #[arg(long, default_value_t = 3)]
+    /// Fewest distinct outlets such a card is swiped at (at least 2).
     pub many_places_outlets_min: u32,
 
-    /// Most distinct outlets such a card is swiped at (fewer if its bank has fewer).
-    #[arg(long, default_value_t = 5)]
+    /// Most distinct outlets such a card is swiped at (fewer if its bank has
+    /// fewer).
     pub many_places_outlets_max: u32,
 
-    /// Hours (1-12) from the first swipe of such a card to its last, all in shop hours.
-    #[arg(long, default_value_t = 3)]
+    /// Hours (1-12) from the first swipe of such a card to its last, all in shop
+    /// hours.
     pub many_places_hours: u32,
 
     // ---- realization lag --------------------------------------------------------------
-    /// Probability (0-1) that a regency falls behind its peers in a benefit period (cards
-    /// handed out late, a road closed). At least one in the run when above 0 and at least
-    /// three regencies are simulated; none with fewer, as there would be no peers.
-    #[arg(long, default_value_t = 0.1)]
+    /// Probability (0-1) that a regency falls behind its peers in a benefit period
+    /// (cards handed out late, a road closed).
     pub realization_lag_rate: f64,
 
-    /// Smallest share (0-1) of a lagging regency's would-be spenders who are delayed.
-    #[arg(long, default_value_t = 0.3)]
+    /// Smallest share (0-1) of a lagging regency's would-be spenders who are
+    /// delayed.
     pub realization_lag_share_min: f64,
 
-    /// Largest share (0-1) of a lagging regency's would-be spenders who are delayed.
-    #[arg(long, default_value_t = 0.5)]
+    /// Largest share (0-1) of a lagging regency's would-be spenders who are
+    /// delayed.
     pub realization_lag_share_max: f64,
-}
-
-/// Parses the flags of [`SimConfig`] alone, so that defaults have one source: clap.
-#[derive(clap::Parser)]
-struct DefaultsOnly {
-    #[command(flatten)]
-    cfg: SimConfig,
 }
 
 impl Default for SimConfig {
     fn default() -> Self {
-        use clap::Parser;
-        // The defaults are compile-time constants; failing here is a programming error.
-        DefaultsOnly::try_parse_from(["pantau"])
-            .expect("SimConfig defaults parse")
-            .cfg
+        SimConfig {
+            seed: 42,
+            // One per time zone: Kab. Serang (WIB), Kota Makassar (WITA), Kota Jayapura (WIT).
+            regencies: vec!["3604".into(), "7371".into(), "9471".into()],
+            months: 3,
+            start: "2023-01".into(),
+            scale: 1.0,
+            non_transacting_baseline: 0.04,
+            late_spender_rate: 0.10,
+            other_outlet_rate: 0.03,
+            reversal_rate: 0.005,
+            duplicate_rate: 0.002,
+            max_disorder_secs: 60,
+            malformed: 0,
+            seasonal_rate: 0.05,
+            seasonal_window_days: 7,
+            seasonal_leak: 0.0,
+            supplier_rings: 1,
+            ring_size_min: 3,
+            ring_size_max: 6,
+            supplier_share_min: 0.85,
+            supplier_share_max: 0.95,
+            card_collection_rate: 2.0,
+            collection_cards_min: 15,
+            collection_cards_max: 40,
+            collection_spacing_min_secs: 30,
+            collection_spacing_max_secs: 60,
+            collection_jitter_secs: 3,
+            collection_night_share: 0.7,
+            price_markup_rate: 1.0,
+            markup_factor_min: 1.3,
+            markup_factor_max: 1.6,
+            short_quantity_rate: 0.5,
+            short_factor_min: 0.7,
+            short_factor_max: 0.85,
+            paperwork_rate: 0.5,
+            paperwork_share_min: 0.3,
+            paperwork_share_max: 0.6,
+            overcharge_min: 0.05,
+            overcharge_max: 0.20,
+            non_transacting_outlets: 1.0,
+            non_transacting_share_min: 0.4,
+            non_transacting_share_max: 0.7,
+            many_places_rate: 1.0,
+            many_places_outlets_min: 3,
+            many_places_outlets_max: 5,
+            many_places_hours: 3,
+            realization_lag_rate: 0.1,
+            realization_lag_share_min: 0.3,
+            realization_lag_share_max: 0.5,
+        }
     }
 }
 

@@ -18,8 +18,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, FixedOffset};
-use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::Value;
 use tokio_postgres::Client;
 
@@ -27,38 +25,31 @@ use crate::metrics::StoreMetrics;
 use pantau_core::model::{Alert, Outlet, Stream, TOPIC_ALERTS};
 use pantau_core::pseudonym::Pseudonyms;
 use pantau_core::regions::Regions;
+use pantau_kafka::follow::{parse_followed, Followed};
 use pantau_kafka::health::Backoff;
-use pantau_kafka::{parse_followed, read_followed, Followed, KafkaConfig};
+use pantau_kafka::KafkaConfig;
 
 pub mod metrics;
 pub mod tls;
 
 /// Where the store is.
-#[derive(Clone, clap::Args)]
+#[derive(Clone)]
 pub struct StoreConfig {
-    /// PostgreSQL connection string, e.g. `postgres://pantau:pantau@localhost/pantau`
-    /// or `host=/run/postgresql user=pantau dbname=pantau`. TLS as libpq: `sslmode`
-    /// (disable, prefer, require, verify-ca, verify-full) and `sslrootcert`, e.g.
-    /// `...?sslmode=verify-full&sslrootcert=/etc/pantau/db-ca.pem`.
-    #[arg(long, env = "PANTAU_POSTGRES", hide_env_values = true)]
+    /// The PostgreSQL connection string (URL or key=value, TLS as libpq); may hold a
+    /// password, so `Debug` redacts it.
     pub postgres: String,
-    /// Grafana's readers are people: an alert about a card is stored with the card's
-    /// keyed reference (`PANTAU_PSEUDONYM_KEY`), never its id.
-    #[command(flatten)]
-    pub pseudonyms: pantau_core::pseudonym::PseudonymArgs,
+    /// Allow card references without a key (test data only).
+    pub allow_unkeyed_references: bool,
 }
 
 /// Settings of `pantau store run`.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone)]
 pub struct FollowConfig {
-    /// Consumer group of the store (its own: it reads every alert whatever pantau does).
-    #[arg(long, default_value = "pantau-store")]
+    /// The store's own consumer group (it reads every alert).
     pub group: String,
     /// Most records written in one database transaction.
-    #[arg(long, default_value_t = 1000)]
     pub batch_size: usize,
     /// How long to wait for a batch to fill before writing what there is.
-    #[arg(long, default_value = "500ms", value_parser = pantau_core::text::parse_duration)]
     pub linger: Duration,
 }
 
@@ -224,14 +215,17 @@ impl std::fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreConfig")
             .field("postgres", &tls::redacted(&self.postgres))
-            .field("pseudonyms", &self.pseudonyms)
+            .field("allow_unkeyed_references", &self.allow_unkeyed_references)
             .finish()
     }
 }
 
 impl Store {
     pub async fn connect(config: &StoreConfig) -> anyhow::Result<Store> {
-        let pseudonyms = Pseudonyms::from_env(pantau_core::pseudonym::KEY_ENV, &config.pseudonyms)?;
+        let pseudonyms = Pseudonyms::from_env(
+            pantau_core::pseudonym::KEY_ENV,
+            config.allow_unkeyed_references,
+        )?;
         let client = tls::connect(&config.postgres)
             .await
             .context("cannot connect to PostgreSQL (--postgres)")?;
@@ -556,8 +550,9 @@ pub async fn follow(
     follow: &FollowConfig,
     metrics: Arc<StoreMetrics>,
 ) -> anyhow::Result<()> {
-    let consumer = kafka
-        .follower(&follow.group, &[TOPIC_ALERTS, Stream::Outlets.topic()])
+    let topics = [TOPIC_ALERTS, Stream::Outlets.topic()];
+    let follower = kafka
+        .follower(&follow.group, &topics, metrics.unreadable.clone())
         .await?;
     let mut store = Store::connect(config).await?;
     tracing::info!(group = %follow.group, "store following pantau.alerts and bpnt.outlets");
@@ -567,26 +562,16 @@ pub async fn follow(
         let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let deadline = tokio::time::Instant::now() + follow.linger;
         while entries.len() < follow.batch_size {
-            let message = tokio::select! {
-                m = consumer.recv() => m,
+            let read = tokio::select! {
+                read = follower.next() => read,
                 _ = tokio::time::sleep_until(deadline) => break,
                 _ = &mut stop => {
                     tracing::info!("store stopping");
                     return Ok(());
                 }
             };
-            let message = match message {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "Kafka error while following");
-                    continue;
-                }
-            };
-            next.insert(
-                (message.topic().to_owned(), message.partition()),
-                message.offset() + 1,
-            );
-            entries.extend(read_followed(&message, &metrics.unreadable));
+            next.insert((read.topic, read.partition), read.offset + 1);
+            entries.extend(read.record);
         }
         if next.is_empty() {
             continue;
@@ -637,13 +622,7 @@ pub async fn follow(
             .stored
             .with_label_values(&["outlets"])
             .inc_by(outlets.len() as u64);
-        let mut offsets = TopicPartitionList::new();
-        for ((topic, partition), offset) in &next {
-            offsets.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
-        }
-        if let Err(e) = consumer.commit(&offsets, CommitMode::Sync) {
-            // The rows are in; a redelivery after a failed commit writes nothing new.
-            tracing::warn!(error = %e, "offset commit failed; the batch may be read again");
-        }
+        // The rows are in; a redelivery after a failed commit writes nothing new.
+        follower.commit(&next);
     }
 }

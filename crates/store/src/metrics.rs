@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use prometheus::{IntCounter, IntCounterVec};
 
-use pantau_core::metrics::{counter, single};
 use pantau_kafka::health::Served;
+use pantau_kafka::metrics::{counter, single};
 
 pub struct StoreMetrics {
     /// The registry these metrics report to, and the broker's health.
@@ -23,7 +23,7 @@ impl StoreMetrics {
         let served = Served::default();
         let r = &served.registry;
         Arc::new(StoreMetrics {
-            unreadable: pantau_kafka::unreadable_counter(r),
+            unreadable: pantau_kafka::follow::unreadable_counter(r),
             stored: counter(
                 r,
                 "pantau_store_rows_total",

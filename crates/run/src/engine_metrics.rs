@@ -1,18 +1,19 @@
-//! What the engine counts and publishes: records read and dead-lettered, windows
-//! closed, rules run and their alerts, the watermark, and the program figures of the
-//! dashboards (realization, spending, prices) by regency and period.
+//! The engines' Prometheus series: what an engine's [`Tally`] holds (records read and
+//! dead-lettered, windows closed, rules run and their alerts, the program figures of the
+//! dashboards by regency and period), and the watermarks read from the engines.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 
 use prometheus::{Gauge, GaugeVec, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
-use pantau_core::metrics::{
+use pantau_core::regions::Regions;
+use pantau_engine::engine::Engine;
+use pantau_engine::tally::{ProgramFigure, Tally};
+use pantau_kafka::metrics::{
     counter, float_gauge, float_gauge_vec, gauge_vec, histogram, int_gauge,
 };
 
 pub struct EngineMetrics {
-    /// Where these metrics are registered: the process's registry, or their own.
-    registry: Registry,
     pub records_consumed: IntCounterVec,
     pub dead_letters: IntCounterVec,
     pub late_records: IntCounterVec,
@@ -44,15 +45,8 @@ pub struct EngineMetrics {
 }
 
 impl EngineMetrics {
-    /// The engine's metrics in a registry of their own, for replays and tests that
-    /// serve nothing.
-    pub fn new() -> Arc<EngineMetrics> {
-        Arc::new(EngineMetrics::register(&Registry::new()))
-    }
-
     pub fn register(r: &Registry) -> EngineMetrics {
         EngineMetrics {
-            registry: r.clone(),
             records_consumed: counter(
                 r,
                 "pantau_records_consumed_total",
@@ -216,13 +210,162 @@ impl EngineMetrics {
         }
     }
 
-    /// The registry these metrics are in, in Prometheus' text format.
-    pub fn render(&self) -> String {
-        pantau_core::metrics::render(&self.registry)
+    /// Publishes what an engine counted since it was last asked.
+    pub fn publish(&self, tally: Tally) {
+        for (topic, n) in tally.records_consumed {
+            self.records_consumed.with_label_values(&[topic]).inc_by(n);
+        }
+        for ((topic, reason), n) in tally.dead_letters {
+            self.dead_letters
+                .with_label_values(&[topic, &reason])
+                .inc_by(n);
+        }
+        for (topic, n) in tally.late_records {
+            self.late_records.with_label_values(&[topic]).inc_by(n);
+        }
+        for (topic, n) in tally.duplicates {
+            self.duplicates.with_label_values(&[topic]).inc_by(n);
+        }
+        for (counter, counts) in [
+            (&self.alerts, tally.alerts),
+            (&self.shadow_alerts, tally.shadow_alerts),
+        ] {
+            for (labels, n) in counts {
+                let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+                counter.with_label_values(&labels).inc_by(n);
+            }
+        }
+        for ((rule, reason), n) in tally.alerts_suppressed {
+            self.alerts_suppressed
+                .with_label_values(&[&rule, reason])
+                .inc_by(n);
+        }
+        for ((rule, failure), n) in tally.rule_failures {
+            self.rule_failures
+                .with_label_values(&[&rule, failure.as_str()])
+                .inc_by(n);
+        }
+        for (window, took) in tally.windows_closed {
+            self.windows_closed.with_label_values(&[&window]).inc();
+            self.window_close_seconds
+                .with_label_values(&[&window])
+                .observe(took.as_secs_f64());
+        }
+        for (rule, took) in tally.rule_evaluations {
+            self.rule_seconds
+                .with_label_values(&[&rule])
+                .observe(took.as_secs_f64());
+        }
+        for (topic, took) in tally.batches_decoded {
+            self.decode_seconds
+                .with_label_values(&[topic])
+                .observe(took.as_secs_f64());
+        }
+        for figure in tally.program {
+            self.publish_figure(figure);
+        }
+    }
+
+    fn publish_figure(&self, figure: ProgramFigure) {
+        match figure {
+            ProgramFigure::DayPurchases {
+                regency,
+                payment,
+                purchases,
+                rupiah,
+            } => {
+                let labels = [regency.as_str(), payment.as_str()];
+                self.purchases.with_label_values(&labels).inc_by(purchases);
+                self.purchase_rupiah
+                    .with_label_values(&labels)
+                    .inc_by(rupiah);
+                self.name_regency(&regency);
+            }
+            ProgramFigure::UnitPriceMedian {
+                regency,
+                commodity,
+                unit,
+                rupiah,
+            } => self
+                .unit_price_median
+                .with_label_values(&[&regency, &commodity, &unit])
+                .set(rupiah),
+            ProgramFigure::Period {
+                regency,
+                period,
+                replaces,
+                credited_kpm,
+                spending_kpm,
+                credited_rupiah,
+                spent_rupiah,
+            } => {
+                if let Some(previous) = replaces {
+                    self.forget_period(&regency, &previous);
+                }
+                let labels = [regency.as_str(), period.as_str()];
+                self.kpm_credited
+                    .with_label_values(&labels)
+                    .set(credited_kpm);
+                self.kpm_spending
+                    .with_label_values(&labels)
+                    .set(spending_kpm);
+                if credited_kpm > 0.0 {
+                    self.realization
+                        .with_label_values(&labels)
+                        .set(spending_kpm / credited_kpm);
+                }
+                self.benefit_credited
+                    .with_label_values(&labels)
+                    .set(credited_rupiah);
+                self.benefit_spent
+                    .with_label_values(&labels)
+                    .set(spent_rupiah);
+                self.name_regency(&regency);
+            }
+        }
+    }
+
+    /// Names the regency in `pantau_regency_info`, so dashboards can show and group by
+    /// names and provinces without a label on every series.
+    fn name_regency(&self, regency: &str) {
+        if let Some(r) = Regions::get().regency(regency) {
+            self.regency_info
+                .with_label_values(&[&r.code, &r.name, &r.province_code, &r.province_name])
+                .set(1);
+        }
+    }
+
+    /// The watermark gauges after `engine` advanced at the wall clock's `now` (µs).
+    pub fn observe_watermarks(&self, engine: &Engine, now: i64) {
+        let Some(watermark) = engine.watermark() else {
+            return;
+        };
+        self.watermark.set(watermark as f64 / 1e6);
+        self.watermark_lag.set((now - watermark) as f64 / 1e6);
+        let mut oldest_per_topic: BTreeMap<&str, i64> = BTreeMap::new();
+        for ((stream, partition), max) in engine.partition_maxima() {
+            if let Some(max) = max {
+                self.partition_max_event
+                    .with_label_values(&[stream.topic(), &partition.to_string()])
+                    .set(max as f64 / 1e6);
+                oldest_per_topic
+                    .entry(stream.topic())
+                    .and_modify(|t| *t = (*t).min(max))
+                    .or_insert(max);
+            }
+        }
+        for (topic, t) in oldest_per_topic {
+            self.topic_watermark
+                .with_label_values(&[topic])
+                .set(t as f64 / 1e6);
+            self.topic_watermark_lag
+                .with_label_values(&[topic])
+                .set((now - t) as f64 / 1e6);
+        }
     }
 
     /// Drops a regency's series of a period that is no longer its current one.
-    pub fn forget_period(&self, regency: &str, period: &str) {
+    fn forget_period(&self, regency: &str, period: &str) {
         for gauge in [
             &self.kpm_credited,
             &self.kpm_spending,
@@ -233,5 +376,47 @@ impl EngineMetrics {
             // Absent when the old period was never published here: nothing to drop.
             let _ = gauge.remove_label_values(&[regency, period]);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn period(period: &str, replaces: Option<&str>, credited_kpm: f64) -> ProgramFigure {
+        ProgramFigure::Period {
+            regency: "3604".into(),
+            period: period.into(),
+            replaces: replaces.map(String::from),
+            credited_kpm,
+            spending_kpm: 2.0,
+            credited_rupiah: 800_000.0,
+            spent_rupiah: 320_000.0,
+        }
+    }
+
+    #[test]
+    fn a_period_publishes_its_realization_names_its_regency_and_drops_the_period_it_replaces() {
+        let registry = Registry::new();
+        let metrics = EngineMetrics::register(&registry);
+        let mut tally = Tally::default();
+        tally.program.push(period("2023-01", None, 4.0));
+        metrics.publish(tally);
+        let january = ["3604", "2023-01"];
+        assert_eq!(metrics.realization.with_label_values(&january).get(), 0.5);
+        let text = pantau_kafka::metrics::render(&registry);
+        assert!(
+            text.contains(r#"pantau_regency_info{name="Kabupaten Serang",province="Banten",province_code="36",regency="3604"} 1"#),
+            "{text}"
+        );
+        let mut tally = Tally::default();
+        tally.program.push(period("2023-02", Some("2023-01"), 1.0));
+        metrics.publish(tally);
+        let text = pantau_kafka::metrics::render(&registry);
+        assert!(
+            text.contains(r#"pantau_kpm_credited{period="2023-02",regency="3604"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"period="2023-01""#), "{text}");
     }
 }

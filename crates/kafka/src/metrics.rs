@@ -1,7 +1,9 @@
-//! The shape every part of pantau gives its Prometheus metrics: each component (the
-//! engine, `run`, `store`, `notify`, the Kafka client's health) declares its own metrics
-//! in a struct of its own and registers them in the one registry its process serves on
-//! `/metrics`.
+//! The shape every part of pantau gives its Prometheus metrics: each serving component
+//! (`run` with its engines' tallies, `store`, `notify`, the Kafka client's health)
+//! declares its own metrics in a struct of its own and registers them in the one
+//! registry its process serves on `/metrics` ([`crate::health::Served`]). Here, beside
+//! the broker's health, because every process that serves metrics talks to Kafka; the
+//! engine and the core have no Prometheus at all.
 //!
 //! Metrics are updated per batch or per window, never per row, and their labels go no
 //! finer than the regency (about 514 values nationally): never an outlet or a card.
