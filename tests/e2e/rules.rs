@@ -67,9 +67,13 @@ fn replay(cfg: &SimConfig) -> Fixture {
     let mut alerts = Vec::new();
     let summary = tokio::runtime::Runtime::new()
         .expect("a tokio runtime")
-        .block_on(pipeline::replay(&replay, &engine, RunMetrics::new(), |a| {
-            alerts.push(a.clone())
-        }))
+        .block_on(pipeline::replay(
+            &replay,
+            &engine,
+            RunMetrics::new(),
+            &(),
+            |a| alerts.push(a.clone()),
+        ))
         .expect("replay succeeds");
     // Malformed records are off: a dead letter here is a decoding bug, not a fixture.
     assert_eq!(summary.dead_letters, 0, "valid records reached the DLQ");

@@ -136,7 +136,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<()> {
         now: None,
     };
     let engine = EngineConfig::from(config.engine.clone());
-    let summary = pipeline::replay(&replay, &engine, RunMetrics::new(), |_| {}).await?;
+    let summary = pipeline::replay(&replay, &engine, RunMetrics::new(), &(), |_| {}).await?;
     let replay_rate = summary.records as f64 / summary.elapsed.as_secs_f64();
     println!(
         "machine: {} cores",

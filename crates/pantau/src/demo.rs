@@ -222,7 +222,7 @@ pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(state_dir.join("replay"))?;
     let mut replayed: Vec<Alert> = Vec::new();
-    let replay_summary = pipeline::replay(&replay_config, &engine, RunMetrics::new(), |a| {
+    let replay_summary = pipeline::replay(&replay_config, &engine, RunMetrics::new(), &(), |a| {
         replayed.push(a.clone())
     })
     .await?;

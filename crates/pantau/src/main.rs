@@ -225,6 +225,33 @@ enum RulesCommand {
     Backtest(BacktestArgs),
 }
 
+/// The progress bar of `pantau replay`, on stderr (drawn only on a terminal).
+struct ReplayBar(indicatif::ProgressBar);
+
+impl ReplayBar {
+    fn new() -> ReplayBar {
+        let style = indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        ReplayBar(indicatif::ProgressBar::no_length().with_style(style))
+    }
+}
+
+impl pipeline::ReadProgress for ReplayBar {
+    fn started(&self, total_bytes: u64) {
+        self.0.set_length(total_bytes);
+    }
+
+    fn read(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+
+    fn finished(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
 /// `pantau report reconcile`: the period's alerts from `--alerts`, else from
 /// pantau.alerts, else from a replay of the history; then the report.
 async fn reconcile(args: ReconcileArgs) -> anyhow::Result<()> {
@@ -385,7 +412,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let (replay, engine) = (ReplayConfig::from(replay), EngineConfig::from(engine));
             let metrics = RunMetrics::new();
-            let summary = pipeline::replay(&replay, &engine, metrics, |a| {
+            let bar = ReplayBar::new();
+            let summary = pipeline::replay(&replay, &engine, metrics, &bar, |a| {
                 if print {
                     println!("{}", alert::one_line(a));
                 }

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, FixedOffset, Utc};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::backpressure::Backpressure;
 use crate::detect::Detector;
@@ -166,10 +165,25 @@ pub async fn replay(
     config: &ReplayConfig,
     engine_config: &EngineConfig,
     metrics: Arc<RunMetrics>,
+    progress: &dyn ReadProgress,
     on_alert: impl FnMut(&Alert),
 ) -> anyhow::Result<Summary> {
     let rules = engine_config.rules_location().load()?;
-    replay_rules(config, engine_config, rules, metrics, on_alert).await
+    replay_rules(config, engine_config, rules, metrics, progress, on_alert).await
+}
+
+/// Told how far a replay has read its history files, in bytes: the command line draws
+/// a bar from it; `()` is no one watching.
+pub trait ReadProgress {
+    fn started(&self, total_bytes: u64);
+    fn read(&self, bytes: u64);
+    fn finished(&self);
+}
+
+impl ReadProgress for () {
+    fn started(&self, _: u64) {}
+    fn read(&self, _: u64) {}
+    fn finished(&self) {}
 }
 
 /// Reads the snooze list an engine config names (none: empty); a bad line is logged and
@@ -197,6 +211,7 @@ pub(crate) async fn replay_rules(
     engine_config: &EngineConfig,
     rules: RuleSet,
     metrics: Arc<RunMetrics>,
+    progress: &dyn ReadProgress,
     mut on_alert: impl FnMut(&Alert),
 ) -> anyhow::Result<Summary> {
     let started = Instant::now();
@@ -209,11 +224,7 @@ pub(crate) async fn replay_rules(
     let mut source = FolderSource::open(&config.dir)?;
     let mut alerts_out = AlertFiles::create(&config.out, has_shadow)?;
     let mut dlq_out = JsonLines::create(&dlq_path_for(&config.out))?;
-    let progress = ProgressBar::new(source.total_bytes());
-    progress.set_style(
-        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    progress.started(source.total_bytes());
     for stream in source.streams() {
         engine.assign((stream, 0));
     }
@@ -223,7 +234,7 @@ pub(crate) async fn replay_rules(
         .map_or_else(wall_clock_us, |t| t.timestamp_micros());
     // The registry first: rules look outlets up by id.
     while let Some(chunk) = source.read(Stream::Outlets, config.batch_size)? {
-        progress.inc(chunk.bytes);
+        progress.read(chunk.bytes);
         summary.records += chunk.records.len() as u64;
         let raw = to_raw(&chunk.records, received);
         let dead = engine.ingest(Stream::Outlets, 0, &raw, wall_clock_us())?;
@@ -243,7 +254,7 @@ pub(crate) async fn replay_rules(
         };
         match source.read(stream, config.batch_size)? {
             Some(chunk) => {
-                progress.inc(chunk.bytes);
+                progress.read(chunk.bytes);
                 summary.records += chunk.records.len() as u64;
                 let raw = to_raw(&chunk.records, received);
                 let dead = engine.ingest(stream, 0, &raw, wall_clock_us())?;
@@ -270,7 +281,7 @@ pub(crate) async fn replay_rules(
     alerts_out.write(&alerts)?;
     alerts_out.finish()?;
     dlq_out.finish()?;
-    progress.finish_and_clear();
+    progress.finished();
     summary.add_metrics(&metrics);
     summary.elapsed = started.elapsed();
     Ok(summary)
@@ -291,7 +302,7 @@ pub async fn replay_alerts(
         now: None,
     };
     let mut alerts = Vec::new();
-    replay_rules(&config, engine, set, RunMetrics::new(), |a| {
+    replay_rules(&config, engine, set, RunMetrics::new(), &(), |a| {
         alerts.push(a.clone())
     })
     .await
