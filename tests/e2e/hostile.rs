@@ -154,7 +154,7 @@ fn a_backlog_produced_before_run_starts_raises_the_replay_alerts() {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         if let Some(delay) = delay {
-            run.env("PANTAU_TEST_ENGINE_DELAY", delay);
+            run.args(["--engine-batch-delay", delay]);
         }
         let mut child = run.spawn().unwrap();
         wait_for_success(&mut child, &log, Duration::from_secs(600));

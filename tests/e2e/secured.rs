@@ -273,10 +273,12 @@ allow-unkeyed-references = false
 }
 
 /// A certificate that does not verify, or a password the broker refuses, ends the
-/// command at start with librdkafka's reason, instead of waiting for a broker that is
-/// merely away; `--help` shows no secret held in the environment.
+/// command at start with librdkafka's reason and exit status 1, instead of waiting for a
+/// broker that is merely away (which ends with 75, EX_TEMPFAIL, after 30 s); `--help`
+/// shows no secret held in the environment.
 #[test]
-fn a_wrong_ca_or_a_refused_password_stops_pantau_at_start_naming_why() {
+fn a_wrong_ca_or_a_refused_password_stops_pantau_at_start_naming_why_and_an_absent_broker_asks_for_a_restart(
+) {
     let tmp = tempfile::tempdir().unwrap();
     let cluster = SecuredCluster::start(tmp.path());
     let other = Pki::ca(tmp.path(), "other-ca");
@@ -314,11 +316,24 @@ fn a_wrong_ca_or_a_refused_password_stops_pantau_at_start_naming_why() {
         }
         let output = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "run started despite {reason}");
+        // 1, not 75: restarting will not mend a refusal.
+        assert_eq!(output.status.code(), Some(1), "{reason}: {stderr}");
         assert!(stderr.contains("refused pantau"), "{stderr}");
         assert!(stderr.contains(reason), "{reason} not named: {stderr}");
         assert_no_secret(&output, &[PASSWORD, wrong_password], "run");
     }
+
+    // A broker that is merely away may come back: the status asks for a restart.
+    let output = pantau()
+        .args(["run", "--brokers", &format!("127.0.0.1:{}", free_port())])
+        .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
+        .arg("--state-dir")
+        .arg(tmp.path().join("state"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(75), "{stderr}");
+    assert!(stderr.contains("cannot reach the brokers"), "{stderr}");
 
     let help = pantau()
         .args(["store", "run", "--help"])

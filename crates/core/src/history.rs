@@ -6,19 +6,20 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use anyhow::Context;
 use chrono::DateTime;
 use serde::Deserialize;
 
+use crate::error::{Error, Result};
 use crate::model::{Outgoing, Stream, PROGRAM_START_US};
 
 struct FileStream {
     stream: Stream,
+    path: PathBuf,
     reader: BufReader<Box<dyn Read + Send>>,
     next_line: i64,
     done: bool,
@@ -40,9 +41,12 @@ pub struct FolderSource {
 }
 
 impl FolderSource {
-    pub fn open(dir: &Path) -> anyhow::Result<FolderSource> {
+    pub fn open(dir: &Path) -> Result<FolderSource> {
         if !dir.is_dir() {
-            anyhow::bail!("{} is not a folder", dir.display());
+            return Err(Error::NotAHistory(format!(
+                "{} is not a folder",
+                dir.display()
+            )));
         }
         let mut files = Vec::new();
         let mut total_bytes = 0;
@@ -56,16 +60,16 @@ impl FolderSource {
             } else {
                 continue;
             };
-            let file =
-                File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+            let file = File::open(&path).map_err(Error::file("open", &path))?;
             let reader: Box<dyn Read + Send> = if compressed {
                 Box::new(flate2::read::GzDecoder::new(file))
             } else {
-                total_bytes += file.metadata()?.len();
+                total_bytes += file.metadata().map_err(Error::file("read", &path))?.len();
                 Box::new(file)
             };
             files.push(FileStream {
                 stream,
+                path,
                 reader: BufReader::with_capacity(1 << 20, reader),
                 next_line: 0,
                 done: false,
@@ -73,10 +77,10 @@ impl FolderSource {
             });
         }
         if files.is_empty() {
-            anyhow::bail!(
+            return Err(Error::NotAHistory(format!(
                 "{} holds none of transactions.jsonl, disbursements.jsonl, transfers.jsonl, outlets.jsonl (or their .gz)",
                 dir.display()
-            );
+            )));
         }
         Ok(FolderSource { files, total_bytes })
     }
@@ -99,7 +103,7 @@ impl FolderSource {
     }
 
     /// Reads up to `max_records` lines of `stream`; `None` once it is exhausted.
-    pub fn read(&mut self, stream: Stream, max_records: usize) -> anyhow::Result<Option<Chunk>> {
+    pub fn read(&mut self, stream: Stream, max_records: usize) -> Result<Option<Chunk>> {
         let Some(file) = self
             .files
             .iter_mut()
@@ -114,7 +118,7 @@ impl FolderSource {
             let n = file
                 .reader
                 .read_until(b'\n', &mut line)
-                .with_context(|| format!("reading {}", stream.file_name()))?;
+                .map_err(Error::file("read", &file.path))?;
             if n == 0 {
                 file.done = true;
                 break;

@@ -4,53 +4,64 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use anyhow::Context;
 use serde::Serialize;
 
+use crate::error::{Error, Result};
+
 pub struct JsonLines {
+    path: std::path::PathBuf,
     out: BufWriter<File>,
     pub written: u64,
 }
 
 impl JsonLines {
-    pub fn create(path: &Path) -> anyhow::Result<JsonLines> {
+    pub fn create(path: &Path) -> Result<JsonLines> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
+            std::fs::create_dir_all(parent).map_err(Error::file("create", parent))?;
         }
-        let file =
-            File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let file = File::create(path).map_err(Error::file("create", path))?;
         Ok(JsonLines {
+            path: path.to_path_buf(),
             out: BufWriter::new(file),
             written: 0,
         })
     }
 
-    pub fn write<T: Serialize>(&mut self, records: &[T]) -> anyhow::Result<()> {
+    pub fn write<T: Serialize>(&mut self, records: &[T]) -> Result<()> {
         for r in records {
-            serde_json::to_writer(&mut self.out, r)?;
-            self.out.write_all(b"\n")?;
+            serde_json::to_writer(&mut self.out, r).map_err(|e| match e.io_error_kind() {
+                Some(kind) => Error::file("write", &self.path)(kind.into()),
+                None => Error::Encode {
+                    what: "a record",
+                    source: e,
+                },
+            })?;
+            self.out
+                .write_all(b"\n")
+                .map_err(Error::file("write", &self.path))?;
         }
         self.written += records.len() as u64;
         Ok(())
     }
 
-    pub fn finish(mut self) -> anyhow::Result<()> {
-        self.out.flush()?;
+    pub fn finish(mut self) -> Result<()> {
+        self.out.flush().map_err(Error::file("write", &self.path))?;
         Ok(())
     }
 }
 
 /// Reads a JSON-lines file into records (alerts, truth ...), naming the bad line.
-pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<Vec<T>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    let text = std::fs::read_to_string(path).map_err(Error::file("read", path))?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l)
-                .with_context(|| format!("{}:{}: not a valid record", path.display(), i + 1))
+            serde_json::from_str(l).map_err(|source| Error::Record {
+                path: path.to_path_buf(),
+                line: i + 1,
+                source,
+            })
         })
         .collect()
 }
@@ -72,7 +83,7 @@ pub(crate) fn shadow_path_for(alerts: &Path) -> std::path::PathBuf {
 }
 
 impl AlertFiles {
-    pub fn create(path: &Path, with_shadow: bool) -> anyhow::Result<AlertFiles> {
+    pub fn create(path: &Path, with_shadow: bool) -> Result<AlertFiles> {
         Ok(AlertFiles {
             live: JsonLines::create(path)?,
             shadow: with_shadow
@@ -81,18 +92,18 @@ impl AlertFiles {
         })
     }
 
-    pub fn write(&mut self, alerts: &[crate::model::Alert]) -> anyhow::Result<()> {
+    pub fn write(&mut self, alerts: &[crate::model::Alert]) -> Result<()> {
         let (shadow, live): (Vec<&crate::model::Alert>, Vec<_>) =
             alerts.iter().partition(|a| a.shadow);
         self.live.write(&live)?;
         match &mut self.shadow {
             Some(out) => out.write(&shadow),
             None if shadow.is_empty() => Ok(()),
-            None => anyhow::bail!("a shadow alert without a shadow file"),
+            None => Err(Error::ShadowWithoutFile),
         }
     }
 
-    pub fn finish(self) -> anyhow::Result<()> {
+    pub fn finish(self) -> Result<()> {
         self.live.finish()?;
         self.shadow.map(JsonLines::finish).transpose()?;
         Ok(())

@@ -433,7 +433,7 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
-    pub fn alert(a: &Alert) -> anyhow::Result<Outgoing> {
+    pub fn alert(a: &Alert) -> crate::error::Result<Outgoing> {
         Ok(Outgoing {
             topic: if a.shadow {
                 TOPIC_SHADOW_ALERTS
@@ -443,16 +443,22 @@ impl Outgoing {
             .to_string(),
             partition: None,
             key: Some(a.entity_id.clone()),
-            payload: serde_json::to_vec(a)?,
+            payload: serde_json::to_vec(a).map_err(|source| crate::error::Error::Encode {
+                what: "an alert",
+                source,
+            })?,
         })
     }
 
-    pub fn dead_letter(d: &DeadLetter) -> anyhow::Result<Outgoing> {
+    pub fn dead_letter(d: &DeadLetter) -> crate::error::Result<Outgoing> {
         Ok(Outgoing {
             topic: TOPIC_DLQ.to_string(),
             partition: None,
             key: d.key.clone(),
-            payload: serde_json::to_vec(d)?,
+            payload: serde_json::to_vec(d).map_err(|source| crate::error::Error::Encode {
+                what: "a dead letter",
+                source,
+            })?,
         })
     }
 }

@@ -16,7 +16,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
 use datafusion::arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use datafusion::arrow::ipc::reader::FileReader;
@@ -25,10 +24,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::decode::OutletRow;
 use crate::engine::EngineSnapshot;
+use crate::error::{chain, Error, Result};
 use crate::suppress::Episode;
 use crate::tables;
 use crate::watermark::WatermarkSnapshot;
 use crate::window::{BufferedMeta, Series, WindowSnapshot};
+use pantau_core::error::{Recoverable, Recovery};
 use pantau_core::model::PartitionId;
 use pantau_core::model::{Bank, OutletStatus, Stream};
 
@@ -52,9 +53,11 @@ impl SourcePartition {
         }
     }
 
-    fn id(&self) -> anyhow::Result<PartitionId> {
-        let stream = Stream::from_topic(&self.topic)
-            .with_context(|| format!("unknown topic {:?} in a checkpoint", self.topic))?;
+    fn id(&self) -> Result<PartitionId> {
+        let stream = Stream::from_topic(&self.topic).ok_or_else(|| Error::UnknownInCheckpoint {
+            what: "topic",
+            value: self.topic.clone(),
+        })?;
         Ok((stream, self.partition))
     }
 }
@@ -119,14 +122,52 @@ struct Manifest {
 /// Why a checkpoint cannot be used. Either way the caller does the same: passes it over
 /// for an older one, or rebuilds the partition's state from the internal topic; the
 /// kind only says why (the `reason` of `pantau_state_rebuilds_total`).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum Unusable {
     /// Written by a pantau whose format this one does not read (after an upgrade).
-    #[error("checkpoint {dir} has format {found}, this pantau reads {FORMAT_VERSION}")]
     OtherFormat { dir: String, found: u32 },
     /// Missing, damaged or inconsistent files (a crash mid-write, a bad disk).
-    #[error(transparent)]
-    Corrupt(#[from] anyhow::Error),
+    Corrupt(Error),
+}
+
+impl From<Error> for Unusable {
+    fn from(e: Error) -> Self {
+        Unusable::Corrupt(e)
+    }
+}
+
+impl std::fmt::Display for Unusable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unusable::OtherFormat { dir, found } => write!(
+                f,
+                "checkpoint {dir} has format {found}, this pantau reads {FORMAT_VERSION}"
+            ),
+            // `{:#}` names the causes too, as anyhow's context did: the log of a passed
+            // over checkpoint says what in it was wrong.
+            Unusable::Corrupt(e) if f.alternate() => f.write_str(&chain(e)),
+            Unusable::Corrupt(e) => std::fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+impl std::error::Error for Unusable {
+    /// A corrupt checkpoint stands for its cause, as `#[error(transparent)]` would.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Unusable::OtherFormat { .. } => None,
+            Unusable::Corrupt(e) => std::error::Error::source(e),
+        }
+    }
+}
+
+impl Recoverable for Unusable {
+    /// For whoever asked for this very checkpoint, it will not become readable: stop.
+    /// [`CheckpointStore::for_commit`] does not ask for one: it passes an unusable one
+    /// over for an older one, or for a rebuild.
+    fn recovery(&self) -> Recovery {
+        Recovery::Stop
+    }
 }
 
 impl Unusable {
@@ -160,51 +201,67 @@ pub struct CheckpointStore {
 }
 
 /// The batches of `<dir>/<stem>.arrow`, which the manifest says number `listed`.
-fn read_listed(dir: &Path, stem: &str, listed: usize) -> anyhow::Result<Vec<RecordBatch>> {
+fn read_listed(dir: &Path, stem: &str, listed: usize) -> Result<Vec<RecordBatch>> {
     let batches = read_batches(&dir.join(format!("{stem}.arrow")))?;
     if batches.len() != listed {
-        bail!(
-            "checkpoint {}: {stem} has {} batches, the manifest lists {listed}",
-            dir.display(),
-            batches.len()
-        );
+        return Err(Error::CheckpointInconsistent {
+            dir: dir.to_path_buf(),
+            problem: format!(
+                "{stem} has {} batches, the manifest lists {listed}",
+                batches.len()
+            ),
+        });
     }
     Ok(batches)
 }
 
-fn static_table(name: &str) -> anyhow::Result<&'static str> {
+fn static_table(name: &str) -> Result<&'static str> {
     tables::RAW_TABLES
         .iter()
         .chain(tables::ROLLUP_TABLES.iter())
         .copied()
         .find(|t| *t == name)
-        .with_context(|| format!("unknown table {name:?} in a checkpoint"))
+        .ok_or_else(|| Error::UnknownInCheckpoint {
+            what: "table",
+            value: name.to_string(),
+        })
 }
 
-fn write_batches(path: &Path, batches: &[RecordBatch]) -> anyhow::Result<()> {
+fn write_batches(path: &Path, batches: &[RecordBatch]) -> Result<()> {
     let Some(first) = batches.first() else {
-        bail!("no batches to write to {}", path.display());
+        return Err(Error::Invariant(format!(
+            "no batches to write to {}",
+            path.display()
+        )));
     };
-    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut writer = FileWriter::try_new(file, &first.schema())?;
+    let file = File::create(path).map_err(Error::checkpoint_file("creating", path))?;
+    let mut writer = FileWriter::try_new(file, &first.schema())
+        .map_err(Error::checkpoint_arrow("writing", path))?;
     for b in batches {
         writer
             .write(b)
-            .with_context(|| format!("writing {}", path.display()))?;
+            .map_err(Error::checkpoint_arrow("writing", path))?;
     }
-    writer.finish()?;
-    writer.into_inner()?.sync_all()?;
+    writer
+        .finish()
+        .map_err(Error::checkpoint_arrow("writing", path))?;
+    writer
+        .into_inner()
+        .map_err(Error::checkpoint_arrow("writing", path))?
+        .sync_all()
+        .map_err(Error::checkpoint_file("syncing", path))?;
     Ok(())
 }
 
-fn read_batches(path: &Path) -> anyhow::Result<Vec<RecordBatch>> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    FileReader::try_new(file, None)?
-        .map(|b| b.with_context(|| format!("reading {}", path.display())))
+fn read_batches(path: &Path) -> Result<Vec<RecordBatch>> {
+    let file = File::open(path).map_err(Error::checkpoint_file("opening", path))?;
+    FileReader::try_new(file, None)
+        .map_err(Error::checkpoint_arrow("reading", path))?
+        .map(|b| b.map_err(Error::checkpoint_arrow("reading", path)))
         .collect()
 }
 
-fn seen_batch(seen: &[(String, i64)]) -> anyhow::Result<RecordBatch> {
+fn seen_batch(seen: &[(String, i64)]) -> Result<RecordBatch> {
     let schema = Schema::new(vec![
         Field::new("key", DataType::Utf8, false),
         Field::new("event_time", DataType::Int64, false),
@@ -217,7 +274,8 @@ fn seen_batch(seen: &[(String, i64)]) -> anyhow::Result<RecordBatch> {
     )?)
 }
 
-fn seen_of(batches: &[RecordBatch]) -> anyhow::Result<Vec<(String, i64)>> {
+/// The dedup keys of `seen.arrow`; what is wrong with it, if its columns are not those.
+fn seen_of(batches: &[RecordBatch]) -> Result<Vec<(String, i64)>, String> {
     let mut out = Vec::new();
     for b in batches {
         // File contents decide these types: check them, never assume (a cast panics).
@@ -227,10 +285,10 @@ fn seen_of(batches: &[RecordBatch]) -> anyhow::Result<Vec<(String, i64)>> {
                 .get(1)
                 .and_then(|c| c.as_primitive_opt::<Int64Type>()),
         ) else {
-            bail!(
+            return Err(format!(
                 "expected (key: Utf8, event_time: Int64), found {}",
                 b.schema()
-            );
+            ));
         };
         for i in 0..b.num_rows() {
             out.push((keys.value(i).to_string(), times.value(i)));
@@ -241,24 +299,32 @@ fn seen_of(batches: &[RecordBatch]) -> anyhow::Result<Vec<(String, i64)>> {
 
 /// The batches of a table as the engine made them: anything else in a checkpoint file
 /// would panic a window operation later instead of failing the read now.
-fn check_schemas(dir: &Path, table: &str, batches: &[RecordBatch]) -> anyhow::Result<()> {
-    let expected = tables::schema_of(table)
-        .with_context(|| format!("unknown table {table:?} in a checkpoint"))?;
+fn check_schemas(dir: &Path, table: &str, batches: &[RecordBatch]) -> Result<()> {
+    let expected = tables::schema_of(table).ok_or_else(|| Error::UnknownInCheckpoint {
+        what: "table",
+        value: table.to_string(),
+    })?;
     if let Some(bad) = batches.iter().find(|b| !expected.contains(&b.schema())) {
-        bail!(
-            "checkpoint {}: a batch of {table} does not have the table's schema ({})",
-            dir.display(),
-            bad.schema()
-        );
+        return Err(Error::CheckpointInconsistent {
+            dir: dir.to_path_buf(),
+            problem: format!(
+                "a batch of {table} does not have the table's schema ({})",
+                bad.schema()
+            ),
+        });
     }
     Ok(())
 }
 
-fn outlet_of(stored: StoredOutlet) -> anyhow::Result<OutletRow> {
-    let bank = Bank::parse(&stored.bank)
-        .with_context(|| format!("unknown bank {:?} in a checkpoint", stored.bank))?;
-    let status = OutletStatus::parse(&stored.status)
-        .with_context(|| format!("unknown status {:?} in a checkpoint", stored.status))?;
+fn outlet_of(stored: StoredOutlet) -> Result<OutletRow> {
+    let bank = Bank::parse(&stored.bank).ok_or_else(|| Error::UnknownInCheckpoint {
+        what: "bank",
+        value: stored.bank.clone(),
+    })?;
+    let status = OutletStatus::parse(&stored.status).ok_or_else(|| Error::UnknownInCheckpoint {
+        what: "status",
+        value: stored.status.clone(),
+    })?;
     Ok(OutletRow {
         outlet_id: stored.outlet_id,
         name: stored.name,
@@ -271,10 +337,10 @@ fn outlet_of(stored: StoredOutlet) -> anyhow::Result<OutletRow> {
     })
 }
 
-fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", dir.display()))
+        .map_err(Error::checkpoint_file("syncing", dir))
 }
 
 impl CheckpointStore {
@@ -287,13 +353,13 @@ impl CheckpointStore {
     }
 
     /// Checkpoint names of a partition, oldest first.
-    pub fn list(&self, partition: i32) -> anyhow::Result<Vec<String>> {
+    pub fn list(&self, partition: i32) -> Result<Vec<String>> {
         let dir = self.partition_dir(partition);
         if !dir.exists() {
             return Ok(Vec::new());
         }
         let mut names: Vec<String> = fs::read_dir(&dir)
-            .with_context(|| format!("listing {}", dir.display()))?
+            .map_err(Error::checkpoint_file("listing", &dir))?
             .filter_map(|e| e.ok())
             .filter_map(|e| e.file_name().into_string().ok())
             .filter(|n| n.starts_with(PREFIX))
@@ -310,9 +376,9 @@ impl CheckpointStore {
         partition: i32,
         position: i64,
         snapshot: &EngineSnapshot,
-    ) -> anyhow::Result<String> {
+    ) -> Result<String> {
         let dir = self.partition_dir(partition);
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        fs::create_dir_all(&dir).map_err(Error::checkpoint_file("creating", &dir))?;
         let existing = self.list(partition)?;
         let seq = existing
             .last()
@@ -322,16 +388,24 @@ impl CheckpointStore {
         let name = format!("{PREFIX}{seq:012}");
         let tmp = dir.join(format!(".tmp-{name}-{}", std::process::id()));
         if tmp.exists() {
-            fs::remove_dir_all(&tmp)?;
+            fs::remove_dir_all(&tmp).map_err(Error::checkpoint_file("removing", &tmp))?;
         }
-        fs::create_dir_all(&tmp)?;
+        fs::create_dir_all(&tmp).map_err(Error::checkpoint_file("creating", &tmp))?;
         let manifest = self.write_files(&tmp, position, snapshot)?;
-        let mut file = File::create(tmp.join("manifest.json"))?;
-        file.write_all(&serde_json::to_vec(&manifest)?)?;
-        file.sync_all()?;
+        let manifest_path = tmp.join("manifest.json");
+        let mut file = File::create(&manifest_path)
+            .map_err(Error::checkpoint_file("creating", &manifest_path))?;
+        file.write_all(&serde_json::to_vec(&manifest).map_err(Error::EncodeManifest)?)
+            .and_then(|()| file.sync_all())
+            .map_err(Error::checkpoint_file("writing", &manifest_path))?;
         sync_dir(&tmp)?;
-        fs::rename(&tmp, dir.join(&name))
-            .with_context(|| format!("publishing checkpoint {name} of partition {partition}"))?;
+        if let Err(source) = fs::rename(&tmp, dir.join(&name)) {
+            return Err(Error::PublishCheckpoint {
+                name,
+                partition,
+                source,
+            });
+        }
         sync_dir(&dir)?;
         for old in existing
             .iter()
@@ -349,7 +423,7 @@ impl CheckpointStore {
         dir: &Path,
         position: i64,
         snapshot: &EngineSnapshot,
-    ) -> anyhow::Result<Manifest> {
+    ) -> Result<Manifest> {
         let w = &snapshot.window;
         let mut raw = Vec::new();
         for (table, parts) in &w.raw {
@@ -503,16 +577,19 @@ impl CheckpointStore {
     }
 }
 
-fn read_manifest(dir: &Path) -> anyhow::Result<Manifest> {
+fn read_manifest(dir: &Path) -> Result<Manifest> {
     serde_json::from_slice(
         &fs::read(dir.join("manifest.json"))
-            .with_context(|| format!("reading checkpoint {}", dir.display()))?,
+            .map_err(Error::checkpoint_file("reading checkpoint", dir))?,
     )
-    .with_context(|| format!("checkpoint {} has a bad manifest", dir.display()))
+    .map_err(|source| Error::BadManifest {
+        dir: dir.to_path_buf(),
+        source,
+    })
 }
 
 /// The state a checkpoint's files hold, as its manifest lists them.
-fn read_state(dir: &Path, name: &str, manifest: Manifest) -> anyhow::Result<Restored> {
+fn read_state(dir: &Path, name: &str, manifest: Manifest) -> Result<Restored> {
     let mut raw = Vec::new();
     for (table, entries) in manifest.raw {
         let table = static_table(&table)?;
@@ -532,7 +609,7 @@ fn read_state(dir: &Path, name: &str, manifest: Manifest) -> anyhow::Result<Rest
                     b,
                 ))
             })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?;
         raw.push((table, parts));
     }
     let mut rollups = Vec::new();
@@ -544,8 +621,10 @@ fn read_state(dir: &Path, name: &str, manifest: Manifest) -> anyhow::Result<Rest
     }
     let seen_path = dir.join("seen.arrow");
     let seen = if seen_path.exists() {
-        seen_of(&read_batches(&seen_path)?)
-            .with_context(|| format!("checkpoint {}: bad seen.arrow", dir.display()))?
+        seen_of(&read_batches(&seen_path)?).map_err(|problem| Error::CheckpointInconsistent {
+            dir: dir.to_path_buf(),
+            problem: format!("bad seen.arrow: {problem}"),
+        })?
     } else {
         Vec::new()
     };
@@ -555,33 +634,36 @@ fn read_state(dir: &Path, name: &str, manifest: Manifest) -> anyhow::Result<Rest
         .map(|e| {
             Ok((
                 Series {
-                    spec: e.window.parse()?,
+                    spec: e.window.parse().map_err(|_| Error::UnknownInCheckpoint {
+                        what: "window",
+                        value: e.window.clone(),
+                    })?,
                     zone: e.zone,
                 },
                 e.end,
             ))
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>>>()?;
     let next_offset = manifest
         .next_offset
         .into_iter()
         .map(|p| Ok((p.source.id()?, p.value.unwrap_or(0))))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>>>()?;
     let partitions = manifest
         .partition_max_event
         .into_iter()
         .map(|p| Ok((p.source.id()?, p.value)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>>>()?;
     let idle = manifest
         .idle_sources
         .iter()
         .map(SourcePartition::id)
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>>>()?;
     let registry = manifest
         .registry
         .into_iter()
         .map(outlet_of)
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>>>()?;
     Ok(Restored {
         name: name.to_string(),
         position: manifest.position,
@@ -843,6 +925,28 @@ mod tests {
         let restoration = store.for_commit(1, 7, &name);
         assert!(restoration.restored.is_none());
         assert_eq!(restoration.skipped[0].1.reason(), "corrupt");
+    }
+
+    #[test]
+    fn a_damaged_checkpoint_asked_for_by_name_stops_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path());
+        let name = store.write(2, 5, &EngineSnapshot::default()).unwrap();
+        let manifest = dir.path().join("2").join(&name).join("manifest.json");
+        fs::write(&manifest, b"{\"version\":").unwrap();
+        let Err(e) = store.read(2, &name) else {
+            panic!("a cut manifest was read");
+        };
+        assert_eq!((e.recovery(), e.reason()), (Recovery::Stop, "corrupt"));
+        let logged = format!("{e:#}");
+        assert!(
+            logged.contains("has a bad manifest: EOF while parsing"),
+            "{logged}"
+        );
+        // The run loop does not stop on it: with nothing older, it rebuilds.
+        let restoration = store.for_commit(2, 5, &name);
+        assert!(restoration.restored.is_none());
+        assert_eq!(restoration.skipped.len(), 1);
     }
 
     #[test]

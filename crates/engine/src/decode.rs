@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, Timelike, Utc};
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
@@ -674,7 +675,10 @@ fn parse_wire<'a, T: Deserialize<'a>>(payload: Option<&'a [u8]>) -> Result<T, Re
     serde_json::from_slice(bytes).map_err(classify_serde)
 }
 
-fn to_batch<S: Serialize>(schema: &SchemaRef, rows: &[S]) -> anyhow::Result<Option<RecordBatch>> {
+fn to_batch<S: Serialize>(
+    schema: &SchemaRef,
+    rows: &[S],
+) -> Result<Option<RecordBatch>, ArrowError> {
     if rows.is_empty() {
         return Ok(None);
     }
@@ -682,7 +686,7 @@ fn to_batch<S: Serialize>(schema: &SchemaRef, rows: &[S]) -> anyhow::Result<Opti
         .with_batch_size(rows.len())
         .build_decoder()?;
     decoder.serialize(rows)?;
-    Ok(decoder.flush()?)
+    decoder.flush()
 }
 
 /// One input record as the decoder sees it.
@@ -765,7 +769,10 @@ impl EventRow for TransferRow {
 type Batches = (Option<RecordBatch>, Option<RecordBatch>);
 
 /// The stream's batch and, for transactions, the item batch of some validated records.
-fn build_batches<R: EventRow>(schema: &SchemaRef, valid: &[&Valid<R>]) -> anyhow::Result<Batches> {
+fn build_batches<R: EventRow>(
+    schema: &SchemaRef,
+    valid: &[&Valid<R>],
+) -> Result<Batches, ArrowError> {
     let rows: Vec<&R> = valid.iter().map(|v| &v.row).collect();
     let item_rows: Vec<ItemRow> = valid
         .iter()
@@ -775,10 +782,13 @@ fn build_batches<R: EventRow>(schema: &SchemaRef, valid: &[&Valid<R>]) -> anyhow
     Ok((to_batch(schema, &rows)?, items))
 }
 
-fn unconvertible(table: &str, e: &anyhow::Error) -> Rejection {
+fn unconvertible(table: &str, e: &ArrowError) -> Rejection {
     Rejection::new(
         Reason::InvalidValue,
-        format!("the record passed validation but could not be made a row of {table}: {e:#}"),
+        format!(
+            "the record passed validation but could not be made a row of {table}: {}",
+            crate::error::chain(e)
+        ),
     )
 }
 
@@ -841,7 +851,7 @@ fn decode_stream<R: EventRow>(
 /// Decodes a chunk of records of one event stream (transactions, disbursements or
 /// transfers). The outlet registry goes through [`decode_outlets`]; asking this for it is
 /// the only error; a bad record is a rejection of that record, never of the chunk.
-pub(crate) fn decode_events(stream: Stream, inputs: &[Input<'_>]) -> anyhow::Result<Decoded> {
+pub(crate) fn decode_events(stream: Stream, inputs: &[Input<'_>]) -> crate::error::Result<Decoded> {
     Ok(match stream {
         Stream::Transactions => decode_stream(
             inputs,
@@ -873,7 +883,11 @@ pub(crate) fn decode_events(stream: Stream, inputs: &[Input<'_>]) -> anyhow::Res
                     .map(|row| (row, Vec::new()))
             },
         ),
-        Stream::Outlets => anyhow::bail!("the outlet registry is decoded by decode_outlets"),
+        Stream::Outlets => {
+            return Err(crate::error::Error::Invariant(
+                "the outlet registry is decoded by decode_outlets".into(),
+            ))
+        }
     })
 }
 
@@ -921,7 +935,9 @@ pub(crate) fn decode_outlets(inputs: &[Input<'_>]) -> (Vec<OutletRow>, Vec<(usiz
 }
 
 /// The registry snapshot as a batch, outlets in id order so every run sees the same table.
-pub(crate) fn outlets_batch(latest: &HashMap<String, OutletRow>) -> anyhow::Result<RecordBatch> {
+pub(crate) fn outlets_batch(
+    latest: &HashMap<String, OutletRow>,
+) -> Result<RecordBatch, ArrowError> {
     let mut rows: Vec<&OutletRow> = latest.values().collect();
     rows.sort_by(|a, b| a.outlet_id.cmp(&b.outlet_id));
     Ok(to_batch(&tables::OUTLETS_SCHEMA, &rows)?

@@ -7,18 +7,18 @@
 //! engine runs a replayed folder and a Kafka consumer group, which is why both give the
 //! same alerts.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use base64::Engine as _;
 use chrono::{DateTime, FixedOffset, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::alert::{make_alerts, mark_ongoing};
 use crate::decode::{self, Input, Provenance, Reason, Rejection};
+use crate::error::{chain, Error, Result, RuleError};
 use crate::program::{self, Figures};
 use crate::rules::{Rule, RuleSet, SqlRunner, View, ROLLUPS};
 use crate::suppress::{Cooldowns, Episode, SnoozeList, Verdict};
@@ -93,7 +93,7 @@ pub struct RawRecord<'a> {
 
 impl RawRecord<'_> {
     /// The latest event time the record may carry, given `--max-future`.
-    pub fn latest_event(&self, max_future: Duration) -> i64 {
+    pub(crate) fn latest_event(&self, max_future: Duration) -> i64 {
         self.received.map_or(decode::NO_LATEST, |r| {
             RawRecord::latest_event_at(r, max_future)
         })
@@ -321,7 +321,7 @@ impl Engine {
         partition: i32,
         records: &[RawRecord<'_>],
         now: i64,
-    ) -> anyhow::Result<Vec<DeadLetter>> {
+    ) -> Result<Vec<DeadLetter>> {
         let topic = stream.topic();
         let pid = (stream, partition);
         let rejection_time = at(now).fixed_offset();
@@ -475,7 +475,7 @@ impl Engine {
     /// Recomputes the watermark at the wall clock's `now` (µs since the epoch: idle
     /// partitions let it follow the clock) and closes every window it has passed; the
     /// alerts are detected at `now`.
-    pub async fn advance(&mut self, now: i64) -> anyhow::Result<Vec<Alert>> {
+    pub async fn advance(&mut self, now: i64) -> Result<Vec<Alert>> {
         let Some(watermark) = self.watermarks.advance(now) else {
             return Ok(Vec::new());
         };
@@ -483,7 +483,7 @@ impl Engine {
     }
 
     /// End of input at `now`: every window that holds data closes.
-    pub async fn finish(&mut self, now: i64) -> anyhow::Result<Vec<Alert>> {
+    pub async fn finish(&mut self, now: i64) -> Result<Vec<Alert>> {
         let Some(max) = self.window.max_event() else {
             return Ok(Vec::new());
         };
@@ -509,17 +509,12 @@ impl Engine {
         self.watermarks.current()
     }
 
-    /// Offsets that may be committed once the alerts returned so far are acknowledged.
-    pub fn committable(&self) -> BTreeMap<PartitionId, i64> {
-        self.window.committable()
-    }
-
     /// Every source partition with the largest event time it has delivered.
     pub fn partition_maxima(&self) -> impl Iterator<Item = (PartitionId, Option<i64>)> + '_ {
         self.watermarks.partition_maxima()
     }
 
-    async fn close_until(&mut self, watermark: i64, now: i64) -> anyhow::Result<Vec<Alert>> {
+    async fn close_until(&mut self, watermark: i64, now: i64) -> Result<Vec<Alert>> {
         let mut alerts = Vec::new();
         while let Some(window) = self.window.close_next(watermark)? {
             let started = Instant::now();
@@ -581,7 +576,7 @@ impl Engine {
         }
     }
 
-    async fn close(&mut self, window: &ClosedWindow, now: i64) -> anyhow::Result<Vec<Alert>> {
+    async fn close(&mut self, window: &ClosedWindow, now: i64) -> Result<Vec<Alert>> {
         if !self.views_pending.is_empty() {
             self.register_views().await;
         }
@@ -610,22 +605,17 @@ impl Engine {
             let started = Instant::now();
             let budget = rule.budget.unwrap_or(self.rule_budget);
             let outcome = match tokio::time::timeout(budget, self.runner.query(&rule.sql)).await {
-                Ok(Ok(batches)) => rows_of(&batches)
-                    .and_then(|rows| {
-                        Ok(make_alerts(
-                            rule,
-                            window.start,
-                            window.end,
-                            rows,
-                            detected_at,
-                        )?)
-                    })
-                    .map_err(|e| (RuleFailure::Error, e)),
-                Ok(Err(e)) => Err((RuleFailure::Error, e.into())),
-                Err(_) => Err((
-                    RuleFailure::Timeout,
-                    anyhow::anyhow!("ran longer than its budget of {budget:?}"),
-                )),
+                Ok(Ok(batches)) => rows_of(&batches).and_then(|rows| {
+                    Ok(make_alerts(
+                        rule,
+                        window.start,
+                        window.end,
+                        rows,
+                        detected_at,
+                    )?)
+                }),
+                Ok(Err(e)) => Err(RuleError::from(e)),
+                Err(_) => Err(RuleError::OverBudget(budget)),
             };
             self.tally
                 .rule_evaluations
@@ -639,10 +629,11 @@ impl Engine {
                     window,
                     found,
                 )),
-                Err((failure, e)) => {
+                Err(e) => {
                     // One failing rule must not stop the others or the pipeline.
+                    let failure = e.failure();
                     Tally::count(&mut self.tally.rule_failures, (rule.id.clone(), failure), 1);
-                    tracing::error!(rule = %rule.id, version = %rule.version, window_start = window.start, reason = failure.as_str(), error = %format!("{e:#}"), "rule skipped for this window");
+                    tracing::error!(rule = %rule.id, version = %rule.version, window_start = window.start, reason = failure.as_str(), error = %chain(&e), "rule skipped for this window");
                 }
             }
         }
@@ -651,21 +642,25 @@ impl Engine {
         Ok(alerts)
     }
 
-    async fn build_rollups(&mut self) -> anyhow::Result<()> {
+    async fn build_rollups(&mut self) -> Result<()> {
         for (table, sql) in ROLLUPS {
-            let schema = crate::tables::schema_of(table)
-                .with_context(|| format!("rollup {table} has no declared schema"))?;
+            let schema = crate::tables::schema_of(table).ok_or_else(|| {
+                Error::Invariant(format!("rollup {table} has no declared schema"))
+            })?;
             let batches = self
                 .runner
                 .query(sql)
                 .await
-                .with_context(|| format!("building rollup {table}"))?;
+                .map_err(|source| Error::RollupQuery { table, source })?;
             let batches = batches
                 .iter()
                 .filter(|b| b.num_rows() > 0)
                 .map(|b| crate::rules::conform(b, &schema))
-                .collect::<anyhow::Result<Vec<_>>>()
-                .with_context(|| format!("rollup {table}"))?;
+                .collect::<Result<Vec<_>>>()
+                .map_err(|e| Error::Rollup {
+                    table,
+                    source: Box::new(e),
+                })?;
             let Some(date) = batches.first().and_then(|b| first_date(b, "local_date")) else {
                 continue;
             };
@@ -1057,7 +1052,7 @@ mod tests {
             .expect("the period's figures");
         // K2 spent 330,000 from a 200,000 credit: counted up to its credit.
         assert_eq!(period, (4.0, 2.0, 800_000.0, 320_000.0));
-        let mut purchases: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        let mut purchases: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
         for f in &figures {
             if let ProgramFigure::DayPurchases {
                 payment,

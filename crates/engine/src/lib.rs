@@ -19,11 +19,13 @@
 //! and price figures of the dashboards when a day or period closes, [`checkpoint`] writes
 //! and restores an engine's state, and [`tally`] is what it counts and returns (the
 //! engine reads no clock and publishes nothing: time is an argument, figures a result).
+//! [`error`] says what a failure asks of the caller.
 
 pub mod alert;
 pub mod checkpoint;
 pub mod decode;
 pub mod engine;
+pub mod error;
 pub mod lint;
 pub mod program;
 pub mod route;

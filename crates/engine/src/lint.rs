@@ -185,7 +185,7 @@ const PERSONAL_COLUMNS: [&str; 4] = ["card_id", "kpm_id", "nik", "kks_number"];
 
 /// Checks every rule and view of a folder; returns the problems (none: the folder is
 /// good) and how many rules were checked.
-pub async fn lint_dir(dir: &Path) -> anyhow::Result<(Vec<Problem>, usize)> {
+pub async fn lint_dir(dir: &Path) -> crate::error::Result<(Vec<Problem>, usize)> {
     let mut problems = Vec::new();
     let runner = SqlRunner::new();
     let views_dir = dir.join("views");
@@ -258,8 +258,8 @@ pub async fn lint_dir(dir: &Path) -> anyhow::Result<(Vec<Problem>, usize)> {
 }
 
 /// A header error already names the file (and line); keep only the rest.
-fn header_problem(path: &Path, error: &anyhow::Error) -> Problem {
-    let text = format!("{error:#}");
+fn header_problem(path: &Path, error: &crate::error::Error) -> Problem {
+    let text = crate::error::chain(error);
     let prefix = format!("{}:", path.display());
     let (at, message) = match text.strip_prefix(&prefix) {
         Some(rest) => match rest.split_once(": ") {

@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use serde_json::{Map, Value};
 
+use crate::error::{chain, RuleError};
 use crate::rules::SqlRunner;
 use crate::tables::rows_of;
 use crate::tally::{ProgramFigure, RuleFailure, Tally};
@@ -117,7 +118,7 @@ async fn run(
     let started = Instant::now();
     let rows = match runner.query(sql).await {
         Ok(batches) => rows_of(&batches),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(RuleError::from(e)),
     };
     tally
         .rule_evaluations
@@ -126,7 +127,7 @@ async fn run(
         Ok(rows) => Some(rows),
         Err(e) => {
             Tally::count(&mut tally.rule_failures, (label, RuleFailure::Error), 1);
-            tracing::error!(figures = name, error = %format!("{e:#}"), "program figures skipped for this window");
+            tracing::error!(figures = name, error = %chain(&e), "program figures skipped for this window");
             None
         }
     }

@@ -27,10 +27,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::error::{Error, Result};
 use pantau_core::model::Outgoing;
 use pantau_core::model::{
     PartitionId, Stream, Whole, MAX_FORWARDED_BYTES, MAX_KEY_BYTES, TOPIC_BY_PROVINCE,
@@ -120,36 +120,54 @@ impl Envelope<'_> {
         }
     }
 
-    pub fn decode(bytes: &[u8]) -> anyhow::Result<Envelope<'_>> {
+    pub fn decode(bytes: &[u8]) -> Result<Envelope<'_>> {
         let end = bytes
             .iter()
             .position(|b| *b == b'\n')
-            .context("internal record without a header line")?;
-        let header = std::str::from_utf8(&bytes[..end]).context("internal header is not UTF-8")?;
+            .ok_or_else(|| Error::InternalRecord {
+                problem: "internal record without a header line".into(),
+                source: None,
+            })?;
+        let header = std::str::from_utf8(&bytes[..end]).map_err(Error::InternalHeaderNotUtf8)?;
         let body = &bytes[end + 1..];
         let words: Vec<&str> = header.split(' ').collect();
-        let source = |code: &str, partition: &str| -> anyhow::Result<PartitionId> {
+        let bad = |problem: String| Error::InternalRecord {
+            problem,
+            source: None,
+        };
+        let source = |code: &str, partition: &str| -> Result<PartitionId> {
             let stream =
-                stream_of(code).with_context(|| format!("unknown stream code {code:?}"))?;
-            Ok((stream, partition.parse().context("bad source partition")?))
+                stream_of(code).ok_or_else(|| bad(format!("unknown stream code {code:?}")))?;
+            let partition = partition
+                .parse()
+                .map_err(Error::internal_record("bad source partition"))?;
+            Ok((stream, partition))
         };
         match words.as_slice() {
             ["R", code, partition, offset, has_payload, rest @ ..] if rest.len() <= 2 => {
                 Ok(Envelope::Record {
                     source: source(code, partition)?,
-                    offset: offset.parse().context("bad source offset")?,
+                    offset: offset
+                        .parse()
+                        .map_err(Error::internal_record("bad source offset"))?,
                     payload: (*has_payload == "1").then_some(body),
                     received: match rest.first() {
                         None | Some(&"-") => None,
-                        Some(at) => Some(at.parse().context("bad receipt time")?),
+                        Some(at) => Some(
+                            at.parse()
+                                .map_err(Error::internal_record("bad receipt time"))?,
+                        ),
                     },
                     whole: match rest.get(1) {
                         None => None,
                         Some(text) => {
-                            let (length, sha256) =
-                                text.split_once(':').context("bad whole-record note")?;
+                            let (length, sha256) = text
+                                .split_once(':')
+                                .ok_or_else(|| bad("bad whole-record note".into()))?;
                             Some(Whole {
-                                length: length.parse().context("bad whole-record length")?,
+                                length: length
+                                    .parse()
+                                    .map_err(Error::internal_record("bad whole-record length"))?,
                                 sha256: sha256.to_string(),
                             })
                         }
@@ -160,15 +178,18 @@ impl Envelope<'_> {
                 source: source(code, partition)?,
                 max_event: match *max_event {
                     "-" => None,
-                    t => Some(t.parse().context("bad progress time")?),
+                    t => Some(
+                        t.parse()
+                            .map_err(Error::internal_record("bad progress time"))?,
+                    ),
                 },
                 idle: match *idle {
                     "0" => false,
                     "1" => true,
-                    other => bail!("bad idle flag {other:?}"),
+                    other => return Err(bad(format!("bad idle flag {other:?}"))),
                 },
             }),
-            _ => bail!("unknown internal header {header:?}"),
+            _ => Err(bad(format!("unknown internal header {header:?}"))),
         }
     }
 }
@@ -201,7 +222,7 @@ pub struct InputRecord<'a> {
 impl InputRecord<'_> {
     /// Whether it fits [`MAX_FORWARDED_BYTES`]; one that does not is forwarded cut short
     /// and dead-lettered, so its event time must move nothing.
-    pub fn forwarded_whole(&self) -> bool {
+    pub(crate) fn forwarded_whole(&self) -> bool {
         self.key.unwrap_or_default().len() + self.payload.unwrap_or_default().len()
             <= MAX_FORWARDED_BYTES
     }

@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
@@ -33,6 +32,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use sha2::{Digest, Sha256};
 
+use crate::error::{Error, Result};
 use crate::slot_table::SlotTable;
 use crate::tables;
 use crate::window::WindowSpec;
@@ -114,8 +114,7 @@ fn split_header<'k>(
     path: &Path,
     text: &str,
     keys: &[&'k str],
-) -> anyhow::Result<(BTreeMap<&'k str, String>, String)> {
-    let name = path.display();
+) -> Result<(BTreeMap<&'k str, String>, String)> {
     let mut meta: BTreeMap<&'k str, String> = BTreeMap::new();
     let mut sql_lines = Vec::new();
     let mut in_header = true;
@@ -128,14 +127,21 @@ fn split_header<'k>(
             };
             let key = key.trim();
             let Some(key) = keys.iter().find(|k| **k == key) else {
-                bail!(
-                    "{name}:{}: unknown metadata key {key:?} (expected one of {})",
-                    n + 1,
-                    keys.join(", ")
-                );
+                return Err(Error::header(
+                    path,
+                    Some(n + 1),
+                    format!(
+                        "unknown metadata key {key:?} (expected one of {})",
+                        keys.join(", ")
+                    ),
+                ));
             };
             if meta.insert(key, value.trim().to_string()).is_some() {
-                bail!("{name}:{}: metadata key {key:?} given twice", n + 1);
+                return Err(Error::header(
+                    path,
+                    Some(n + 1),
+                    format!("metadata key {key:?} given twice"),
+                ));
             }
             continue;
         }
@@ -146,42 +152,53 @@ fn split_header<'k>(
     }
     let sql = sql_lines.join("\n").trim().to_string();
     if sql.is_empty() {
-        bail!("{name}: no SQL after the metadata header");
+        return Err(Error::header(
+            path,
+            None,
+            "no SQL after the metadata header",
+        ));
     }
     Ok((meta, sql))
 }
 
-fn check_snake_case(path: &Path, what: &str, id: &str) -> anyhow::Result<()> {
+fn check_snake_case(path: &Path, what: &str, id: &str) -> Result<()> {
     if id.is_empty()
         || !id
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
     {
-        bail!("{}: {what} {id:?} must be lower_snake_case", path.display());
+        return Err(Error::header(
+            path,
+            None,
+            format!("{what} {id:?} must be lower_snake_case"),
+        ));
     }
     Ok(())
 }
 
 impl Rule {
     /// Parses a rule file's text; errors name the file, the line and what was expected.
-    pub fn parse(path: &Path, text: &str) -> anyhow::Result<Rule> {
-        let name = path.display();
+    pub fn parse(path: &Path, text: &str) -> Result<Rule> {
+        let bad = |problem: String| Error::header(path, None, problem);
         let (mut meta, sql) = split_header(path, text, &KEYS)?;
-        let mut take = |key: &str| -> anyhow::Result<String> {
+        let mut take = |key: &str| -> Result<String> {
             meta.remove(key)
                 .filter(|v| !v.is_empty())
-                .with_context(|| format!("{name}: missing metadata line `-- {key}: ...`"))
+                .ok_or_else(|| bad(format!("missing metadata line `-- {key}: ...`")))
         };
         let id = take("id")?;
         check_snake_case(path, "id", &id)?;
         let severity_text = take("severity")?;
-        let severity = Severity::parse(&severity_text).with_context(|| {
-            format!("{name}: severity {severity_text:?} is not low, medium, high or critical")
+        let severity = Severity::parse(&severity_text).ok_or_else(|| {
+            bad(format!(
+                "severity {severity_text:?} is not low, medium, high or critical"
+            ))
         })?;
         let window_text = take("window")?;
-        let window: WindowSpec = window_text
-            .parse()
-            .with_context(|| format!("{name}: bad window"))?;
+        let window: WindowSpec = window_text.parse().map_err(|source| Error::RuleWindow {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let version = hex_prefix(&Sha256::digest(text.as_bytes()), 12);
         let title = take("title")?;
         let category = take("category")?;
@@ -190,20 +207,19 @@ impl Rule {
         let shadow = match meta.remove("mode").as_deref() {
             None | Some("live") => false,
             Some("shadow") => true,
-            Some(other) => bail!("{name}: mode {other:?} is not live or shadow"),
+            Some(other) => return Err(bad(format!("mode {other:?} is not live or shadow"))),
         };
-        let mut duration = |key: &str| -> anyhow::Result<Option<Duration>> {
+        let mut duration = |key: &str| -> Result<Option<Duration>> {
             meta.remove(key)
                 .map(|text| {
-                    pantau_core::text::parse_duration(&text)
-                        .map_err(|e| anyhow::anyhow!("{name}: {key}: {e}"))
+                    pantau_core::text::parse_duration(&text).map_err(|e| bad(format!("{key}: {e}")))
                 })
                 .transpose()
         };
         let cooldown = duration("cooldown")?.unwrap_or_default();
         let budget = duration("budget")?;
         if budget.is_some_and(|b| b.is_zero()) {
-            bail!("{name}: budget must be more than zero");
+            return Err(bad("budget must be more than zero".into()));
         }
         Ok(Rule {
             id,
@@ -226,11 +242,15 @@ impl Rule {
 }
 
 impl View {
-    pub fn parse(path: &Path, text: &str) -> anyhow::Result<View> {
+    pub fn parse(path: &Path, text: &str) -> Result<View> {
         let (mut meta, sql) = split_header(path, text, &["view", "description"])?;
         let name = meta.remove("view").unwrap_or_default();
         if name.is_empty() {
-            bail!("{}: missing metadata line `-- view: name`", path.display());
+            return Err(Error::header(
+                path,
+                None,
+                "missing metadata line `-- view: name`",
+            ));
         }
         check_snake_case(path, "view name", &name)?;
         Ok(View {
@@ -242,9 +262,12 @@ impl View {
     }
 }
 
-pub fn sql_files(dir: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
+pub fn sql_files(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read rules folder {}", dir.display()))?
+        .map_err(|source| Error::RulesFolder {
+            dir: dir.to_path_buf(),
+            source,
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "sql"))
         .collect();
@@ -252,8 +275,10 @@ pub fn sql_files(dir: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
     paths
         .into_iter()
         .map(|path| {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(source) => return Err(Error::RuleFile { path, source }),
+            };
             Ok((path, text))
         })
         .collect()
@@ -262,7 +287,7 @@ pub fn sql_files(dir: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
 /// Loads every `*.sql` file of a folder as a rule, in file-name order, and every
 /// `views/*.sql` as a view. Duplicate ids or view names, or a view named like a table,
 /// are errors.
-pub fn load_dir(dir: &Path) -> anyhow::Result<RuleSet> {
+pub fn load_dir(dir: &Path) -> Result<RuleSet> {
     let views_dir = dir.join("views");
     let views = if views_dir.is_dir() {
         sql_files(&views_dir)?
@@ -275,17 +300,16 @@ pub fn load_dir(dir: &Path) -> anyhow::Result<RuleSet> {
 fn load_files(
     rule_files: Vec<(PathBuf, String)>,
     view_files: Vec<(PathBuf, String)>,
-) -> anyhow::Result<RuleSet> {
+) -> Result<RuleSet> {
     let mut rules: Vec<Rule> = Vec::new();
     for (path, text) in rule_files {
         let rule = Rule::parse(&path, &text)?;
         if let Some(other) = rules.iter().find(|r| r.id == rule.id) {
-            bail!(
-                "rule id {:?} is used by both {} and {}",
-                rule.id,
-                other.path.display(),
-                path.display()
-            );
+            return Err(Error::DuplicateRule {
+                id: rule.id,
+                first: other.path.clone(),
+                second: path,
+            });
         }
         rules.push(rule);
     }
@@ -293,19 +317,18 @@ fn load_files(
     for (path, text) in view_files {
         let view = View::parse(&path, &text)?;
         if tables::schema_of(&view.name).is_some() {
-            bail!(
-                "{}: view name {:?} is already a table",
-                path.display(),
-                view.name
-            );
+            return Err(Error::header(
+                &path,
+                None,
+                format!("view name {:?} is already a table", view.name),
+            ));
         }
         if let Some(other) = views.iter().find(|v| v.name == view.name) {
-            bail!(
-                "view {:?} is defined by both {} and {}",
-                view.name,
-                other.path.display(),
-                path.display()
-            );
+            return Err(Error::DuplicateView {
+                name: view.name,
+                first: other.path.clone(),
+                second: path,
+            });
         }
         views.push(view);
     }
@@ -337,9 +360,8 @@ impl Location {
     /// `--rules` (or `PANTAU_RULES`) when given; else `./rules` when it exists; else
     /// the rules built into the binary.
     pub fn resolve(given: Option<&Path>) -> Location {
-        match given {
-            Some(dir) => Location::Folder(dir.to_path_buf()),
-            None if Path::new(DEFAULT_DIR).is_dir() => Location::Folder(DEFAULT_DIR.into()),
+        match pantau_core::bundled::folder_to_read(given, DEFAULT_DIR) {
+            Some(dir) => Location::Folder(dir),
             None => Location::BuiltIn,
         }
     }
@@ -352,7 +374,7 @@ impl Location {
     }
 
     /// Loads the rule set, saying at info level where it came from.
-    pub fn load(&self) -> anyhow::Result<RuleSet> {
+    pub fn load(&self) -> Result<RuleSet> {
         let set = match self {
             Location::Folder(dir) => load_dir(dir)?,
             Location::BuiltIn => {
@@ -491,17 +513,20 @@ pub(crate) fn windowed_schema(base: &SchemaRef) -> SchemaRef {
 
 /// Casts a query's result to a declared table schema, column by column and by name, so a
 /// DataFusion change in an aggregate's output type cannot break the table contract.
-pub(crate) fn conform(batch: &RecordBatch, schema: &SchemaRef) -> anyhow::Result<RecordBatch> {
+pub(crate) fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     let columns = schema
         .fields()
         .iter()
         .map(|field| {
-            let column = batch.column_by_name(field.name()).with_context(|| {
-                format!("result has no column {:?} for the table", field.name())
+            let column = batch.column_by_name(field.name()).ok_or_else(|| {
+                Error::Invariant(format!(
+                    "result has no column {:?} for the table",
+                    field.name()
+                ))
             })?;
             Ok(datafusion::arrow::compute::cast(column, field.data_type())?)
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>>>()?;
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
@@ -568,18 +593,15 @@ impl SqlRunner {
 
     /// Makes a window's tables the contents of the registered tables; a table the window
     /// has no rows for is empty.
-    pub fn register(
-        &self,
-        window_tables: &BTreeMap<&'static str, Vec<RecordBatch>>,
-    ) -> anyhow::Result<()> {
+    pub fn register(&self, window_tables: &BTreeMap<&'static str, Vec<RecordBatch>>) -> Result<()> {
         for (name, table) in &self.tables {
             let batches: Vec<RecordBatch> = window_tables.get(name).cloned().unwrap_or_default();
             let schema = table.schema();
             if let Some(bad) = batches.iter().find(|b| !schema.contains(&b.schema())) {
-                bail!(
+                return Err(Error::Invariant(format!(
                     "table {name}: a batch does not match the table's schema ({:?})",
                     bad.schema()
-                );
+                )));
             }
             table.set(batches);
         }
@@ -625,7 +647,7 @@ impl SqlRunner {
     }
 
     /// Drops every cached plan: after a reload a rule's plan may embed an old view.
-    pub fn forget_plans(&self) {
+    pub(crate) fn forget_plans(&self) {
         if let Ok(mut plans) = self.plans.lock() {
             plans.clear();
         }
@@ -666,7 +688,8 @@ mod tests {
         assert!(err.contains("x.sql:6"), "{err}");
         let err =
             Rule::parse(Path::new("x.sql"), &RULE.replace("local_day", "weekly")).unwrap_err();
-        assert!(format!("{err:#}").contains("not one of"), "{err:#}");
+        let text = crate::error::chain(&err);
+        assert!(text.contains("not one of"), "{text}");
     }
 
     #[test]

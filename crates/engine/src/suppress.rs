@@ -18,7 +18,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context;
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime};
 
 use crate::window::MICROS_PER_DAY;
@@ -67,7 +66,7 @@ pub(crate) struct Cooldowns {
 impl Cooldowns {
     /// Judges a detection in window `[start, end)` and records it. A snoozed detection
     /// still extends its episode, so the first alert after the snooze says since when.
-    pub fn judge(
+    pub(crate) fn judge(
         &mut self,
         rule_id: &str,
         entity_id: &str,
@@ -121,7 +120,7 @@ impl Cooldowns {
     }
 
     /// Forgets episodes no window ending after `watermark` could continue.
-    pub fn evict(&mut self, watermark: i64) {
+    pub(crate) fn evict(&mut self, watermark: i64) {
         // A window starting at the watermark or later may still continue an episode whose
         // last detection ended within a cooldown (and a day's zone spread) before it.
         self.episodes
@@ -197,9 +196,12 @@ fn until_us(text: &str) -> Result<i64, String> {
 impl SnoozeList {
     /// Reads a snooze file. A file that cannot be read is an error; a bad line is a
     /// problem (listed, the line ignored) and the other lines are kept.
-    pub fn load(path: &Path) -> anyhow::Result<SnoozeList> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read snooze file {}", path.display()))?;
+    pub fn load(path: &Path) -> crate::error::Result<SnoozeList> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| crate::error::Error::SnoozeFile {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Ok(SnoozeList::read(path, &text))
     }
 
@@ -211,7 +213,7 @@ impl SnoozeList {
         )
     }
 
-    pub fn with_references(
+    pub(crate) fn with_references(
         mut self,
         references: Option<pantau_core::pseudonym::Pseudonyms>,
     ) -> Self {

@@ -301,7 +301,7 @@ pub(crate) fn schema_of(table: &str) -> Option<SchemaRef> {
 /// Result batches → JSON rows, the shape both evidence and templates use.
 pub(crate) fn rows_of(
     batches: &[datafusion::arrow::record_batch::RecordBatch],
-) -> anyhow::Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, crate::error::RuleError> {
     let mut buf = Vec::new();
     {
         let mut writer = arrow_json::ArrayWriter::new(&mut buf);

@@ -66,7 +66,7 @@ impl Watermarks {
 
     /// What the reader of a partition says of it: how far it has got, and whether it
     /// has gone idle.
-    pub fn declare(&mut self, id: PartitionId, max_event: Option<i64>, idle: bool) {
+    pub(crate) fn declare(&mut self, id: PartitionId, max_event: Option<i64>, idle: bool) {
         let max = self.partitions.entry(id).or_insert(None);
         if let Some(t) = max_event {
             *max = Some(max.map_or(t, |m| m.max(t)));

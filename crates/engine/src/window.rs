@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 
-use anyhow::{bail, Context};
 use datafusion::arrow::array::{
     Array, AsArray, BooleanArray, Int32Array, RecordBatch, Scalar, TimestampMicrosecondArray,
 };
@@ -21,6 +20,7 @@ use datafusion::arrow::compute::{and, filter_record_batch, kernels::cmp};
 use datafusion::arrow::datatypes::{Date32Type, Int32Type, Int64Type, TimestampMicrosecondType};
 
 use crate::decode::OutletRow;
+use crate::error::{Error, Result};
 use crate::tables;
 use pantau_core::model::PartitionId;
 use pantau_core::model::Stream;
@@ -48,24 +48,56 @@ pub enum WindowSpec {
     LocalDays { days: i64, every: i64 },
 }
 
-fn parse_duration(s: &str) -> anyhow::Result<i64> {
+/// A `-- window:` text that does not parse; the message says what was expected.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct BadWindow {
+    message: String,
+    #[source]
+    source: Option<std::num::ParseIntError>,
+}
+
+impl BadWindow {
+    fn new(message: impl Into<String>) -> BadWindow {
+        BadWindow {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    fn number(message: impl Into<String>) -> impl FnOnce(std::num::ParseIntError) -> BadWindow {
+        let message = message.into();
+        move |source| BadWindow {
+            message,
+            source: Some(source),
+        }
+    }
+}
+
+fn parse_duration(s: &str) -> Result<i64, BadWindow> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = num
-        .parse()
-        .with_context(|| format!("{s:?}: expected a number followed by s, m, h or d"))?;
+    let n: i64 = num.parse().map_err(BadWindow::number(format!(
+        "{s:?}: expected a number followed by s, m, h or d"
+    )))?;
     let unit_us = match unit {
         "s" => MICROS_PER_SEC,
         "m" => 60 * MICROS_PER_SEC,
         "h" => 3600 * MICROS_PER_SEC,
         "d" => MICROS_PER_DAY,
-        _ => bail!("{s:?}: unit must be s, m, h or d"),
+        _ => return Err(BadWindow::new(format!("{s:?}: unit must be s, m, h or d"))),
     };
     if n <= 0 {
-        bail!("{s:?}: a window length must be positive");
+        return Err(BadWindow::new(format!(
+            "{s:?}: a window length must be positive"
+        )));
     }
     n.checked_mul(unit_us)
         .filter(|us| *us <= MAX_WINDOW_US)
-        .with_context(|| format!("{s:?}: a window may be at most {MAX_WINDOW_DAYS} days"))
+        .ok_or_else(|| {
+            BadWindow::new(format!(
+                "{s:?}: a window may be at most {MAX_WINDOW_DAYS} days"
+            ))
+        })
 }
 
 /// The longest window a rule may declare: rollups are kept as long as the longest
@@ -87,9 +119,9 @@ fn format_duration(us: i64) -> String {
 }
 
 impl FromStr for WindowSpec {
-    type Err = anyhow::Error;
+    type Err = BadWindow;
 
-    fn from_str(s: &str) -> anyhow::Result<Self> {
+    fn from_str(s: &str) -> Result<Self, BadWindow> {
         let words: Vec<&str> = s.split_whitespace().collect();
         let spec = match words.as_slice() {
             ["tumbling", size] => WindowSpec::Tumbling {
@@ -101,26 +133,36 @@ impl FromStr for WindowSpec {
             },
             ["local_day"] => WindowSpec::LocalDay,
             ["local_days", days, "every", every] => {
-                let days: i64 = days.parse().context("local_days: days must be a number")?;
+                let days: i64 = days
+                    .parse()
+                    .map_err(BadWindow::number("local_days: days must be a number"))?;
                 let every: i64 = every
                     .parse()
-                    .context("local_days: every must be a number")?;
+                    .map_err(BadWindow::number("local_days: every must be a number"))?;
                 if days <= 0 || every <= 0 {
-                    bail!("local_days: days and every must be positive");
+                    return Err(BadWindow::new(
+                        "local_days: days and every must be positive",
+                    ));
                 }
                 if days > MAX_WINDOW_DAYS || every > MAX_WINDOW_DAYS {
-                    bail!("local_days: days and every may be at most {MAX_WINDOW_DAYS}");
+                    return Err(BadWindow::new(format!(
+                        "local_days: days and every may be at most {MAX_WINDOW_DAYS}"
+                    )));
                 }
                 WindowSpec::LocalDays { days, every }
             }
-            _ => bail!(
-                "window {s:?} is not one of: `tumbling 30m`, `hopping 1h every 15m`, \
-                 `local_day`, `local_days 56 every 28`"
-            ),
+            _ => {
+                return Err(BadWindow::new(format!(
+                    "window {s:?} is not one of: `tumbling 30m`, `hopping 1h every 15m`, \
+                     `local_day`, `local_days 56 every 28`"
+                )))
+            }
         };
         if let WindowSpec::Hopping { size_us, slide_us } = spec {
             if slide_us > size_us {
-                bail!("window {s:?}: the slide must not exceed the size");
+                return Err(BadWindow::new(format!(
+                    "window {s:?}: the slide must not exceed the size"
+                )));
             }
         }
         Ok(spec)
@@ -183,7 +225,7 @@ impl Series {
         (size, slide)
     }
 
-    pub fn reads_rollups(&self) -> bool {
+    pub(crate) fn reads_rollups(&self) -> bool {
         matches!(self.spec, WindowSpec::LocalDays { .. })
     }
 }
@@ -329,7 +371,7 @@ impl WindowState {
 
     /// Replaces the set of rule windows (rules were added or removed). Series already
     /// running keep their progress; new ones start after the last closed day.
-    pub fn set_specs(&mut self, rule_specs: &[WindowSpec]) {
+    pub(crate) fn set_specs(&mut self, rule_specs: &[WindowSpec]) {
         let mut specs: Vec<WindowSpec> = rule_specs.to_vec();
         specs.push(WindowSpec::LocalDay);
         specs.sort();
@@ -365,7 +407,7 @@ impl WindowState {
 
     /// Offers decoded rows of one chunk. Rows older than the watermark are reported as
     /// late (their windows may be closed) and kept out; redeliveries are counted once.
-    pub fn admit(
+    pub(crate) fn admit(
         &mut self,
         stream: Stream,
         partition: PartitionId,
@@ -373,7 +415,7 @@ impl WindowState {
         event_times: &[i64],
         dedup_keys: &[Option<String>],
         watermark: Option<i64>,
-    ) -> anyhow::Result<Admission> {
+    ) -> Result<Admission> {
         let mut keep = Vec::with_capacity(batch.num_rows());
         let mut admission = Admission::default();
         for (row, (&t, key)) in event_times.iter().zip(dedup_keys).enumerate() {
@@ -423,15 +465,15 @@ impl WindowState {
 
     /// Buffers item lines of transactions admitted from the same chunk. Items of rows that
     /// were late or duplicated are dropped with them.
-    pub fn admit_items(
+    pub(crate) fn admit_items(
         &mut self,
         partition: PartitionId,
         items: &RecordBatch,
         accepted_txns: &HashSet<i64>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         let offsets = items
             .column_by_name(tables::SRC_OFFSET)
-            .context("items batch without src_offset")?
+            .ok_or_else(|| Error::Invariant("items batch without src_offset".into()))?
             .as_primitive::<Int64Type>();
         let keep: BooleanArray = offsets
             .values()
@@ -444,7 +486,7 @@ impl WindowState {
         }
         let times: Vec<i64> = kept
             .column_by_name("occurred_at")
-            .context("items batch without occurred_at")?
+            .ok_or_else(|| Error::Invariant("items batch without occurred_at".into()))?
             .as_primitive::<TimestampMicrosecondType>()
             .values()
             .to_vec();
@@ -488,14 +530,14 @@ impl WindowState {
     }
 
     /// Applies registry records (compacted topic: the latest record per outlet wins).
-    pub fn apply_outlets(&mut self, rows: Vec<OutletRow>) {
+    pub(crate) fn apply_outlets(&mut self, rows: Vec<OutletRow>) {
         for row in rows {
             self.registry.insert(row.outlet_id.clone(), row);
         }
         self.registry_batch = None;
     }
 
-    fn registry_table(&mut self) -> anyhow::Result<RecordBatch> {
+    fn registry_table(&mut self) -> Result<RecordBatch> {
         if self.registry_batch.is_none() {
             self.registry_batch = Some(crate::decode::outlets_batch(&self.registry)?);
         }
@@ -506,7 +548,12 @@ impl WindowState {
     }
 
     /// Stores the rollups of a closed local day (see `rules::ROLLUPS`).
-    pub fn store_rollup(&mut self, table: &'static str, date: i32, batches: Vec<RecordBatch>) {
+    pub(crate) fn store_rollup(
+        &mut self,
+        table: &'static str,
+        date: i32,
+        batches: Vec<RecordBatch>,
+    ) {
         self.rollups
             .entry(table)
             .or_default()
@@ -525,7 +572,7 @@ impl WindowState {
 
     /// The windows that close at this watermark, in closing order. Call repeatedly until
     /// it returns nothing: rollups stored in between may open day-range windows.
-    pub fn close_next(&mut self, watermark: i64) -> anyhow::Result<Option<ClosedWindow>> {
+    pub(crate) fn close_next(&mut self, watermark: i64) -> Result<Option<ClosedWindow>> {
         // The series whose next window ends first; rollups before rules at equal ends.
         let candidate = self
             .next_end
@@ -586,7 +633,7 @@ impl WindowState {
         purpose: Purpose,
         start: i64,
         end: i64,
-    ) -> anyhow::Result<ClosedWindow> {
+    ) -> Result<ClosedWindow> {
         let mut out: BTreeMap<&'static str, Vec<RecordBatch>> = BTreeMap::new();
         if series.reads_rollups() {
             let days = local_date_of(start)..local_date_of(end);
@@ -632,7 +679,7 @@ impl WindowState {
         days: std::ops::Range<i32>,
         start: i64,
         end: i64,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         for table in tables::ROLLUP_TABLES {
             let batches = self
                 .rollups
@@ -641,7 +688,7 @@ impl WindowState {
                 .flatten()
                 .filter(|r| days.contains(&r.date))
                 .map(|r| with_window(&r.batch, start, end))
-                .collect::<anyhow::Result<Vec<_>>>()?;
+                .collect::<Result<Vec<_>>>()?;
             out.insert(table, batches);
         }
         Ok(())
@@ -649,7 +696,7 @@ impl WindowState {
 
     /// Forgets raw rows no open window can need, rollups older than any day-range window
     /// will read, and dedup keys of rows that could no longer arrive on time.
-    pub fn evict(&mut self, watermark: i64, lateness_us: i64) {
+    pub(crate) fn evict(&mut self, watermark: i64, lateness_us: i64) {
         let horizon = watermark - self.raw_retention_us;
         for batches in self.raw.values_mut() {
             batches.retain(|b| b.max_time >= horizon);
@@ -746,34 +793,21 @@ impl WindowState {
         state
     }
 
-    /// Per partition, the offset up to which every record has left the raw buffers: all
-    /// windows it belongs to have closed. Committing beyond it could lose a window.
-    pub fn committable(&self) -> BTreeMap<PartitionId, i64> {
-        let mut out: BTreeMap<PartitionId, i64> =
-            self.next_offset.iter().map(|(p, o)| (*p, *o)).collect();
-        for b in self.raw.values().flatten() {
-            if let Some(o) = out.get_mut(&b.partition) {
-                *o = (*o).min(b.min_offset);
-            }
-        }
-        out
-    }
-
     /// Records that a partition's offsets up to `next` are accounted for without rows
     /// (every record in them was rejected).
-    pub fn note_offset(&mut self, partition: PartitionId, next: i64) {
+    pub(crate) fn note_offset(&mut self, partition: PartitionId, next: i64) {
         let o = self.next_offset.entry(partition).or_insert(0);
         *o = (*o).max(next);
     }
 
     /// The largest event time accepted so far.
-    pub fn max_event(&self) -> Option<i64> {
+    pub(crate) fn max_event(&self) -> Option<i64> {
         self.max_event
     }
 
     /// The span of the longest window: past the last event by this much, every window
     /// has closed.
-    pub fn longest_window_us(&self) -> i64 {
+    pub(crate) fn longest_window_us(&self) -> i64 {
         self.series
             .iter()
             .map(|s| s.size_and_slide().0)
@@ -805,10 +839,10 @@ fn slice_window(
     start: i64,
     end: i64,
     zone: Option<i32>,
-) -> anyhow::Result<RecordBatch> {
+) -> Result<RecordBatch> {
     let times = batch
         .column_by_name(time_column)
-        .with_context(|| format!("batch without {time_column}"))?
+        .ok_or_else(|| Error::Invariant(format!("batch without {time_column}")))?
         .as_primitive::<TimestampMicrosecondType>();
     let bound = |t: i64| Scalar::new(TimestampMicrosecondArray::from(vec![t]).with_timezone("UTC"));
     let in_range = and(
@@ -820,7 +854,7 @@ fn slice_window(
         Some(zone) => {
             let offsets = batch
                 .column_by_name("utc_offset_minutes")
-                .context("batch without utc_offset_minutes")?
+                .ok_or_else(|| Error::Invariant("batch without utc_offset_minutes".into()))?
                 .as_primitive::<Int32Type>();
             let in_zone = cmp::eq(offsets, &Int32Array::new_scalar(zone / 60))?;
             and(&in_range, &in_zone)?
@@ -830,7 +864,7 @@ fn slice_window(
 }
 
 /// Appends constant `window_start` and `window_end` columns.
-fn with_window(batch: &RecordBatch, start: i64, end: i64) -> anyhow::Result<RecordBatch> {
+fn with_window(batch: &RecordBatch, start: i64, end: i64) -> Result<RecordBatch> {
     use datafusion::arrow::datatypes::{Field, Schema};
     use std::sync::Arc;
     let n = batch.num_rows();
@@ -1002,28 +1036,5 @@ mod tests {
         assert_eq!(a.duplicates, 1);
         assert_eq!(a.accepted, 1);
         assert_eq!(a.kept, vec![false, true, false]);
-    }
-
-    #[test]
-    fn offsets_are_committable_only_once_their_windows_closed() {
-        let mut state = WindowState::new(&[]);
-        offer(
-            &mut state,
-            &[txn(1, "2023-01-05T10:00:00+07:00", "3604")],
-            0,
-            None,
-        );
-        offer(
-            &mut state,
-            &[txn(2, "2023-01-06T10:00:00+07:00", "3604")],
-            1,
-            None,
-        );
-        let pid = (Stream::Transactions, 0);
-        assert_eq!(state.committable()[&pid], 0);
-        let w = us("2023-01-06T00:00:00+07:00") + state.raw_retention_us;
-        while state.close_next(w).unwrap().is_some() {}
-        state.evict(w, 0);
-        assert_eq!(state.committable()[&pid], 1);
     }
 }

@@ -6,11 +6,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::Context;
 use prometheus::IntCounterVec;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use crate::error::{Error, Result};
 use crate::{create, KafkaConfig};
 
 /// A record as read: where it sits and its value.
@@ -40,11 +40,15 @@ pub enum Followed {
 }
 
 /// Reads a record of `pantau.alerts` or `bpnt.outlets` (by its topic).
-pub fn parse_followed(topic: &str, payload: &[u8]) -> anyhow::Result<Followed> {
+pub fn parse_followed(topic: &str, payload: &[u8]) -> Result<Followed> {
     Ok(if topic == pantau_core::model::TOPIC_OUTLETS {
-        Followed::Outlet(Box::new(serde_json::from_slice(payload)?))
+        Followed::Outlet(Box::new(
+            serde_json::from_slice(payload).map_err(Error::Unreadable)?,
+        ))
     } else {
-        Followed::Alert(Box::new(serde_json::from_slice(payload)?))
+        Followed::Alert(Box::new(
+            serde_json::from_slice(payload).map_err(Error::Unreadable)?,
+        ))
     })
 }
 
@@ -138,10 +142,13 @@ impl KafkaConfig {
         group: &str,
         topics: &[&str],
         unreadable: IntCounterVec,
-    ) -> anyhow::Result<Follower> {
+    ) -> Result<Follower> {
         self.ensure_topics(topics)
             .await
-            .with_context(|| format!("creating {}", topics.join(", ")))?;
+            .map_err(|source| Error::FollowedTopics {
+                topics: topics.join(", "),
+                source: Box::new(source),
+            })?;
         let consumer: StreamConsumer = create(
             self.client()?
                 .set("group.id", group)
@@ -150,10 +157,11 @@ impl KafkaConfig {
                 // Alerts of an aborted transaction (pantau run --transactional) never happened.
                 .set("isolation.level", "read_committed"),
         )
-        .context("cannot create a Kafka consumer")?;
-        consumer
-            .subscribe(topics)
-            .with_context(|| format!("subscribing to {}", topics.join(", ")))?;
+        .map_err(Error::client("a Kafka consumer"))?;
+        consumer.subscribe(topics).map_err(Error::consumer(format!(
+            "subscribing to {}",
+            topics.join(", ")
+        )))?;
         Ok(Follower {
             consumer,
             unreadable,
@@ -163,11 +171,7 @@ impl KafkaConfig {
     /// Reads every record a topic holds now, from the beginning, outside any consumer
     /// group: what a follower needs to know before it follows (the outlet registry,
     /// before the first alert names an outlet). Blocking.
-    pub fn read_to_end(
-        &self,
-        topic: &str,
-        mut each: impl FnMut(Read<'_>),
-    ) -> anyhow::Result<usize> {
+    pub fn read_to_end(&self, topic: &str, mut each: impl FnMut(Read<'_>)) -> Result<usize> {
         let (_, metadata) = self.metadata(Some(topic))?;
         let consumer: BaseConsumer = create(
             self.client()?
@@ -177,28 +181,39 @@ impl KafkaConfig {
                 // last offset is a commit marker, which is never delivered as a record.
                 .set("enable.partition.eof", "true"),
         )
-        .context("cannot create a Kafka consumer")?;
+        .map_err(Error::client("a Kafka consumer"))?;
         let mut assignment = TopicPartitionList::new();
         let mut ends = BTreeMap::new();
         for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
             let (low, high) = consumer
                 .fetch_watermarks(topic, partition.id(), Duration::from_secs(30))
-                .with_context(|| {
-                    format!("cannot read the offsets of {topic}/{}", partition.id())
-                })?;
+                .map_err(Error::consumer(format!(
+                    "cannot read the offsets of {topic}/{}",
+                    partition.id()
+                )))?;
             if high > low {
-                assignment.add_partition_offset(topic, partition.id(), Offset::Beginning)?;
+                assignment
+                    .add_partition_offset(topic, partition.id(), Offset::Beginning)
+                    .map_err(Error::consumer(format!(
+                        "cannot assign {topic}/{}",
+                        partition.id()
+                    )))?;
                 ends.insert(partition.id(), high);
             }
         }
-        consumer.assign(&assignment)?;
+        consumer
+            .assign(&assignment)
+            .map_err(Error::consumer(format!(
+                "cannot assign the partitions of {topic}"
+            )))?;
         let mut read = 0;
         let deadline = std::time::Instant::now() + Duration::from_secs(300);
         while !ends.is_empty() {
-            anyhow::ensure!(
-                std::time::Instant::now() < deadline,
-                "{topic} not read to its end within 5 minutes"
-            );
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::NotReadToEnd {
+                    topic: topic.to_string(),
+                });
+            }
             match consumer.poll(Duration::from_millis(500)) {
                 Some(Ok(message)) => {
                     each(Read::of(&message));
@@ -227,6 +242,15 @@ impl KafkaConfig {
 mod tests {
     use super::*;
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    #[test]
+    fn an_unreadable_followed_record_is_dead_lettered() {
+        use pantau_core::error::{Recoverable, Recovery};
+        let Err(error) = parse_followed(pantau_core::model::TOPIC_OUTLETS, b"{not json") else {
+            panic!("a broken record was read");
+        };
+        assert_eq!(error.recovery(), Recovery::DeadLetter);
+    }
 
     #[test]
     fn read_to_end_finishes_on_a_transactional_topic_ending_in_a_commit_marker() {

@@ -190,7 +190,7 @@ impl Health {
     /// retrying, /health says why); other errors (bad records, unknown topics) are the
     /// caller's to handle and leave the broker state alone. `reason` says what was being
     /// done, e.g. "consumer poll".
-    pub fn on_client_error(&self, error: &KafkaError, reason: &str) {
+    pub(crate) fn on_client_error(&self, error: &KafkaError, reason: &str) {
         if is_broker_outage(error) || crate::is_refusal(error) {
             self.broker_down(&format!("{reason}: {error}"));
         }

@@ -2,11 +2,11 @@
 //! topic creation (here and [`settings`]), the consumer groups of `run` ([`source`]),
 //! the producers of alerts, dead letters and forwarded records ([`sink`]), the followers'
 //! reading of `pantau.alerts` and `bpnt.outlets` ([`follow`]), the broker's health
-//! ([`health`]) and the shape of every process's Prometheus metrics ([`metrics`]).
+//! ([`health`]), the shape of every process's Prometheus metrics ([`metrics`]), and what
+//! a failure asks of its caller ([`error`]).
 
 use std::time::Duration;
 
-use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -17,6 +17,9 @@ use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 
+use crate::error::{Error, Result};
+
+pub mod error;
 pub mod follow;
 pub mod health;
 pub mod metrics;
@@ -49,7 +52,7 @@ impl KafkaConfig {
 
     /// The settings every client starts from: the brokers, the user's properties
     /// (secrets read), and pantau's quiet log level unless the user chose another.
-    pub fn client(&self) -> anyhow::Result<ClientConfig> {
+    pub fn client(&self) -> Result<ClientConfig> {
         let mut c = self.settings.client_config()?;
         c.set("bootstrap.servers", &self.brokers);
         Ok(c)
@@ -62,7 +65,7 @@ impl KafkaConfig {
     pub fn metadata(
         &self,
         topic: Option<&str>,
-    ) -> anyhow::Result<(BaseProducer<RefusalContext>, Metadata)> {
+    ) -> Result<(BaseProducer<RefusalContext>, Metadata)> {
         let client: BaseProducer<RefusalContext> =
             create_with(&self.client()?, RefusalContext::default())?;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -73,13 +76,18 @@ impl KafkaConfig {
             // Serves the error callbacks, where librdkafka reports TLS and SASL failures.
             client.poll(Duration::ZERO);
             if let Some(reason) = client.context().refusal() {
-                anyhow::bail!("the brokers at {} refused pantau: {reason}", self.brokers);
+                return Err(Error::Refused {
+                    brokers: self.brokers.clone(),
+                    reason,
+                });
             }
             match attempt {
                 Ok(metadata) => return Ok((client, metadata)),
-                Err(e) if std::time::Instant::now() >= deadline => {
-                    return Err(e)
-                        .with_context(|| format!("cannot reach the brokers at {}", self.brokers))
+                Err(source) if std::time::Instant::now() >= deadline => {
+                    return Err(Error::Unreachable {
+                        brokers: self.brokers.clone(),
+                        source,
+                    })
                 }
                 Err(_) => {}
             }
@@ -87,7 +95,7 @@ impl KafkaConfig {
     }
 
     /// The topics the cluster does not know yet.
-    fn missing_topics<'a>(&self, topics: &[&'a str]) -> anyhow::Result<Vec<&'a str>> {
+    fn missing_topics<'a>(&self, topics: &[&'a str]) -> Result<Vec<&'a str>> {
         let (_, metadata) = self.metadata(None)?;
         let known: Vec<&str> = metadata
             .topics()
@@ -103,25 +111,29 @@ impl KafkaConfig {
     }
 
     /// How many partitions a topic has.
-    pub fn partition_count(&self, topic: &str) -> anyhow::Result<i32> {
+    pub fn partition_count(&self, topic: &str) -> Result<i32> {
         let (_, metadata) = self.metadata(Some(topic))?;
         let n = metadata
             .topics()
             .iter()
             .find(|t| t.name() == topic)
             .map_or(0, |t| t.partitions().len());
-        anyhow::ensure!(n > 0, "topic {topic} has no partitions");
+        if n == 0 {
+            return Err(Error::NoPartitions {
+                topic: topic.to_string(),
+            });
+        }
         Ok(n as i32)
     }
 
     /// Creates the topics if they are missing; an existing topic is left as it is.
-    pub async fn ensure_topics(&self, topics: &[&str]) -> anyhow::Result<()> {
+    pub async fn ensure_topics(&self, topics: &[&str]) -> Result<()> {
         let missing = self.missing_topics(topics)?;
         if missing.is_empty() {
             return Ok(());
         }
         let admin: AdminClient<DefaultClientContext> =
-            create(&self.client()?).context("cannot create a Kafka admin client")?;
+            create(&self.client()?).map_err(Error::client("a Kafka admin client"))?;
         let new: Vec<NewTopic> = missing
             .iter()
             .map(|t| NewTopic::new(t, self.partitions, TopicReplication::Fixed(1)))
@@ -130,11 +142,14 @@ impl KafkaConfig {
         let results = admin
             .create_topics(new.iter(), &opts)
             .await
-            .with_context(|| format!("cannot create topics on {}", self.brokers))?;
+            .map_err(|source| Error::CreateTopics {
+                brokers: self.brokers.clone(),
+                source,
+            })?;
         for r in results {
             match r {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => anyhow::bail!("cannot create topic {topic}: {code}"),
+                Err((topic, code)) => return Err(Error::CreateTopic { topic, code }),
             }
         }
         Ok(())
@@ -191,10 +206,14 @@ impl rdkafka::producer::ProducerContext for RefusalContext {
 
 /// What this binary's librdkafka was built with (`builtin.features`: ssl, sasl_scram,
 /// zstd, ...).
-pub fn builtin_features() -> anyhow::Result<Vec<String>> {
-    let native = ClientConfig::new().create_native_config()?;
+pub fn builtin_features() -> Result<Vec<String>> {
+    let features = |source| Error::Features { source };
+    let native = ClientConfig::new()
+        .create_native_config()
+        .map_err(features)?;
     Ok(native
-        .get("builtin.features")?
+        .get("builtin.features")
+        .map_err(features)?
         .split(',')
         .map(str::to_string)
         .collect())

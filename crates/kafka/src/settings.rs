@@ -6,10 +6,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
 use rdkafka::config::{ClientConfig, FromClientConfig, FromClientConfigAndContext};
 use rdkafka::error::KafkaError;
 use rdkafka::ClientContext;
+
+use crate::error::{Error, Result};
 
 /// Environment variables that fill `sasl.username` and `sasl.password` when neither the
 /// properties file nor `-X` sets them (the compose file's way to pass them).
@@ -123,7 +124,7 @@ impl Property {
     /// Whether librdkafka knows this property and accepts its value on its own; what
     /// depends on other properties (a mechanism's credentials) is judged by
     /// [`ClientSettings::validate`].
-    pub fn check_alone(&self) -> anyhow::Result<()> {
+    pub fn check_alone(&self) -> Result<()> {
         let mut config = ClientConfig::new();
         config.set(self.key.clone(), self.resolve()?);
         config
@@ -133,14 +134,18 @@ impl Property {
     }
 
     /// The value with `env:NAME` and `file:PATH` read.
-    fn resolve(&self) -> anyhow::Result<String> {
+    fn resolve(&self) -> Result<String> {
         if let Some(name) = self.value.strip_prefix("env:") {
-            std::env::var(name).map_err(|_| {
-                anyhow::anyhow!("{}: the environment variable {name} is not set", self.key)
+            std::env::var(name).map_err(|_| Error::SecretUnset {
+                key: self.key.clone(),
+                name: name.to_string(),
             })
         } else if let Some(path) = self.value.strip_prefix("file:") {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("{}: cannot read {path}", self.key))?;
+            let text = std::fs::read_to_string(path).map_err(|source| Error::SecretFile {
+                key: self.key.clone(),
+                path: path.to_string(),
+                source,
+            })?;
             // A file written by `echo` or an editor ends in a newline that is not part of
             // the secret.
             Ok(text.trim_end_matches(['\n', '\r']).to_string())
@@ -151,11 +156,16 @@ impl Property {
 }
 
 /// A librdkafka properties file: `key=value` lines, `#` comments, blank lines.
-pub(crate) fn read_properties_file(path: &Path) -> anyhow::Result<Vec<Property>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the Kafka properties file {}", path.display()))?;
-    parse_properties(&text)
-        .map_err(|(line, problem)| anyhow::anyhow!("{} line {line}: {problem}", path.display()))
+pub(crate) fn read_properties_file(path: &Path) -> Result<Vec<Property>> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::PropertiesFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_properties(&text).map_err(|(line, problem)| Error::PropertiesLine {
+        path: path.to_path_buf(),
+        line,
+        problem,
+    })
 }
 
 fn parse_properties(text: &str) -> Result<Vec<Property>, (usize, String)> {
@@ -184,7 +194,7 @@ impl ClientSettings {
     /// The properties in force, secrets read: the file's, then -X's (the later wins),
     /// then the SASL environment variables for what is still unset. A refused property
     /// or an unreadable secret is an error naming the property.
-    pub fn resolve(&self) -> anyhow::Result<BTreeMap<String, String>> {
+    pub fn resolve(&self) -> Result<BTreeMap<String, String>> {
         let mut given = match &self.kafka_config {
             Some(path) => read_properties_file(path)?,
             None => Vec::new(),
@@ -193,7 +203,7 @@ impl ClientSettings {
         let mut resolved = BTreeMap::new();
         for property in &given {
             if let Some(refusal) = property.refusal() {
-                bail!("{refusal}");
+                return Err(Error::PropertyRefused(refusal));
             }
             resolved.insert(property.key.clone(), property.resolve()?);
         }
@@ -211,13 +221,13 @@ impl ClientSettings {
     /// Checks the properties the way librdkafka will when a client is made, without
     /// connecting to anything: an unknown name, a bad value, a mechanism it was built
     /// without or a certificate file it cannot load fails with its message naming it.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> Result<()> {
         // Without bootstrap.servers a client connects to nothing.
         create::<rdkafka::producer::BaseProducer>(&self.client_config()?).map(drop)
     }
 
     /// The client configuration these settings make, brokers aside.
-    pub fn client_config(&self) -> anyhow::Result<ClientConfig> {
+    pub(crate) fn client_config(&self) -> Result<ClientConfig> {
         let mut config = ClientConfig::new();
         for (key, value) in self.resolve()? {
             config.set(key, value);
@@ -244,7 +254,7 @@ impl SetDefault for ClientConfig {
 
 /// Makes a client; librdkafka's refusal of a setting names the property, and shows its
 /// value only when that is not a secret (rdkafka's own message always shows it).
-pub fn create<T: FromClientConfig>(config: &ClientConfig) -> anyhow::Result<T> {
+pub fn create<T: FromClientConfig>(config: &ClientConfig) -> Result<T> {
     config.create().map_err(|e| describe(e, config))
 }
 
@@ -252,13 +262,13 @@ pub fn create<T: FromClientConfig>(config: &ClientConfig) -> anyhow::Result<T> {
 pub(crate) fn create_with<C: ClientContext, T: FromClientConfigAndContext<C>>(
     config: &ClientConfig,
     context: C,
-) -> anyhow::Result<T> {
+) -> Result<T> {
     config
         .create_with_context(context)
         .map_err(|e| describe(e, config))
 }
 
-fn describe(error: KafkaError, config: &ClientConfig) -> anyhow::Error {
+fn describe(error: KafkaError, config: &ClientConfig) -> Error {
     match error {
         KafkaError::ClientConfig(_, description, key, value) => {
             let description = if is_secret(&key) && !value.is_empty() {
@@ -266,7 +276,10 @@ fn describe(error: KafkaError, config: &ClientConfig) -> anyhow::Error {
             } else {
                 description
             };
-            anyhow::anyhow!("Kafka setting {key}={}: {description}", shown(&key, &value))
+            Error::Setting(format!(
+                "Kafka setting {key}={}: {description}",
+                shown(&key, &value)
+            ))
         }
         other => {
             // librdkafka's creation errors (a CA file it cannot load, a mechanism it was
@@ -278,7 +291,7 @@ fn describe(error: KafkaError, config: &ClientConfig) -> anyhow::Error {
                     text = text.replace(&value.to_string(), "<redacted>");
                 }
             }
-            anyhow::anyhow!("{text}")
+            Error::Setting(text)
         }
     }
 }
@@ -379,6 +392,31 @@ mod tests {
         let error = format!("{:#}", bad_mechanism.validate().unwrap_err());
         assert!(error.contains("SCRAM-SHA-1024"), "{error}");
         assert!(!error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn a_refused_property_or_a_missing_secret_stops_rather_than_retries() {
+        use pantau_core::error::{Recoverable, Recovery};
+        let refused = ClientSettings {
+            properties: vec![property("enable.auto.commit=true")],
+            kafka_config: None,
+        };
+        assert_eq!(refused.resolve().unwrap_err().recovery(), Recovery::Stop);
+        let missing = ClientSettings {
+            properties: vec![property("sasl.password=file:/nowhere/pantau-secret")],
+            kafka_config: None,
+        };
+        let error = missing.resolve().unwrap_err();
+        assert_eq!(error.recovery(), Recovery::Stop);
+        assert_eq!(
+            error.to_string(),
+            "sasl.password: cannot read /nowhere/pantau-secret"
+        );
+        let unknown = ClientSettings {
+            properties: vec![property("ssl.ca.locaton=/tmp/ca.pem")],
+            kafka_config: None,
+        };
+        assert_eq!(unknown.validate().unwrap_err().recovery(), Recovery::Stop);
     }
 
     #[test]

@@ -12,7 +12,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use futures::future::try_join_all;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
@@ -20,6 +19,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::{ClientContext, TopicPartitionList};
 
+use crate::error::{Error, Result};
 use crate::health::Health;
 
 use crate::{KafkaConfig, SetDefault};
@@ -50,7 +50,7 @@ impl KafkaSink {
     /// An idempotent producer; with `transactional_id`, a transactional one whose
     /// earlier incarnations (same id, before a crash) are fenced off and their open
     /// transaction aborted.
-    pub fn new(config: &KafkaConfig, transactional_id: Option<&str>) -> anyhow::Result<KafkaSink> {
+    pub fn new(config: &KafkaConfig, transactional_id: Option<&str>) -> Result<KafkaSink> {
         KafkaSink::with_health(config, transactional_id, None)
     }
 
@@ -59,7 +59,7 @@ impl KafkaSink {
         config: &KafkaConfig,
         transactional_id: Option<&str>,
         health: Option<Arc<Health>>,
-    ) -> anyhow::Result<KafkaSink> {
+    ) -> Result<KafkaSink> {
         let mut client = config.client()?;
         client
             .set("enable.idempotence", "true")
@@ -79,11 +79,13 @@ impl KafkaSink {
                 health: health.clone(),
             },
         )
-        .context("cannot create the Kafka producer")?;
+        .map_err(Error::client("the Kafka producer"))?;
         if transactional_id.is_some() {
             producer
                 .init_transactions(TRANSACTION_TIMEOUT)
-                .context("cannot initialise Kafka transactions (does the broker support them?)")?;
+                .map_err(Error::transaction(
+                    "initialise Kafka transactions (does the broker support them?)",
+                ))?;
         }
         Ok(KafkaSink {
             producer,
@@ -99,7 +101,7 @@ impl KafkaSink {
     /// Produces every record and waits for all acknowledgements; returns where each
     /// went (partition, offset), in order. The first refusal is returned as an error
     /// (nothing is committed then).
-    pub async fn send_all(&self, records: &[Outgoing]) -> anyhow::Result<Vec<(i32, i64)>> {
+    pub async fn send_all(&self, records: &[Outgoing]) -> Result<Vec<(i32, i64)>> {
         let mut placed = Vec::with_capacity(records.len());
         for chunk in records.chunks(50_000) {
             let sends = chunk.iter().map(|r| {
@@ -115,7 +117,7 @@ impl KafkaSink {
             placed.extend(
                 try_join_all(sends)
                     .await
-                    .map_err(|(e, _)| anyhow::anyhow!("the broker refused a record: {e}"))?
+                    .map_err(|(source, _)| Error::Delivery { source })?
                     .into_iter()
                     .map(|d| (d.partition, d.offset)),
             );
@@ -127,10 +129,10 @@ impl KafkaSink {
         Ok(placed)
     }
 
-    pub fn begin(&self) -> anyhow::Result<()> {
+    pub fn begin(&self) -> Result<()> {
         self.producer
             .begin_transaction()
-            .context("cannot begin a Kafka transaction")
+            .map_err(Error::transaction("begin a Kafka transaction"))
     }
 
     /// Commits the open transaction with the consumer offsets in `offsets`, then opens
@@ -139,22 +141,24 @@ impl KafkaSink {
         &self,
         offsets: &TopicPartitionList,
         group: &ConsumerGroupMetadata,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         if offsets.count() > 0 {
             self.producer
                 .send_offsets_to_transaction(offsets, group, TRANSACTION_TIMEOUT)
-                .context("cannot add the input offsets to the transaction")?;
+                .map_err(Error::transaction(
+                    "add the input offsets to the transaction",
+                ))?;
         }
         self.producer
             .commit_transaction(TRANSACTION_TIMEOUT)
-            .context("cannot commit the Kafka transaction")?;
+            .map_err(Error::transaction("commit the Kafka transaction"))?;
         self.begin()
     }
 
     /// Waits until everything sent has been acknowledged (or the timeout passes).
-    pub fn flush(&self, timeout: Duration) -> anyhow::Result<()> {
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
         self.producer
             .flush(timeout)
-            .context("records still unacknowledged at shutdown")
+            .map_err(|source| Error::Unacknowledged { source })
     }
 }

@@ -17,7 +17,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use prometheus::IntGaugeVec;
 use rdkafka::bindings::rd_kafka_resp_err_t as RDKafkaRespErr;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
@@ -26,6 +25,7 @@ use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use crate::error::{Error, Result};
 use crate::health::Health;
 use crate::sink::KafkaSink;
 use crate::{KafkaConfig, SetDefault};
@@ -126,14 +126,11 @@ pub struct Group<'a> {
 impl Group<'_> {
     /// The committed offset of each partition with its metadata; `None` where nothing
     /// was committed.
-    pub fn committed(
-        &self,
-        partitions: &[Origin],
-    ) -> anyhow::Result<Vec<(Origin, Option<Committed>)>> {
+    pub fn committed(&self, partitions: &[Origin]) -> Result<Vec<(Origin, Option<Committed>)>> {
         let committed = self
             .consumer
             .committed_offsets(partition_list(partitions), Duration::from_secs(30))
-            .context("cannot read the committed offsets")?;
+            .map_err(Error::consumer("cannot read the committed offsets"))?;
         Ok(partitions
             .iter()
             .map(|o| {
@@ -156,14 +153,14 @@ impl Group<'_> {
     }
 
     /// Commits `offsets` and waits for the broker's answer.
-    pub fn commit(&self, offsets: &[CommitOffset]) -> anyhow::Result<()> {
+    pub fn commit(&self, offsets: &[CommitOffset]) -> Result<()> {
         self.consumer
             .commit(&offset_list(offsets)?, CommitMode::Sync)
-            .context("cannot commit offsets")
+            .map_err(Error::consumer("cannot commit offsets"))
     }
 
     /// Commits `offsets` with `sink`'s open transaction, and opens the next.
-    pub fn commit_in(&self, sink: &KafkaSink, offsets: &[CommitOffset]) -> anyhow::Result<()> {
+    pub fn commit_in(&self, sink: &KafkaSink, offsets: &[CommitOffset]) -> Result<()> {
         commit_with(self.consumer, sink, offsets)
     }
 }
@@ -299,19 +296,22 @@ fn commit_with(
     consumer: &impl Consumer<RecordingContext>,
     sink: &KafkaSink,
     offsets: &[CommitOffset],
-) -> anyhow::Result<()> {
-    let group = consumer
-        .group_metadata()
-        .context("no consumer group metadata")?;
+) -> Result<()> {
+    let group = consumer.group_metadata().ok_or(Error::NoGroupMetadata)?;
     sink.commit_transaction(&offset_list(offsets)?, &group)
 }
 
 /// The offsets as librdkafka wants them.
-fn offset_list(offsets: &[CommitOffset]) -> anyhow::Result<TopicPartitionList> {
+fn offset_list(offsets: &[CommitOffset]) -> Result<TopicPartitionList> {
     let mut list = TopicPartitionList::new();
     for c in offsets {
         let mut e = list.add_partition(c.origin.topic(), c.origin.partition());
-        e.set_offset(Offset::Offset(c.offset))?;
+        e.set_offset(Offset::Offset(c.offset))
+            .map_err(Error::consumer(format!(
+                "cannot set the offset of {}/{}",
+                c.origin.topic(),
+                c.origin.partition()
+            )))?;
         if let Some(m) = &c.metadata {
             e.set_metadata(m.as_str());
         }
@@ -333,7 +333,7 @@ impl KafkaSource {
         config: &SourceConfig,
         health: Option<Arc<Health>>,
         lag: Option<IntGaugeVec>,
-    ) -> anyhow::Result<KafkaSource> {
+    ) -> Result<KafkaSource> {
         let stats_interval = if lag.is_some() { "5000" } else { "0" };
         let context = RecordingContext {
             events: Mutex::new(Vec::new()),
@@ -360,7 +360,7 @@ impl KafkaSource {
             // memory bounded.
             .set_default("queued.max.messages.kbytes", "4096");
         let consumer: StreamConsumer<RecordingContext> =
-            crate::create_with(&client, context).context("cannot create the Kafka consumer")?;
+            crate::create_with(&client, context).map_err(Error::client("the Kafka consumer"))?;
         Ok(KafkaSource {
             consumer,
             config: config.clone(),
@@ -372,7 +372,7 @@ impl KafkaSource {
 
     /// Joins the group on the input topics and the internal topic; `hook` runs in every
     /// rebalance from then on.
-    pub fn start(&self, hook: Arc<dyn RebalanceHook>) -> anyhow::Result<()> {
+    pub fn start(&self, hook: Arc<dyn RebalanceHook>) -> Result<()> {
         if let Ok(mut h) = self.consumer.context().hook.lock() {
             *h = Some(hook);
         }
@@ -380,7 +380,7 @@ impl KafkaSource {
         topics.push(TOPIC_BY_PROVINCE);
         self.consumer
             .subscribe(&topics)
-            .context("cannot subscribe to the input topics")
+            .map_err(Error::consumer("cannot subscribe to the input topics"))
     }
 
     /// No more rebalance work: at shutdown the state is already checkpointed and
@@ -412,7 +412,7 @@ impl KafkaSource {
     }
 
     /// Waits for up to `batch_size` records or `linger`, grouped by partition.
-    pub async fn next_batch(&mut self) -> anyhow::Result<Vec<PartitionBatch>> {
+    pub async fn next_batch(&mut self) -> Result<Vec<PartitionBatch>> {
         let deadline = Instant::now() + self.config.linger;
         let mut by_partition: BTreeMap<Origin, Vec<Record>> = BTreeMap::new();
         let mut n = 0;
@@ -475,7 +475,7 @@ impl KafkaSource {
     ///
     /// `sync` waits for the coordinator's answer (at shutdown); otherwise the commit is
     /// sent in order behind earlier ones and the loop goes on.
-    pub fn commit(&mut self, offsets: &[CommitOffset], sync: bool) -> anyhow::Result<bool> {
+    pub fn commit(&mut self, offsets: &[CommitOffset], sync: bool) -> Result<bool> {
         let assigned: std::collections::BTreeSet<Origin> = self
             .consumer
             .assignment()
@@ -501,7 +501,7 @@ impl KafkaSource {
         };
         self.consumer
             .commit(&offset_list(&moved)?, mode)
-            .context("offset commit failed")?;
+            .map_err(Error::consumer("offset commit failed"))?;
         for c in moved {
             self.committed.insert(c.origin, c.offset);
         }
@@ -510,16 +510,16 @@ impl KafkaSource {
 
     /// Stops fetching these partitions; their records wait in the broker, and reading
     /// resumes after the last one handed out.
-    pub fn pause(&self, partitions: &[Origin]) -> anyhow::Result<()> {
+    pub fn pause(&self, partitions: &[Origin]) -> Result<()> {
         self.consumer
             .pause(&partition_list(partitions))
-            .context("cannot pause input partitions")
+            .map_err(Error::consumer("cannot pause input partitions"))
     }
 
-    pub fn resume(&self, partitions: &[Origin]) -> anyhow::Result<()> {
+    pub fn resume(&self, partitions: &[Origin]) -> Result<()> {
         self.consumer
             .resume(&partition_list(partitions))
-            .context("cannot resume input partitions")
+            .map_err(Error::consumer("cannot resume input partitions"))
     }
 
     /// Of the given partitions, those with records still to read, and how many: the
@@ -591,7 +591,7 @@ impl KafkaSource {
     }
 
     /// Commits `offsets` with `sink`'s open transaction, and opens the next.
-    pub fn commit_in(&self, sink: &KafkaSink, offsets: &[CommitOffset]) -> anyhow::Result<()> {
+    pub fn commit_in(&self, sink: &KafkaSink, offsets: &[CommitOffset]) -> Result<()> {
         commit_with(&self.consumer, sink, offsets)
     }
 }

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
+use crate::error::{Error, Result};
 use crate::message::{escape_html, Message};
 use crate::routes::{Channel, Smtp, SmtpSecurity};
 use pantau_core::model::Alert;
@@ -47,7 +47,7 @@ pub(crate) struct Outbound {
 
 #[async_trait::async_trait]
 pub(crate) trait Sender: Send + Sync {
-    async fn send(&self, outbound: &Outbound) -> anyhow::Result<()>;
+    async fn send(&self, outbound: &Outbound) -> Result<()>;
 }
 
 /// The signature header a webhook receiver checks: `sha256=` and the hex HMAC-SHA256 of
@@ -88,8 +88,8 @@ async fn post(
     content_type: String,
     body: Vec<u8>,
     headers: Vec<(&'static str, String)>,
-) -> anyhow::Result<String> {
-    tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+) -> Result<String> {
+    tokio::task::spawn_blocking(move || -> Result<String> {
         let mut request = http()
             .post(&url)
             .config()
@@ -99,11 +99,11 @@ async fn post(
         for (name, value) in &headers {
             request = request.header(*name, value);
         }
-        let mut response = request.send(&body[..])?;
+        let mut response = request.send(&body[..]).map_err(Error::http)?;
         Ok(response.body_mut().read_to_string().unwrap_or_default())
     })
     .await
-    .context("the HTTP task stopped")?
+    .map_err(Error::task("the HTTP task"))?
 }
 
 struct Webhook {
@@ -137,7 +137,7 @@ struct WebhookMessage<'a> {
 
 #[async_trait::async_trait]
 impl Sender for Webhook {
-    async fn send(&self, outbound: &Outbound) -> anyhow::Result<()> {
+    async fn send(&self, outbound: &Outbound) -> Result<()> {
         let message = &outbound.message;
         let alerts: Vec<&Alert> = outbound.alerts.iter().map(Arc::as_ref).collect();
         let body = serde_json::to_vec(&WebhookBody {
@@ -157,7 +157,8 @@ impl Sender for Webhook {
                     .map(|c| base64::engine::general_purpose::STANDARD.encode(&c.png)),
                 chart_caption: message.chart.as_ref().map(|c| c.caption.as_str()),
             },
-        })?;
+        })
+        .map_err(Error::encode("the webhook's body"))?;
         // The key is deterministic, so a receiver can drop a redelivery by it.
         let mut headers = vec![("Idempotency-Key", outbound.key.clone())];
         if let Some(secret) = &self.secret {
@@ -193,7 +194,7 @@ fn form_data(boundary: &str, fields: &[(&str, &str)], file: (&str, &str, &[u8]))
 }
 
 impl Telegram {
-    async fn call(&self, method: &str, content_type: String, body: Vec<u8>) -> anyhow::Result<()> {
+    async fn call(&self, method: &str, content_type: String, body: Vec<u8>) -> Result<()> {
         let answer = post(
             format!("{}/{method}", self.api),
             content_type,
@@ -205,17 +206,21 @@ impl Telegram {
             .map(|v| v["ok"] == true)
             .unwrap_or(false);
         if !ok {
-            bail!("the Telegram API did not accept {method}: {answer}");
+            return Err(Error::TelegramRefused {
+                method: method.to_owned(),
+                answer,
+            });
         }
         Ok(())
     }
 
-    async fn send_text(&self, text: &str) -> anyhow::Result<()> {
+    async fn send_text(&self, text: &str) -> Result<()> {
         let text: String = text.chars().take(TELEGRAM_MAX_CHARS).collect();
         let body = serde_json::to_vec(&serde_json::json!({
             "chat_id": self.chat_id,
             "text": text,
-        }))?;
+        }))
+        .map_err(Error::encode("the Telegram message"))?;
         self.call("sendMessage", "application/json".into(), body)
             .await
     }
@@ -223,7 +228,7 @@ impl Telegram {
 
 #[async_trait::async_trait]
 impl Sender for Telegram {
-    async fn send(&self, outbound: &Outbound) -> anyhow::Result<()> {
+    async fn send(&self, outbound: &Outbound) -> Result<()> {
         let message = &outbound.message;
         let Some(chart) = &message.chart else {
             return self.send_text(&message.text).await;
@@ -265,16 +270,21 @@ struct Email {
 }
 
 impl Email {
-    fn new(name: &str, smtp: &Smtp, to: &[String]) -> anyhow::Result<Email> {
+    fn new(name: &str, smtp: &Smtp, to: &[String]) -> Result<Email> {
         use lettre::transport::smtp::client::{Tls, TlsParameters};
-        let mailbox = |address: &str| -> anyhow::Result<lettre::message::Mailbox> {
-            address
-                .parse()
-                .with_context(|| format!("channel {name:?}: {address:?} is not an e-mail address"))
+        let mailbox = |address: &str| -> Result<lettre::message::Mailbox> {
+            address.parse().map_err(|source| Error::Address {
+                channel: name.to_owned(),
+                address: address.to_owned(),
+                source,
+            })
         };
         let tls = || {
-            TlsParameters::new(smtp.host.clone())
-                .with_context(|| format!("channel {name:?}: TLS for {}", smtp.host))
+            TlsParameters::new(smtp.host.clone()).map_err(|source| Error::SmtpTls {
+                channel: name.to_owned(),
+                host: smtp.host.clone(),
+                source,
+            })
         };
         let mut builder = lettre::SmtpTransport::builder_dangerous(&smtp.host)
             .port(smtp.port)
@@ -294,10 +304,7 @@ impl Email {
         Ok(Email {
             transport: builder.build(),
             from: mailbox(&smtp.from)?,
-            to: to
-                .iter()
-                .map(|a| mailbox(a))
-                .collect::<anyhow::Result<_>>()?,
+            to: to.iter().map(|a| mailbox(a)).collect::<Result<_>>()?,
         })
     }
 }
@@ -319,7 +326,7 @@ pub(crate) fn email_message(
     from: lettre::message::Mailbox,
     to: &[lettre::message::Mailbox],
     outbound: &Outbound,
-) -> anyhow::Result<lettre::Message> {
+) -> Result<lettre::Message> {
     use lettre::message::{header::ContentType, Attachment, MultiPart};
     let message = &outbound.message;
     let mut builder = lettre::Message::builder()
@@ -337,31 +344,36 @@ pub(crate) fn email_message(
                 message.text.clone(),
                 html_with_chart(&message.html, &chart.caption),
             ))
-            .singlepart(
-                Attachment::new_inline(CHART_CID.to_owned())
-                    .body(chart.png.clone(), ContentType::parse("image/png")?),
-            ),
+            .singlepart(Attachment::new_inline(CHART_CID.to_owned()).body(
+                chart.png.clone(),
+                ContentType::parse("image/png").expect("image/png is a content type"),
+            )),
     };
-    Ok(builder.multipart(body)?)
+    builder.multipart(body).map_err(Error::Mail)
 }
 
 #[async_trait::async_trait]
 impl Sender for Email {
-    async fn send(&self, outbound: &Outbound) -> anyhow::Result<()> {
+    async fn send(&self, outbound: &Outbound) -> Result<()> {
         use lettre::Transport;
         let mail = email_message(self.from.clone(), &self.to, outbound)?;
         let transport = self.transport.clone();
         tokio::task::spawn_blocking(move || transport.send(&mail))
             .await
-            .context("the SMTP task stopped")?
-            .context("the mail server did not take the message")?;
+            .map_err(Error::task("the SMTP task"))?
+            .map_err(|source| Error::MailRefused {
+                source: Box::new(source),
+            })?;
         Ok(())
     }
 }
 
-fn secret_from(env: &str, channel: &str) -> anyhow::Result<String> {
-    std::env::var(env)
-        .with_context(|| format!("channel {channel:?}: environment variable {env} is not set"))
+fn secret_from(env: &str, channel: &str) -> Result<String> {
+    std::env::var(env).map_err(|source| Error::SecretUnset {
+        channel: channel.to_owned(),
+        env: env.to_owned(),
+        source,
+    })
 }
 
 /// The sender of a configured channel; secrets are read from the environment now, so a
@@ -370,7 +382,7 @@ pub(crate) fn sender_for(
     name: &str,
     channel: &Channel,
     smtp: Option<&Smtp>,
-) -> anyhow::Result<Arc<dyn Sender>> {
+) -> Result<Arc<dyn Sender>> {
     Ok(match channel {
         Channel::Webhook {
             url, secret_env, ..
@@ -399,7 +411,9 @@ pub(crate) fn sender_for(
         }
         Channel::Email { to, .. } => {
             // The routing file refuses an e-mail channel without [smtp].
-            let smtp = smtp.with_context(|| format!("channel {name:?}: no [smtp] section"))?;
+            let smtp = smtp.ok_or_else(|| Error::NoSmtp {
+                channel: name.to_owned(),
+            })?;
             Arc::new(Email::new(name, smtp, to)?)
         }
     })

@@ -14,11 +14,11 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context};
 use chrono::NaiveDate;
 use plotters::prelude::*;
 use serde_json::{Map, Value};
 
+use crate::error::{Error, Result};
 use pantau_core::model::Alert;
 use pantau_core::model::OutletInfo;
 
@@ -47,17 +47,16 @@ pub struct Chart {
 
 /// Registers the TrueType font the charts' text is drawn in. Without it no chart can
 /// be drawn, so `pantau notify` checks it at start.
-pub fn load_font(path: &Path) -> anyhow::Result<()> {
-    let bytes = std::fs::read(path).with_context(|| {
-        format!(
-            "reading the chart font {} (Debian: fonts-dejavu-core; or pass --chart-font)",
-            path.display()
-        )
+pub fn load_font(path: &Path) -> Result<()> {
+    let bytes = std::fs::read(path).map_err(|source| Error::FontUnreadable {
+        path: path.to_path_buf(),
+        source,
     })?;
     // The font registry keeps a 'static borrow; the font lives as long as the process.
     let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-    plotters::style::register_font(FONT, FontStyle::Normal, bytes)
-        .map_err(|_| anyhow::anyhow!("{} is not a TrueType font", path.display()))
+    plotters::style::register_font(FONT, FontStyle::Normal, bytes).map_err(|_| Error::NotAFont {
+        path: path.to_path_buf(),
+    })
 }
 
 /// DejaVu Sans where Debian installs it (fonts-dejavu-core): it has every glyph of
@@ -81,10 +80,7 @@ fn number(evidence: &Map<String, Value>, key: &str) -> Option<f64> {
 
 /// The chart for an alert, when its evidence carries the series of one; an error only
 /// when the series are there but cannot be drawn.
-pub(crate) fn evidence_chart(
-    alert: &Alert,
-    outlet: Option<&OutletInfo>,
-) -> anyhow::Result<Option<Chart>> {
+pub(crate) fn evidence_chart(alert: &Alert, outlet: Option<&OutletInfo>) -> Result<Option<Chart>> {
     let e = &alert.evidence;
     let outlet_name = outlet
         .map(|o| o.name.clone())
@@ -100,8 +96,12 @@ pub(crate) fn evidence_chart(
         numbers(e, "benefit_window"),
         e.get("first_day").and_then(Value::as_str),
     ) {
-        let first_day = NaiveDate::parse_from_str(first_day, "%Y-%m-%d")
-            .with_context(|| format!("evidence first_day {first_day:?} is not a date"))?;
+        let first_day = NaiveDate::parse_from_str(first_day, "%Y-%m-%d").map_err(|source| {
+            Error::EvidenceDate {
+                first_day: first_day.to_owned(),
+                source,
+            }
+        })?;
         return seasonal(&outlet_name, first_day, &daily, &peer, &window).map(Some);
     }
     if let (Some(prices), Some(own)) = (numbers(e, "district_prices"), number(e, "outlet_price")) {
@@ -126,16 +126,16 @@ pub(crate) fn evidence_chart(
     Ok(None)
 }
 
-fn draw_error<E: std::error::Error + Send + Sync + 'static>(
-    e: DrawingAreaErrorKind<E>,
-) -> anyhow::Error {
-    anyhow::anyhow!("drawing the chart: {e}")
+fn draw_error<E: std::error::Error + Send + Sync + 'static>(e: DrawingAreaErrorKind<E>) -> Error {
+    Error::Draw {
+        source: Box::new(e),
+    }
 }
 
 /// Draws on an RGB canvas and encodes it as PNG.
 fn render(
-    draw: impl FnOnce(&DrawingArea<BitMapBackend, plotters::coord::Shift>) -> anyhow::Result<()>,
-) -> anyhow::Result<Vec<u8>> {
+    draw: impl FnOnce(&DrawingArea<BitMapBackend, plotters::coord::Shift>) -> Result<()>,
+) -> Result<Vec<u8>> {
     let mut rgb = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut rgb, (WIDTH, HEIGHT)).into_drawing_area();
@@ -150,8 +150,9 @@ fn render(
         encoder.set_depth(png::BitDepth::Eight);
         // Read on phones, often on slow mobile data: the smallest file is worth the time.
         encoder.set_compression(png::Compression::Best);
-        let mut writer = encoder.write_header()?;
-        writer.write_image_data(&rgb)?;
+        let png_error = |source| Error::Png { source };
+        let mut writer = encoder.write_header().map_err(png_error)?;
+        writer.write_image_data(&rgb).map_err(png_error)?;
     }
     Ok(png)
 }
@@ -169,7 +170,7 @@ fn plot<'a, 'b>(
     y_label_width: u32,
     x: std::ops::Range<f64>,
     y: std::ops::Range<f64>,
-) -> anyhow::Result<Plot<'a, 'b>> {
+) -> Result<Plot<'a, 'b>> {
     ChartBuilder::on(root)
         .caption(title, (FONT, 18).into_font())
         .margin(10)
@@ -180,10 +181,7 @@ fn plot<'a, 'b>(
 }
 
 /// The series' labels, in a box where they hide the least.
-fn legend<'a, 'b: 'a>(
-    chart: &mut Plot<'a, 'b>,
-    position: SeriesLabelPosition,
-) -> anyhow::Result<()> {
+fn legend<'a, 'b: 'a>(chart: &mut Plot<'a, 'b>, position: SeriesLabelPosition) -> Result<()> {
     chart
         .configure_series_labels()
         .position(position)
@@ -206,14 +204,14 @@ fn seasonal(
     daily: &[f64],
     peer: &[f64],
     window: &[f64],
-) -> anyhow::Result<Chart> {
+) -> Result<Chart> {
     if daily.len() != peer.len() || daily.len() != window.len() || daily.is_empty() {
-        bail!(
+        return Err(Error::Evidence(format!(
             "evidence series differ in length: daily_payments {}, peer_daily_payments {}, benefit_window {}",
             daily.len(),
             peer.len(),
             window.len()
-        );
+        )));
     }
     let days = daily.len();
     let top = daily.iter().chain(peer).fold(1.0f64, |a, b| a.max(*b)) * 1.15;
@@ -297,9 +295,11 @@ fn price_spread(
     own: f64,
     median: Option<f64>,
     prices: &[f64],
-) -> anyhow::Result<Chart> {
+) -> Result<Chart> {
     if prices.is_empty() {
-        bail!("evidence district_prices is empty");
+        return Err(Error::Evidence(
+            "evidence district_prices is empty".to_owned(),
+        ));
     }
     let mut sorted = prices.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -378,9 +378,11 @@ fn clock(minute: i64) -> String {
     format!("{:02}.{:02}", minute.div_euclid(60), minute.rem_euclid(60))
 }
 
-fn burst(terminal: &str, minutes: &[i64], start: i64, end: i64) -> anyhow::Result<Chart> {
+fn burst(terminal: &str, minutes: &[i64], start: i64, end: i64) -> Result<Chart> {
     let (Some(first), Some(last)) = (minutes.iter().min(), minutes.iter().max()) else {
-        bail!("evidence swipe_minutes is empty");
+        return Err(Error::Evidence(
+            "evidence swipe_minutes is empty".to_owned(),
+        ));
     };
     let from = first.min(&start).div_euclid(60) * 60;
     let to = (last.max(&end).div_euclid(60) + 1) * 60;
@@ -452,9 +454,11 @@ pub fn realization(
     regency_name: &str,
     days: &[(NaiveDate, f64)],
     target: Option<(NaiveDate, f64)>,
-) -> anyhow::Result<Chart> {
+) -> Result<Chart> {
     let (Some(first), Some(last)) = (days.first(), days.last()) else {
-        bail!("no days to draw for {regency_name}");
+        return Err(Error::NoDays {
+            regency_name: regency_name.to_owned(),
+        });
     };
     let from = first.0;
     let span = (last.0 - from).num_days().max(1) as f64;
@@ -527,6 +531,7 @@ pub fn realization(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use pantau_core::error::{Recoverable, Recovery};
 
     /// The bars of one colour: runs of it along the lowest pixel row it reaches, which
     /// is just above the x axis, below every legend swatch.
@@ -628,7 +633,9 @@ pub(crate) mod tests {
             "first_day": "2025-01-01", "daily_payments": [1, 2],
             "peer_daily_payments": [1.0], "benefit_window": [0, 1],
         }));
-        let e = evidence_chart(&broken, None).unwrap_err().to_string();
-        assert!(e.contains("peer_daily_payments 1"), "{e}");
+        let e = evidence_chart(&broken, None).unwrap_err();
+        assert!(e.to_string().contains("peer_daily_payments 1"), "{e}");
+        // One alert's evidence: its message goes without the chart, the others are fine.
+        assert_eq!(e.recovery(), Recovery::DeadLetter);
     }
 }

@@ -19,7 +19,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -30,9 +29,11 @@ use crate::digest::{
     daily_message, fetch_realization, folded_message, realization_text, Due, Schedule, Tally,
     TallyEntry,
 };
+use crate::error::{Error, Result};
 use crate::message::{kecamatan, Message, Templates};
 use crate::metrics::NotifyMetrics;
 use crate::routes::Routes;
+use pantau_core::error::chain;
 use pantau_core::model::Outgoing;
 use pantau_core::model::{Alert, OutletInfo, TOPIC_ALERTS, TOPIC_OUTLETS};
 use pantau_kafka::follow::{read_followed, Followed, Follower};
@@ -117,12 +118,13 @@ impl Job {
 /// (alert id, channel) pairs already delivered, kept across restarts.
 struct DeliveredLog {
     seen: HashSet<(String, String)>,
+    path: PathBuf,
     file: std::fs::File,
 }
 
 impl DeliveredLog {
-    fn open(dir: &std::path::Path) -> anyhow::Result<DeliveredLog> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    fn open(dir: &std::path::Path) -> Result<DeliveredLog> {
+        std::fs::create_dir_all(dir).map_err(Error::state("creating", dir))?;
         let path = dir.join("delivered.log");
         let seen = match std::fs::read_to_string(&path) {
             Ok(text) => text
@@ -131,14 +133,14 @@ impl DeliveredLog {
                 .map(|(a, c)| (a.to_owned(), c.to_owned()))
                 .collect(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashSet::new(),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            Err(e) => return Err(Error::state("reading", path)(e)),
         };
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        Ok(DeliveredLog { seen, file })
+            .map_err(Error::state("opening", &path))?;
+        Ok(DeliveredLog { seen, path, file })
     }
 
     fn contains(&self, alert_id: &str, channel: &str) -> bool {
@@ -146,9 +148,10 @@ impl DeliveredLog {
             .contains(&(alert_id.to_owned(), channel.to_owned()))
     }
 
-    fn record(&mut self, alert_id: &str, channel: &str) -> anyhow::Result<()> {
-        writeln!(self.file, "{alert_id}\t{channel}")?;
-        self.file.sync_data()?;
+    fn record(&mut self, alert_id: &str, channel: &str) -> Result<()> {
+        writeln!(self.file, "{alert_id}\t{channel}")
+            .and_then(|()| self.file.sync_data())
+            .map_err(Error::state("writing", &self.path))?;
         self.seen.insert((alert_id.to_owned(), channel.to_owned()));
         Ok(())
     }
@@ -254,7 +257,7 @@ impl Worker {
                 }
                 Err(e) => {
                     self.count_each(&regencies, "failed");
-                    last_error = format!("{e:#}");
+                    last_error = chain(&e);
                     tracing::warn!(channel = %self.name, key = %job.outbound.key, attempt, error = %last_error, "notification not delivered");
                     if attempt < self.config.max_tries {
                         let mut stop = self.stop.clone();
@@ -298,11 +301,11 @@ impl Worker {
         let recorded = self
             .log
             .lock()
-            .map_err(|_| anyhow::anyhow!("delivered log poisoned"))
+            .map_err(|_| Error::LogPoisoned)
             .and_then(|mut log| keys.iter().try_for_each(|key| log.record(key, &self.name)));
         if let Err(e) = recorded {
             // Delivered all the same; a restart may send it once more.
-            tracing::error!(error = %format!("{e:#}"), "cannot record a delivery");
+            tracing::error!(error = %chain(&e), "cannot record a delivery");
         }
         match job.outbound.kind {
             Kind::Daily => self.count_each(&job.regencies(), "digest_sent"),
@@ -354,7 +357,7 @@ impl Worker {
         // dead-lettered: keep trying the DLQ.
         let mut backoff = pantau_kafka::health::Backoff::new();
         while let Err(e) = self.dlq.send_all(&records).await {
-            tracing::error!(error = %format!("{e:#}"), "cannot dead-letter a notification");
+            tracing::error!(error = %chain(&e), "cannot dead-letter a notification");
             tokio::time::sleep(backoff.next_delay()).await;
         }
         for f in &failures {
@@ -439,7 +442,7 @@ pub async fn run(
     kafka: &KafkaConfig,
     config: &NotifyConfig,
     metrics: Arc<NotifyMetrics>,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let pseudonyms = pantau_core::pseudonym::Pseudonyms::from_env(
         pantau_core::pseudonym::KEY_ENV,
         config.allow_unkeyed_references,
@@ -454,7 +457,7 @@ pub async fn run(
     kafka
         .ensure_topics(&[TOPIC_NOTIFY_DLQ])
         .await
-        .context("creating pantau.notify.dlq")?;
+        .map_err(|source| Error::DlqTopic { source })?;
     let dlq = Arc::new(KafkaSink::new(kafka, None)?);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -507,7 +510,7 @@ pub async fn run(
     // The registry first, so that even the first alerts name their outlet and kecamatan.
     let mut registry = {
         let (kafka, metrics) = (kafka.clone(), metrics.clone());
-        tokio::task::spawn_blocking(move || -> anyhow::Result<HashMap<String, OutletInfo>> {
+        tokio::task::spawn_blocking(move || -> Result<HashMap<String, OutletInfo>> {
             let mut registry = HashMap::new();
             kafka.read_to_end(TOPIC_OUTLETS, |read| {
                 if let Some(Followed::Outlet(outlet)) = read_followed(&read, &metrics.unreadable) {
@@ -517,7 +520,7 @@ pub async fn run(
             Ok(registry)
         })
         .await
-        .context("the registry reader stopped")??
+        .map_err(Error::task("the registry reader"))??
     };
     tracing::info!(
         group = %config.group,
@@ -532,7 +535,8 @@ pub async fn run(
     let mut progress = Progress::default();
     let mut registry_next: BTreeMap<i32, i64> = BTreeMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|source| Error::Signal { source })?;
     const MAX_IN_FLIGHT: usize = 10_000;
     loop {
         tokio::select! {
@@ -578,7 +582,7 @@ pub async fn run(
                     metrics.notify_unrouted.with_label_values(&[&alert.regency_code]).inc();
                 }
                 let pending: Vec<&str> = {
-                    let log = log.lock().map_err(|_| anyhow::anyhow!("delivered log poisoned"))?;
+                    let log = log.lock().map_err(|_| Error::LogPoisoned)?;
                     channels.into_iter().filter(|c| !log.contains(&alert.alert_id, c)).collect()
                 };
                 progress.seen(origin.0, origin.1, pending.len());
@@ -599,7 +603,7 @@ pub async fn run(
                         digest: None,
                     };
                     if queues[channel].send(job).is_err() {
-                        anyhow::bail!("the worker of channel {channel} stopped");
+                        return Err(Error::WorkerStopped { channel: channel.to_owned() });
                     }
                 }
             }
@@ -646,7 +650,7 @@ fn finish(
     progress: &mut Progress,
     digests_waiting: &mut HashMap<DigestId, usize>,
     tally: &mut Tally,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     match finished {
         Finished::Alert(origin) => progress.done(origin),
         Finished::Digest(id) => {
@@ -673,7 +677,7 @@ fn queue_digests(
     routes: &Arc<Routes>,
     templates: &Arc<Templates>,
     queues: &Arc<HashMap<String, mpsc::UnboundedSender<Job>>>,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let every = routes
         .digest
         .as_ref()
@@ -681,9 +685,7 @@ fn queue_digests(
     let mut work = Vec::new();
     for digest in digests {
         let channels: Vec<String> = {
-            let log = log
-                .lock()
-                .map_err(|_| anyhow::anyhow!("delivered log poisoned"))?;
+            let log = log.lock().map_err(|_| Error::LogPoisoned)?;
             digest
                 .channels
                 .iter()
@@ -719,7 +721,7 @@ fn queue_digests(
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|r| r.map_err(|e| {
-                    tracing::warn!(error = %format!("{e:#}"), "realization for the daily digest not read from Prometheus");
+                    tracing::warn!(error = %chain(&e), "realization for the daily digest not read from Prometheus");
                     "Prometheus tidak dapat dibaca".to_owned()
                 })),
         };

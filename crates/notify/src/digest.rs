@@ -16,11 +16,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
 use chrono::{DateTime, FixedOffset, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::error::{Error, Result};
 use crate::message::{Message, Templates};
 use crate::routes::{DigestSchedule, Routes};
 use pantau_core::regions::Regions;
@@ -59,21 +59,21 @@ pub struct Tally {
     file: std::fs::File,
 }
 
-fn append_only(path: &Path) -> anyhow::Result<std::fs::File> {
+fn append_only(path: &Path) -> Result<std::fs::File> {
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
-        .with_context(|| format!("opening {}", path.display()))
+        .map_err(Error::state("opening", path))
 }
 
 /// The lines of a JSON-lines state file; a line cut short by a crash mid-write is
 /// skipped (its alert is read again from Kafka if it was not yet delivered).
-fn read_lines<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<Vec<T>> {
+fn read_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        Err(e) => return Err(Error::state("reading", path)(e)),
     };
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -88,24 +88,26 @@ fn read_lines<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<Vec
 }
 
 /// Written aside and renamed, so a crash leaves the old file or the new one.
-fn replace_lines<T: Serialize>(path: &Path, items: &[T]) -> anyhow::Result<()> {
+fn replace_lines<T: Serialize>(path: &Path, items: &[T]) -> Result<()> {
     let fresh = path.with_extension("jsonl.new");
+    let writing = || Error::state("writing", &fresh);
     {
-        let mut out = std::io::BufWriter::new(
-            std::fs::File::create(&fresh)
-                .with_context(|| format!("writing {}", fresh.display()))?,
-        );
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&fresh).map_err(writing())?);
         for item in items {
-            writeln!(out, "{}", serde_json::to_string(item)?)?;
+            let line = serde_json::to_string(item).map_err(Error::encode("a digest state line"))?;
+            writeln!(out, "{line}").map_err(writing())?;
         }
-        out.into_inner()?.sync_all()?;
+        out.into_inner()
+            .map_err(std::io::IntoInnerError::into_error)
+            .and_then(|file| file.sync_all())
+            .map_err(writing())?;
     }
-    std::fs::rename(&fresh, path).with_context(|| format!("replacing {}", path.display()))
+    std::fs::rename(&fresh, path).map_err(Error::state("replacing", path))
 }
 
 impl Tally {
-    pub fn open(dir: &Path) -> anyhow::Result<Tally> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    pub fn open(dir: &Path) -> Result<Tally> {
+        std::fs::create_dir_all(dir).map_err(Error::state("creating", dir))?;
         let path = dir.join("tally.jsonl");
         let digests_path = dir.join("digests.jsonl");
         let entries: Vec<TallyEntry> = read_lines(&path)?;
@@ -123,18 +125,20 @@ impl Tally {
     }
 
     /// Counts an alert once, however often it is read.
-    pub fn add(&mut self, entry: TallyEntry) -> anyhow::Result<()> {
+    pub(crate) fn add(&mut self, entry: TallyEntry) -> Result<()> {
         if !self.ids.insert(entry.alert_id.clone()) {
             return Ok(());
         }
-        writeln!(self.file, "{}", serde_json::to_string(&entry)?)?;
-        self.file.sync_data()?;
+        let line = serde_json::to_string(&entry).map_err(Error::encode("a tally entry"))?;
+        writeln!(self.file, "{line}")
+            .and_then(|()| self.file.sync_data())
+            .map_err(Error::state("writing", &self.path))?;
         self.entries.push(entry);
         Ok(())
     }
 
     /// What a district's digest due at `end` counts.
-    pub fn counted(&self, regency_code: &str, end: DateTime<Utc>) -> Vec<&TallyEntry> {
+    pub(crate) fn counted(&self, regency_code: &str, end: DateTime<Utc>) -> Vec<&TallyEntry> {
         self.entries
             .iter()
             .filter(|e| e.regency_code == regency_code && e.counted_in == Some(end))
@@ -144,7 +148,7 @@ impl Tally {
     /// Gives each digest that fell due the alerts that arrived before it and no earlier
     /// digest counts, and keeps it until [`Tally::sent`]. A province's catch-all with
     /// nothing to say is sent by saying nothing. Returns the digests to send.
-    pub fn fall_due(&mut self, due: Vec<Due>) -> anyhow::Result<Vec<Due>> {
+    pub(crate) fn fall_due(&mut self, due: Vec<Due>) -> Result<Vec<Due>> {
         let mut to_send = Vec::new();
         for mut d in due {
             let mut counts = 0;
@@ -168,12 +172,12 @@ impl Tally {
     }
 
     /// The digests that fell due and have not reached every channel yet.
-    pub fn unsent(&self) -> Vec<Due> {
+    pub(crate) fn unsent(&self) -> Vec<Due> {
         self.digests.iter().filter(|d| !d.sent).cloned().collect()
     }
 
     /// The end of the district's last digest that fell due, if one is remembered.
-    pub fn last_end(&self, regency_code: &str) -> Option<DateTime<Utc>> {
+    pub(crate) fn last_end(&self, regency_code: &str) -> Option<DateTime<Utc>> {
         self.digests
             .iter()
             .filter(|d| d.regency_code == regency_code)
@@ -183,7 +187,7 @@ impl Tally {
 
     /// Marks a digest delivered (or dead-lettered) on every channel: its alerts are
     /// digested, and what was digested long ago is forgotten.
-    pub fn sent(&mut self, regency_code: &str, end: DateTime<Utc>) -> anyhow::Result<()> {
+    pub(crate) fn sent(&mut self, regency_code: &str, end: DateTime<Utc>) -> Result<()> {
         for d in &mut self.digests {
             if d.regency_code == regency_code && d.end == end {
                 d.sent = true;
@@ -211,7 +215,7 @@ impl Tally {
         self.save()
     }
 
-    fn save(&mut self) -> anyhow::Result<()> {
+    fn save(&mut self) -> Result<()> {
         replace_lines(&self.path, &self.entries)?;
         replace_lines(&self.digests_path, &self.digests)?;
         self.file = append_only(&self.path)?;
@@ -289,7 +293,7 @@ impl Schedule {
     }
 
     /// The digests due by `now`; each district's next one is moved on.
-    pub fn due(&mut self, routes: &Routes, now: DateTime<Utc>) -> Vec<Due> {
+    pub(crate) fn due(&mut self, routes: &Routes, now: DateTime<Utc>) -> Vec<Due> {
         let regions = Regions::get();
         let mut due = Vec::new();
         for (code, at) in &mut self.next {
@@ -325,10 +329,8 @@ pub struct Realization {
 }
 
 /// Realization per regency from Prometheus' query API. Blocking.
-pub(crate) fn fetch_realization(
-    prometheus_url: &str,
-) -> anyhow::Result<HashMap<String, Realization>> {
-    let query = |metric: &str| -> anyhow::Result<HashMap<String, (String, f64)>> {
+pub(crate) fn fetch_realization(prometheus_url: &str) -> Result<HashMap<String, Realization>> {
+    let query = |metric: &'static str| -> Result<HashMap<String, (String, f64)>> {
         let answer = crate::channel::http()
             .get(format!("{prometheus_url}/api/v1/query"))
             .query("query", metric)
@@ -336,15 +338,26 @@ pub(crate) fn fetch_realization(
             .timeout_global(Some(Duration::from_secs(10)))
             .build()
             .call()
-            .with_context(|| format!("querying {metric} from {prometheus_url}"))?
+            .map_err(|source| Error::PrometheusQuery {
+                metric,
+                url: prometheus_url.to_owned(),
+                source: Box::new(source),
+            })?
             .body_mut()
             .read_to_string()
-            .with_context(|| format!("reading Prometheus' answer for {metric}"))?;
+            .map_err(|source| Error::PrometheusAnswer {
+                metric,
+                source: Box::new(source),
+            })?;
         let answer: Value = serde_json::from_str(&answer)
-            .with_context(|| format!("Prometheus' answer for {metric} is not JSON"))?;
-        let result = answer["data"]["result"]
-            .as_array()
-            .with_context(|| format!("Prometheus answered {metric} without a result: {answer}"))?;
+            .map_err(|source| Error::PrometheusNotJson { metric, source })?;
+        let result =
+            answer["data"]["result"]
+                .as_array()
+                .ok_or_else(|| Error::PrometheusNoResult {
+                    metric,
+                    answer: answer.to_string(),
+                })?;
         Ok(result
             .iter()
             .filter_map(|series| {

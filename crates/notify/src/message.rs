@@ -11,14 +11,15 @@
 //! limit, [`FOLDED_PLACEHOLDERS`]); their HTML is the text, escaped.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{bail, Context};
 use chrono::Duration;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::chart::{evidence_chart, Chart};
+use crate::error::{Error, Result};
+use pantau_core::error::chain;
 use pantau_core::model::{Alert, OutletInfo, Severity};
 use pantau_core::regions::Regions;
 use pantau_core::text::{fill, placeholders, tanggal};
@@ -176,11 +177,8 @@ pub(crate) const DEFAULT_TEMPLATES_DIR: &str = "notify/templates";
 impl Templates {
     /// The templates of `--templates DIR`; without it those of `./notify/templates` when
     /// that folder exists, else the ones built into this binary. Logs which.
-    pub fn locate(given: Option<&Path>) -> anyhow::Result<Templates> {
-        let folder = given
-            .map(Path::to_path_buf)
-            .or_else(|| Some(PathBuf::from(DEFAULT_TEMPLATES_DIR)).filter(|d| d.is_dir()));
-        match folder {
+    pub(crate) fn locate(given: Option<&Path>) -> Result<Templates> {
+        match pantau_core::bundled::folder_to_read(given, DEFAULT_TEMPLATES_DIR) {
             Some(dir) => {
                 tracing::info!(from = %dir.display(), "notification templates loaded");
                 Templates::load(&dir)
@@ -197,15 +195,15 @@ impl Templates {
 
     /// Reads `alert.txt`, `alert.html`, `digest.txt`, `folded.txt` and `categories.toml`
     /// from `dir`. A placeholder the notifier cannot fill is an error naming the file.
-    pub fn load(dir: &Path) -> anyhow::Result<Templates> {
+    pub fn load(dir: &Path) -> Result<Templates> {
         Templates::parse(&dir.display().to_string(), |name| {
             let path = dir.join(name);
-            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+            std::fs::read_to_string(&path).map_err(|source| Error::Unreadable { path, source })
         })
     }
 
     /// The templates as they were in `notify/templates/` when this binary was built.
-    pub fn built_in() -> anyhow::Result<Templates> {
+    pub fn built_in() -> Result<Templates> {
         Templates::parse("built-in notify/templates", |name| {
             let (_, text) = BUILT_IN_TEMPLATES
                 .iter()
@@ -215,47 +213,52 @@ impl Templates {
         })
     }
 
-    fn parse(
-        origin: &str,
-        read: impl Fn(&str) -> anyhow::Result<String>,
-    ) -> anyhow::Result<Templates> {
+    fn parse(origin: &str, read: impl Fn(&str) -> Result<String>) -> Result<Templates> {
         let templates = Templates {
             text: read("alert.txt")?,
             html: read("alert.html")?,
             digest: read("digest.txt")?,
             folded: read("folded.txt")?,
-            categories: toml_edit::de::from_str(&read("categories.toml")?)
-                .with_context(|| format!("{origin}/categories.toml"))?,
+            categories: toml_edit::de::from_str(&read("categories.toml")?).map_err(|source| {
+                Error::Categories {
+                    origin: origin.to_owned(),
+                    source,
+                }
+            })?,
         };
-        for (name, template, known) in [
-            ("alert.txt", &templates.text, &PLACEHOLDERS[..]),
-            ("alert.html", &templates.html, &PLACEHOLDERS[..]),
-            ("digest.txt", &templates.digest, &DIGEST_PLACEHOLDERS[..]),
-            ("folded.txt", &templates.folded, &FOLDED_PLACEHOLDERS[..]),
-        ] {
-            let unknown: Vec<&str> = placeholders(template)
+        let checks: [(&'static str, &String, &'static [&'static str]); 4] = [
+            ("alert.txt", &templates.text, &PLACEHOLDERS),
+            ("alert.html", &templates.html, &PLACEHOLDERS),
+            ("digest.txt", &templates.digest, &DIGEST_PLACEHOLDERS),
+            ("folded.txt", &templates.folded, &FOLDED_PLACEHOLDERS),
+        ];
+        for (name, template, known) in checks {
+            let unknown: Vec<String> = placeholders(template)
                 .into_iter()
                 .filter(|p| !known.contains(p))
+                .map(str::to_owned)
                 .collect();
             if !unknown.is_empty() {
-                bail!(
-                    "{origin}/{name}: unknown placeholders {unknown:?}; known: {}",
-                    known.join(", ")
-                );
+                return Err(Error::UnknownPlaceholders {
+                    origin: origin.to_owned(),
+                    file: name,
+                    unknown,
+                    known,
+                });
             }
         }
         Ok(templates)
     }
 
     /// A category's name in Bahasa Indonesia, or its code when the file has none.
-    pub fn category_name<'a>(&'a self, category: &'a str) -> &'a str {
+    pub(crate) fn category_name<'a>(&'a self, category: &'a str) -> &'a str {
         self.categories
             .get(category)
             .map_or(category, |c| c.name.as_str())
     }
 
     /// A district's daily digest from `digest.txt`; `values` fill its placeholders.
-    pub fn daily_digest(
+    pub(crate) fn daily_digest(
         &self,
         subject: String,
         values: &[(&str, String)],
@@ -265,7 +268,7 @@ impl Templates {
     }
 
     /// The alerts past a channel's limit, as one message from `folded.txt`.
-    pub fn folded(&self, subject: String, values: &[(&str, String)]) -> Message {
+    pub(crate) fn folded(&self, subject: String, values: &[(&str, String)]) -> Message {
         text_message(&self.folded, subject, values, String::new())
     }
 
@@ -350,7 +353,7 @@ impl Templates {
             html: fill(&self.html, &row(true), &regency_html),
             dashboard_link: link,
             chart: evidence_chart(alert, outlet).unwrap_or_else(|e| {
-                tracing::warn!(alert_id = %alert.alert_id, error = %format!("{e:#}"), "evidence chart not drawn; the message goes without it");
+                tracing::warn!(alert_id = %alert.alert_id, error = %chain(&e), "evidence chart not drawn; the message goes without it");
                 None
             }),
         }
@@ -360,6 +363,7 @@ impl Templates {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use pantau_core::error::{Recoverable, Recovery};
 
     pub(crate) fn alert() -> Alert {
         let start = chrono::DateTime::parse_from_rfc3339("2023-01-04T00:00:00+07:00").unwrap();
@@ -452,7 +456,9 @@ pub(crate) mod tests {
             std::fs::copy(Templates::shipped_dir().join(name), dir.path().join(name)).unwrap();
         }
         std::fs::write(dir.path().join("alert.txt"), "{title} di {outlet}\n").unwrap();
-        let error = Templates::load(dir.path()).unwrap_err().to_string();
+        let error = Templates::load(dir.path()).unwrap_err();
+        assert_eq!(error.recovery(), Recovery::Stop);
+        let error = error.to_string();
         assert!(
             error.contains("alert.txt") && error.contains("\"outlet\""),
             "{error}"

@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
 use serde::Deserialize;
 
+use crate::error::{Error, Result};
 use pantau_core::model::{Alert, Severity};
 use pantau_core::regions::Regions;
 
@@ -205,16 +205,21 @@ pub struct Routes {
 }
 
 impl Routes {
-    pub fn load(path: &Path) -> anyhow::Result<Routes> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        Routes::parse(&text).with_context(|| format!("routing file {}", path.display()))
+    pub fn load(path: &Path) -> Result<Routes> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Routes::parse(&text).map_err(|e| Error::RoutingFile {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })
     }
 
     /// Parses and checks a routing file: every problem is named with the route (by its
     /// position, from 1) or channel it is in.
-    pub fn parse(text: &str) -> anyhow::Result<Routes> {
-        let file: RoutesFile = toml_edit::de::from_str(text)?;
+    pub fn parse(text: &str) -> Result<Routes> {
+        let file: RoutesFile = toml_edit::de::from_str(text).map_err(Error::RoutesToml)?;
         let regions = Regions::get();
         let mut problems = Vec::new();
         let mut routes = Vec::new();
@@ -290,7 +295,7 @@ impl Routes {
             problems.push("[digest] every must be at least 1s".to_owned());
         }
         if !problems.is_empty() {
-            bail!("{}", problems.join("; "));
+            return Err(Error::Routes { problems });
         }
         Ok(Routes {
             dashboard_url: file.dashboard_url.trim_end_matches('/').to_owned(),
@@ -312,7 +317,7 @@ impl Routes {
     }
 
     /// The most messages a channel takes in `limits.per`, if limited.
-    pub fn max_messages(&self, channel: &str) -> Option<u32> {
+    pub(crate) fn max_messages(&self, channel: &str) -> Option<u32> {
         self.channels
             .get(channel)
             .and_then(Channel::max_messages)
@@ -321,7 +326,7 @@ impl Routes {
 
     /// The routes that apply to a regency: its own, or else its province's catch-alls
     /// (then `true`).
-    pub fn routes_of(&self, regency_code: &str) -> (Vec<&Route>, bool) {
+    pub(crate) fn routes_of(&self, regency_code: &str) -> (Vec<&Route>, bool) {
         let province = &regency_code[..regency_code.len().min(2)];
         let own: Vec<&Route> = self
             .routes
@@ -353,7 +358,7 @@ impl Routes {
     /// Where a regency's daily digest goes: every channel of its routes, whatever their
     /// minimum severity (the digest is where the rest is seen), and whether they are a
     /// province's catch-all.
-    pub fn digest_channels(&self, regency_code: &str) -> (Vec<&str>, bool) {
+    pub(crate) fn digest_channels(&self, regency_code: &str) -> (Vec<&str>, bool) {
         let (applicable, catch_all) = self.routes_of(regency_code);
         (unique_channels(applicable.into_iter()), catch_all)
     }
@@ -370,6 +375,7 @@ fn unique_channels<'a>(routes: impl Iterator<Item = &'a Route>) -> Vec<&'a str> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pantau_core::error::{chain, Recoverable, Recovery};
     use pantau_core::model::Severity;
 
     fn alert(regency: &str, severity: Severity) -> Alert {
@@ -460,7 +466,10 @@ channels = ["mail"]
 regency = "3604"
 channels = ["sms"]
 "#;
-        let error = format!("{:#}", Routes::parse(text).unwrap_err());
+        let error = Routes::parse(text).unwrap_err();
+        // Someone has to edit the file: restarting reads the same problems.
+        assert_eq!(error.recovery(), Recovery::Stop);
+        let error = chain(&error);
         for expected in [
             "route 1: \"9999\" is not a BPS regency code",
             "route 2: name either a regency or a province",
@@ -474,7 +483,7 @@ channels = ["sms"]
             assert!(error.contains(expected), "{expected} missing from: {error}");
         }
         let unknown_kind = "dashboard_url = \"x\"\n[channels.a]\nkind = \"pigeon\"\n";
-        let error = format!("{:#}", Routes::parse(unknown_kind).unwrap_err());
+        let error = chain(&Routes::parse(unknown_kind).unwrap_err());
         assert!(error.contains("pigeon"), "{error}");
     }
 }

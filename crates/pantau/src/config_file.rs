@@ -35,6 +35,7 @@ use clap::parser::ValueSource;
 use clap::ArgAction;
 use toml_edit::{Document, Item, Key, Table, Value};
 
+use pantau_core::error::chain;
 use pantau_kafka::Property;
 
 /// A component that reads the file: its table and the subcommands that start it.
@@ -273,7 +274,7 @@ impl ConfigFile {
             };
             if property.refusal().is_none() {
                 if let Err(e) = property.check_alone() {
-                    problems.push(self.problem(entry.line, format!("{e:#}")));
+                    problems.push(self.problem(entry.line, chain(&e)));
                     continue;
                 }
             }
@@ -287,7 +288,7 @@ impl ConfigFile {
         };
         if problems.is_empty() {
             if let Err(e) = together.validate() {
-                problems.push(format!("{}: [kafka]: {e:#}", self.path.display()));
+                problems.push(format!("{}: [kafka]: {}", self.path.display(), chain(&e)));
             }
         }
         problems

@@ -33,7 +33,7 @@ use pantau_kafka::source::SourceConfig;
 use pantau_kafka::KafkaConfig;
 use pantau_run::feed;
 use pantau_run::metrics::RunMetrics;
-use pantau_run::pipeline::{self, ReplayConfig, RunConfig};
+use pantau_run::pipeline::{self, ReplayConfig, RunConfig, SlowDown};
 use pantau_sim::{self as sim, SimConfig};
 
 use crate::args::{EngineArgs, SimArgs};
@@ -171,7 +171,10 @@ pub async fn run(config: &DemoConfig) -> anyhow::Result<()> {
         dlq_max_per_sec: 1000,
         reload_interval: Duration::from_secs(2),
         max_buffered_rows: None,
-        batch_delay: config.batch_delay,
+        slow_down: SlowDown {
+            per_batch: config.batch_delay,
+            per_engine_batch: None,
+        },
     };
     let mut alerts: Vec<Alert> = Vec::new();
     let pipeline = pipeline::run(

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 
+use pantau_core::error::{Recoverable, Recovery};
 use pantau_core::model::Stream;
+use pantau_core::progress::ReadProgress;
 use pantau_engine::engine::EngineConfig;
 use pantau_engine::{alert, lint};
 use pantau_kafka::health::Served;
@@ -226,21 +228,33 @@ enum RulesCommand {
 }
 
 /// The progress bar of `pantau replay`, on stderr (drawn only on a terminal).
-struct ReplayBar(indicatif::ProgressBar);
+/// The bar a long read draws on the terminal (indicatif hides it when stderr is not
+/// one): bytes of a total for files, a spinner naming the topic for topics.
+struct ReadBar(indicatif::ProgressBar);
 
-impl ReplayBar {
-    fn new() -> ReplayBar {
-        let style = indicatif::ProgressStyle::with_template(
-            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-        ReplayBar(indicatif::ProgressBar::no_length().with_style(style))
+impl ReadBar {
+    fn new() -> ReadBar {
+        ReadBar(indicatif::ProgressBar::no_length())
     }
 }
 
-impl pipeline::ReadProgress for ReplayBar {
-    fn started(&self, total_bytes: u64) {
-        self.0.set_length(total_bytes);
+impl ReadProgress for ReadBar {
+    fn started(&self, total_bytes: Option<u64>) {
+        let template = match total_bytes {
+            Some(total) => {
+                self.0.set_length(total);
+                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+            }
+            None => "{spinner} {msg} {bytes} {bytes_per_sec}",
+        };
+        self.0.set_style(
+            indicatif::ProgressStyle::with_template(template)
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+    }
+
+    fn reading(&self, what: &str) {
+        self.0.set_message(what.to_owned());
     }
 
     fn read(&self, bytes: u64) {
@@ -266,7 +280,8 @@ async fn reconcile(args: ReconcileArgs) -> anyhow::Result<()> {
             pipeline::replay_alerts(dir, &engine, rules).await?
         }
     };
-    let (report, written) = pantau_report::run(&config, alerts).await?;
+    let (report, written) =
+        pantau_report::run(&config, alerts, std::sync::Arc::new(ReadBar::new())).await?;
     for problem in &report.problems {
         eprintln!("{problem}");
     }
@@ -327,9 +342,51 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            exit_status(&e)
         }
     }
+}
+
+/// What a failure asks of whoever restarts pantau (systemd, a container runtime, an
+/// operator): 75 (EX_TEMPFAIL) when the cause may pass and a restart may succeed (a
+/// broker away, a full disk), 1 when someone has to act first (a refused credential, a
+/// rule that does not compile, a missing file).
+fn exit_status(error: &anyhow::Error) -> std::process::ExitCode {
+    match recovery_of(error) {
+        Recovery::Retry => std::process::ExitCode::from(EXIT_TEMPORARY),
+        Recovery::Stop | Recovery::DeadLetter => std::process::ExitCode::FAILURE,
+    }
+}
+
+const EXIT_TEMPORARY: u8 = 75;
+
+/// The answer of the outermost pantau error in the chain (it knows its causes); an
+/// error no library typed (a flag, the runtime) is the caller's to mend.
+fn recovery_of(error: &anyhow::Error) -> Recovery {
+    fn typed<'a>(cause: &'a (dyn std::error::Error + 'static)) -> Option<&'a dyn Recoverable> {
+        macro_rules! first_of {
+            ($($error:ty),*) => {
+                $(if let Some(e) = cause.downcast_ref::<$error>() {
+                    return Some(e);
+                })*
+            };
+        }
+        first_of!(
+            pantau_run::error::Error,
+            pantau_report::error::Error,
+            pantau_notify::error::Error,
+            pantau_store::error::Error,
+            pantau_engine::error::Error,
+            pantau_kafka::error::Error,
+            pantau_sim::error::Error,
+            pantau_core::error::Error
+        );
+        None
+    }
+    error
+        .chain()
+        .find_map(typed)
+        .map_or(Recovery::Stop, Recoverable::recovery)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -357,10 +414,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Rules {
             command: RulesCommand::Test { dir, update },
-        } => fixtures::run(&dir, update).await,
+        } => {
+            let tested =
+                fixtures::run(&dir, update, |outcome| print!("{}", outcome.report())).await?;
+            print!("{}", tested.report(&dir));
+            anyhow::ensure!(tested.passed(), "rule tests failed");
+            Ok(())
+        }
         Command::Rules {
-            command: RulesCommand::Backtest(config),
-        } => backtest::run(&config.into()).await,
+            command: RulesCommand::Backtest(args),
+        } => {
+            let config = backtest::BacktestConfig::from(args);
+            let result = backtest::backtest(&config).await?;
+            print!("{}", result.report(config.show));
+            Ok(())
+        }
         Command::Simulate {
             sim,
             out,
@@ -412,7 +480,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let (replay, engine) = (ReplayConfig::from(replay), EngineConfig::from(engine));
             let metrics = RunMetrics::new();
-            let bar = ReplayBar::new();
+            let bar = ReadBar::new();
             let summary = pipeline::replay(&replay, &engine, metrics, &bar, |a| {
                 if print {
                     println!("{}", alert::one_line(a));
@@ -442,7 +510,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let metrics = StoreMetrics::new();
             let _server = serve_metrics(metrics_addr, &metrics.served).await?;
-            store::follow(&kafka.into(), &store.into(), &follow.into(), metrics).await
+            Ok(store::follow(&kafka.into(), &store.into(), &follow.into(), metrics).await?)
         }
         Command::Store {
             command:
@@ -493,7 +561,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let metrics = NotifyMetrics::new();
             let _server = serve_metrics(metrics_addr, &metrics.served).await?;
-            pantau_notify::deliver::run(&kafka.into(), &notify.into(), metrics).await
+            Ok(pantau_notify::deliver::run(&kafka.into(), &notify.into(), metrics).await?)
         }
         Command::Config {
             command: ConfigCommand::Check { file },
@@ -523,6 +591,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(config) => bench::run(&config).await,
-        Command::Eval(config) => eval::run(&config.into()),
+        Command::Eval(args) => {
+            let config = eval::EvalConfig::from(args);
+            let evaluation = eval::run(&config)?;
+            print!("{evaluation}");
+            Ok(evaluation
+                .report
+                .check(config.min_recall, config.min_precision)?)
+        }
     }
 }

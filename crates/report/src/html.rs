@@ -67,7 +67,7 @@ th{background:#eee;text-align:left}td.n{text-align:right;white-space:nowrap}\
 @media print{body{margin:0}h2{page-break-after:avoid}tr{page-break-inside:avoid}}";
 
 /// The page.
-pub fn page(report: &Report) -> anyhow::Result<String> {
+pub fn page(report: &Report) -> crate::error::Result<String> {
     let regions = pantau_core::regions::Regions::get();
     let name_of = |code: &str| {
         regions

@@ -17,22 +17,26 @@
 //!
 //! Card ids never leave this module: lists name cards by their keyed reference
 //! ([`pantau_core::pseudonym`]).
-//! [`html`] draws the printable page in Bahasa Indonesia.
+//! [`html`] draws the printable page in Bahasa Indonesia; [`error::Error`] says what
+//! stopped it, and whether to retry or stop.
 
+pub mod error;
 pub mod html;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use anyhow::{bail, Context};
 use chrono::{Months, NaiveDate};
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use pantau_core::model::{
     Alert, Bank, Disbursement, Outlet, Payment, Transaction, TxnType, MAX_RUPIAH, TOPIC_ALERTS,
     TOPIC_DISBURSEMENTS, TOPIC_OUTLETS, TOPIC_TRANSACTIONS,
 };
+use pantau_core::progress::ReadProgress;
 use pantau_core::pseudonym::Pseudonyms;
 use pantau_core::regions::Regions;
 use pantau_kafka::KafkaConfig;
@@ -233,28 +237,17 @@ const TRANSACTIONS: (&str, &str) = ("transactions.jsonl", TOPIC_TRANSACTIONS);
 const ALERTS: (&str, &str) = ("alerts.jsonl", TOPIC_ALERTS);
 
 impl Input {
-    fn progress(&self) -> indicatif::ProgressBar {
-        let (bar, template) = match self {
-            Input::History(dir) => {
-                let total = [OUTLETS, DISBURSEMENTS, TRANSACTIONS]
+    /// The size of the files to read; none for topics, read to their end.
+    fn total_bytes(&self) -> Option<u64> {
+        match self {
+            Input::History(dir) => Some(
+                [OUTLETS, DISBURSEMENTS, TRANSACTIONS]
                     .iter()
                     .map(|(file, _)| std::fs::metadata(dir.join(file)).map_or(0, |m| m.len()))
-                    .sum();
-                (
-                    indicatif::ProgressBar::new(total),
-                    "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                )
-            }
-            Input::Kafka(_) => (
-                indicatif::ProgressBar::new_spinner(),
-                "{spinner} {msg} {bytes} {bytes_per_sec}",
+                    .sum(),
             ),
-        };
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(template)
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar
+            Input::Kafka(_) => None,
+        }
     }
 
     /// Reads one stream a record at a time; one that cannot be read, or that `each`
@@ -263,18 +256,17 @@ impl Input {
     fn each<T: serde::de::DeserializeOwned>(
         &self,
         (file, topic): (&str, &str),
-        progress: &indicatif::ProgressBar,
+        progress: &dyn ReadProgress,
         problems: &mut Vec<String>,
         mut each: impl FnMut(T) -> Result<(), String>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         match self {
             Input::History(dir) => {
                 let path = dir.join(file);
-                let opened = std::fs::File::open(&path)
-                    .with_context(|| format!("opening {}", path.display()))?;
+                let opened = std::fs::File::open(&path).map_err(Error::file("opening", &path))?;
                 for (i, line) in std::io::BufReader::new(opened).lines().enumerate() {
-                    let line = line.with_context(|| format!("reading {}", path.display()))?;
-                    progress.inc(line.len() as u64 + 1);
+                    let line = line.map_err(Error::file("reading", &path))?;
+                    progress.read(line.len() as u64 + 1);
                     if line.trim().is_empty() {
                         continue;
                     }
@@ -287,9 +279,9 @@ impl Input {
                 }
             }
             Input::Kafka(kafka) => {
-                progress.set_message(topic.to_owned());
+                progress.reading(topic);
                 kafka.read_to_end(topic, |read| {
-                    progress.inc(read.payload.len() as u64 + 1);
+                    progress.read(read.payload.len() as u64 + 1);
                     let refused = serde_json::from_slice::<T>(read.payload)
                         .map_err(|e| without_values(&e))
                         .and_then(&mut each);
@@ -353,12 +345,13 @@ pub fn reconcile(
     target: Option<Target>,
     bank_totals: Option<&Path>,
     key: &Pseudonyms,
-) -> anyhow::Result<Report> {
-    let progress = input.progress();
+    progress: &dyn ReadProgress,
+) -> Result<Report> {
+    progress.started(input.total_bytes());
     let mut problems = Vec::new();
 
     let mut outlet_names: HashMap<String, String> = HashMap::new();
-    input.each::<Outlet>(OUTLETS, &progress, &mut problems, |o| {
+    input.each::<Outlet>(OUTLETS, progress, &mut problems, |o| {
         outlet_names.insert(o.outlet_id, o.name);
         Ok(())
     })?;
@@ -367,7 +360,7 @@ pub fn reconcile(
     let mut cards: HashMap<String, AnyCard> = HashMap::new();
     // A repeated id is a redelivery, as in the pipeline: counted once.
     let mut seen_credits: std::collections::HashSet<(Bank, String)> = Default::default();
-    input.each::<Disbursement>(DISBURSEMENTS, &progress, &mut problems, |d| {
+    input.each::<Disbursement>(DISBURSEMENTS, progress, &mut problems, |d| {
         let amount = checked_amount(d.amount)?;
         if !seen_credits.insert((d.bank, d.disbursement_id.clone())) {
             return Ok(());
@@ -387,7 +380,9 @@ pub fn reconcile(
         Ok(())
     })?;
     if credited.is_empty() {
-        bail!("no disbursement names period {period}");
+        return Err(Error::NoPeriod {
+            period: period.to_owned(),
+        });
     }
     // Each district's window: from the first of the month to the end of the last month
     // its period's credits cover.
@@ -404,7 +399,7 @@ pub fn reconcile(
     let mut spending: BTreeMap<(String, String), DistrictBank> = BTreeMap::new();
     let mut last_day: Option<NaiveDate> = None;
     let mut seen_payments: std::collections::HashSet<(Bank, String)> = Default::default();
-    input.each::<Transaction>(TRANSACTIONS, &progress, &mut problems, |t| {
+    input.each::<Transaction>(TRANSACTIONS, progress, &mut problems, |t| {
         if t.payment != Payment::Kks {
             return Ok(());
         }
@@ -449,7 +444,7 @@ pub fn reconcile(
         }
         Ok(())
     })?;
-    progress.finish_and_clear();
+    progress.finished();
 
     let regions = Regions::get();
     let name_of = |code: &str| {
@@ -464,9 +459,9 @@ pub fn reconcile(
             .entry((c.regency_code.clone(), c.bank.clone()))
             .or_default();
         row.kpm_credited += 1;
-        add(&mut row.rupiah_credited, c.credited).map_err(anyhow::Error::msg)?;
+        add(&mut row.rupiah_credited, c.credited).map_err(Error::Sum)?;
         let outstanding = c.credited.saturating_sub(c.spent).max(0);
-        add(&mut row.balance_outstanding, outstanding).map_err(anyhow::Error::msg)?;
+        add(&mut row.balance_outstanding, outstanding).map_err(Error::Sum)?;
         if c.spent > 0 {
             row.kpm_spent_any += 1;
             if c.spent >= c.credited {
@@ -662,9 +657,8 @@ fn compare_with_bank(
     period: &str,
     summary: &[DistrictBank],
     problems: &mut Vec<String>,
-) -> anyhow::Result<Vec<BankDifference>> {
-    let mut reader =
-        csv::Reader::from_path(path).with_context(|| format!("opening {}", path.display()))?;
+) -> Result<Vec<BankDifference>> {
+    let mut reader = csv::Reader::from_path(path).map_err(Error::csv("opening", path))?;
     let ours: HashMap<(&str, &str), &DistrictBank> = summary
         .iter()
         .map(|r| ((r.regency_code.as_str(), r.bank.as_str()), r))
@@ -713,21 +707,22 @@ fn write_csv<T: Serialize>(
     name: &str,
     rows: &[T],
     written: &mut Vec<PathBuf>,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let path = out.join(name);
-    let mut writer =
-        csv::Writer::from_path(&path).with_context(|| format!("writing {}", path.display()))?;
+    let mut writer = csv::Writer::from_path(&path).map_err(Error::csv("writing", &path))?;
     for row in rows {
-        writer.serialize(row)?;
+        writer
+            .serialize(row)
+            .map_err(Error::csv("writing", &path))?;
     }
-    writer.flush()?;
+    writer.flush().map_err(Error::file("writing", &path))?;
     written.push(path);
     Ok(())
 }
 
 /// Writes the report's CSV tables, `reconcile.json` and `reconcile.html` into `out`.
-pub fn write(report: &Report, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+pub fn write(report: &Report, out: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(out).map_err(Error::file("creating", out))?;
     let mut written = Vec::new();
     write_csv(out, "summary.csv", &report.summary, &mut written)?;
     write_csv(out, "realization.csv", &report.realization, &mut written)?;
@@ -754,43 +749,45 @@ pub fn write(report: &Report, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
         write_csv(out, "bank_differences.csv", differences, &mut written)?;
     }
     for (name, bytes) in [
-        ("reconcile.json", serde_json::to_vec_pretty(report)?),
+        (
+            "reconcile.json",
+            serde_json::to_vec_pretty(report).map_err(|source| Error::Encode { source })?,
+        ),
         ("reconcile.html", html::page(report)?.into_bytes()),
     ] {
         let path = out.join(name);
-        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, bytes).map_err(Error::file("writing", &path))?;
         written.push(path);
     }
     Ok(written)
 }
 
 /// The alerts of pantau.alerts, read from its beginning to its current end.
-pub async fn alerts_on_topic(kafka: &KafkaConfig) -> anyhow::Result<Vec<Alert>> {
+pub async fn alerts_on_topic(kafka: &KafkaConfig) -> Result<Vec<Alert>> {
     let input = Input::Kafka(kafka.clone());
-    tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Alert>> {
+    tokio::task::spawn_blocking(move || -> Result<Vec<Alert>> {
         let (mut alerts, mut problems) = (Vec::new(), Vec::new());
-        let hidden = indicatif::ProgressBar::hidden();
-        input.each::<Alert>(ALERTS, &hidden, &mut problems, |a| {
+        input.each::<Alert>(ALERTS, &(), &mut problems, |a| {
             alerts.push(a);
             Ok(())
         })?;
         if !problems.is_empty() {
-            bail!(
-                "records of {TOPIC_ALERTS} could not be read: {}",
-                problems.join("; ")
-            );
+            return Err(Error::UnreadableAlerts { problems });
         }
         Ok(alerts)
     })
-    .await?
+    .await
+    .map_err(Error::task("the alerts reader"))?
 }
 
 /// `pantau report reconcile` over the period's `alerts` (a replay's, or
-/// [`alerts_on_topic`]): the report, and the files written.
+/// [`alerts_on_topic`]): the report, and the files written; `progress` is told how far
+/// the input has been read.
 pub async fn run(
     config: &ReconcileConfig,
     alerts: Vec<Alert>,
-) -> anyhow::Result<(Report, Vec<PathBuf>)> {
+    progress: Arc<dyn ReadProgress + Send + Sync>,
+) -> Result<(Report, Vec<PathBuf>)> {
     pantau_notify::chart::load_font(&config.chart_font)?;
     let key = Pseudonyms::from_env(&config.pseudonym_key_env, config.allow_unkeyed_references)?;
     let input = config.input.clone();
@@ -807,9 +804,11 @@ pub async fn run(
             target,
             bank_totals.as_deref(),
             &key,
+            progress.as_ref(),
         )
     })
-    .await??;
+    .await
+    .map_err(Error::task("the reconciliation"))??;
     let written = write(&report, &config.out)?;
     Ok((report, written))
 }
@@ -918,7 +917,16 @@ mod tests {
         )
         .unwrap();
         let input = Input::History(dir.path().to_path_buf());
-        let report = reconcile(&input, "2023-01", &[], None, None, &Pseudonyms::new(b"k")).unwrap();
+        let report = reconcile(
+            &input,
+            "2023-01",
+            &[],
+            None,
+            None,
+            &Pseudonyms::new(b"k"),
+            &(),
+        )
+        .unwrap();
         let row = &report.summary[0];
         assert_eq!((row.kpm_credited, row.rupiah_credited), (2, 400_000));
         assert_eq!((row.purchases, row.rupiah_spent), (2, 250_000));
@@ -937,6 +945,40 @@ mod tests {
             .problems
             .iter()
             .all(|p| p.contains("not between 1 and")));
+    }
+
+    #[test]
+    fn a_period_no_disbursement_names_stops_and_a_missing_history_file_stops() {
+        use pantau_core::error::{Recoverable, Recovery};
+        let dir = tempfile::tempdir().unwrap();
+        for file in ["outlets.jsonl", "disbursements.jsonl", "transactions.jsonl"] {
+            std::fs::write(dir.path().join(file), "").unwrap();
+        }
+        let input = Input::History(dir.path().to_path_buf());
+        let reconcile = |input: &Input| {
+            reconcile(
+                input,
+                "2023-01",
+                &[],
+                None,
+                None,
+                &Pseudonyms::new(b"k"),
+                &(),
+            )
+            .unwrap_err()
+        };
+        let error = reconcile(&input);
+        assert!(matches!(error, Error::NoPeriod { .. }), "{error:?}");
+        assert_eq!(error.to_string(), "no disbursement names period 2023-01");
+        assert_eq!(error.recovery(), Recovery::Stop);
+        std::fs::remove_file(dir.path().join("disbursements.jsonl")).unwrap();
+        let error = reconcile(&input);
+        assert_eq!(error.recovery(), Recovery::Stop);
+        assert!(
+            error.to_string().starts_with("opening ")
+                && error.to_string().ends_with("disbursements.jsonl"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub(crate) struct RowsPerRecord {
 
 impl RowsPerRecord {
     /// A turn in which the engines read `records` internal records and hold `rows` more.
-    pub fn turn(&mut self, records: usize, rows: usize) {
+    pub(crate) fn turn(&mut self, records: usize, rows: usize) {
         // A few records say little: one transaction of five items would say five.
         if records >= 100 {
             self.highest = self.highest.max(rows as f64 / records as f64);
@@ -99,7 +99,7 @@ impl Backpressure {
         }
     }
 
-    pub fn forwarded(&mut self, pid: PartitionId, max_event: Option<i64>) {
+    pub(crate) fn forwarded(&mut self, pid: PartitionId, max_event: Option<i64>) {
         if let Some(t) = max_event {
             let max = self.forwarded.entry(pid).or_insert(t);
             *max = (*max).max(t);
@@ -112,13 +112,14 @@ impl Backpressure {
         self.paused.remove(&pid);
     }
 
-    pub fn paused(&self) -> usize {
+    #[cfg(test)]
+    fn paused(&self) -> usize {
         self.paused.len()
     }
 
     /// How many partitions wait, by why: `memory` while the engines hold the cap, else
     /// `engines_behind`. Both reasons, so a gauge of each is always current.
-    pub fn paused_by_reason(&self) -> [(&'static str, usize); 2] {
+    pub(crate) fn paused_by_reason(&self) -> [(&'static str, usize); 2] {
         let (memory, behind) = if self.over {
             (self.paused.len(), 0)
         } else {
@@ -141,7 +142,12 @@ impl Backpressure {
     /// is no watermark yet. The partition the watermark waits for is therefore never
     /// paused for the cap; once the engines have read what it forwarded and the
     /// watermark has moved, the partitions it caught up with resume.
-    pub fn decide(&mut self, unread: usize, rows: usize, watermark: Option<i64>) -> Decision {
+    pub(crate) fn decide(
+        &mut self,
+        unread: usize,
+        rows: usize,
+        watermark: Option<i64>,
+    ) -> Decision {
         let ahead = |t: i64| watermark.is_none_or(|w| t > w.saturating_add(3 * self.lateness_us));
         let over = self.cap > 0 && rows >= self.cap;
         self.over = over;

@@ -12,9 +12,9 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use chrono::Datelike;
 
+use crate::error::Result;
 use crate::pipeline::replay_alerts;
 use pantau_core::jsonl::read_jsonl;
 use pantau_core::model::{Alert, Truth};
@@ -100,9 +100,9 @@ fn score(truth: Option<&[Truth]>, category: &str, alerts: &[Alert]) -> Option<Ca
 }
 
 /// Runs the candidate (and the live version, if different) over the history.
-pub async fn backtest(config: &BacktestConfig) -> anyhow::Result<Backtest> {
+pub async fn backtest(config: &BacktestConfig) -> Result<Backtest> {
     let text = std::fs::read_to_string(&config.rule)
-        .with_context(|| format!("cannot read {}", config.rule.display()))?;
+        .map_err(pantau_core::error::Error::file("read", &config.rule))?;
     let candidate = Rule::parse(&config.rule, &text)?;
     let live_set = rules::Location::resolve(config.rules.as_deref()).load()?;
     let live = live_set
@@ -194,7 +194,7 @@ fn alert_line(a: &Alert) -> String {
 
 impl Backtest {
     /// Alerts of the candidate the live version does not raise, and the reverse.
-    pub fn diff(&self) -> (Vec<&Alert>, Vec<&Alert>) {
+    pub(crate) fn diff(&self) -> (Vec<&Alert>, Vec<&Alert>) {
         let Some((_, live)) = &self.live else {
             return (Vec::new(), Vec::new());
         };
@@ -299,10 +299,4 @@ impl Backtest {
         }
         out
     }
-}
-
-pub async fn run(config: &BacktestConfig) -> anyhow::Result<()> {
-    let result = backtest(config).await?;
-    print!("{}", result.report(config.show));
-    Ok(())
 }

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use crate::metrics::RunMetrics;
 use crate::reload::Change;
+use pantau_core::error::chain;
 use pantau_core::model::PartitionId;
 use pantau_core::model::{Alert, DeadLetter};
 use pantau_engine::checkpoint::CheckpointStore;
@@ -67,7 +68,7 @@ impl Detector {
 
     /// Hands every engine, and those of partitions assigned later, a change of the rules
     /// or of the snooze list; window state stays.
-    pub fn apply(&mut self, change: Change) {
+    pub(crate) fn apply(&mut self, change: Change) {
         match change {
             Change::Rules(set) => {
                 for pe in self.engines.values_mut() {
@@ -90,7 +91,7 @@ impl Detector {
         &mut self,
         partition: i32,
         committed: Option<(i64, String)>,
-    ) -> anyhow::Result<Start> {
+    ) -> crate::error::Result<Start> {
         let mut engine = self.new_engine();
         tracing::debug!(partition, ?committed, "assigning");
         let (start, position, checkpointed) = match committed {
@@ -171,7 +172,7 @@ impl Detector {
         partition: i32,
         records: &[Record],
         now: i64,
-    ) -> anyhow::Result<Vec<DeadLetter>> {
+    ) -> crate::error::Result<Vec<DeadLetter>> {
         let Some(pe) = self.engines.get_mut(&partition) else {
             // Fetched before this partition was revoked: the new owner reads them.
             return Ok(Vec::new());
@@ -183,7 +184,7 @@ impl Detector {
                      source: Option<PartitionId>,
                      run: &mut Vec<RawRecord>,
                      dead: &mut Vec<DeadLetter>|
-         -> anyhow::Result<()> {
+         -> crate::error::Result<()> {
             if let (Some(source), false) = (source, run.is_empty()) {
                 dead.extend(engine.ingest(source.0, source.1, run, now)?);
             }
@@ -218,7 +219,7 @@ impl Detector {
                     // Only pantau writes this topic: a bad record here is a bug or
                     // tampering, not bank input, and has no source to dead-letter to.
                     self.metrics.internal_rejected.inc();
-                    tracing::error!(partition, offset = record.offset, error = %format!("{e:#}"), "unreadable record on the internal topic; skipped");
+                    tracing::error!(partition, offset = record.offset, error = %chain(&e), "unreadable record on the internal topic; skipped");
                     continue;
                 }
             };
@@ -276,7 +277,7 @@ impl Detector {
     }
 
     /// Closes what every engine's watermark has passed.
-    pub async fn advance(&mut self, wall_clock_us: i64) -> anyhow::Result<Vec<Alert>> {
+    pub async fn advance(&mut self, wall_clock_us: i64) -> crate::error::Result<Vec<Alert>> {
         let mut alerts = Vec::new();
         for pe in self.engines.values_mut() {
             let closed = pe.engine.advance(wall_clock_us).await;
@@ -299,7 +300,7 @@ impl Detector {
 
     /// Internal records before `ends` (the next offset per partition) that the engines
     /// have not read yet.
-    pub fn unread(&self, ends: &BTreeMap<i32, i64>) -> usize {
+    pub(crate) fn unread(&self, ends: &BTreeMap<i32, i64>) -> usize {
         self.engines
             .iter()
             .filter_map(|(p, pe)| ends.get(p).map(|end| (end - pe.position).max(0) as usize))
@@ -323,7 +324,7 @@ impl Detector {
     /// returns the offsets to commit with them: the position, named by the checkpoint.
     /// Call only when every alert the engines returned so far is durable (acknowledged,
     /// or in the transaction this commit closes).
-    pub fn checkpoint(&mut self, partitions: &[i32]) -> anyhow::Result<Vec<CommitOffset>> {
+    pub fn checkpoint(&mut self, partitions: &[i32]) -> crate::error::Result<Vec<CommitOffset>> {
         let mut offsets = Vec::new();
         for p in partitions {
             let Some(pe) = self.engines.get_mut(p) else {

@@ -43,7 +43,7 @@ impl DeadLetterPacer {
 
     /// `count` dead letters are produced at `now`; returns how long to wait before
     /// reading on (zero while within the rate).
-    pub fn charge(&mut self, count: usize, now: Instant) -> Duration {
+    pub(crate) fn charge(&mut self, count: usize, now: Instant) -> Duration {
         if self.per_second == 0 {
             return Duration::ZERO;
         }

@@ -211,7 +211,7 @@ impl EngineMetrics {
     }
 
     /// Publishes what an engine counted since it was last asked.
-    pub fn publish(&self, tally: Tally) {
+    pub(crate) fn publish(&self, tally: Tally) {
         for (topic, n) in tally.records_consumed {
             self.records_consumed.with_label_values(&[topic]).inc_by(n);
         }
@@ -336,7 +336,7 @@ impl EngineMetrics {
     }
 
     /// The watermark gauges after `engine` advanced at the wall clock's `now` (µs).
-    pub fn observe_watermarks(&self, engine: &Engine, now: i64) {
+    pub(crate) fn observe_watermarks(&self, engine: &Engine, now: i64) {
         let Some(watermark) = engine.watermark() else {
             return;
         };

@@ -6,6 +6,8 @@ use pantau_core::history::{event_time_until, latest_now};
 use pantau_core::model::Outgoing;
 use pantau_kafka::sink::KafkaSink;
 
+use crate::error::Result;
+
 /// Produces records in order, `chunk` at a time, calling `before_chunk` first (to pace
 /// the feed against a consumer). Returns when every record is acknowledged.
 pub async fn produce<F, Fut>(
@@ -13,7 +15,7 @@ pub async fn produce<F, Fut>(
     records: &[Outgoing],
     chunk: usize,
     mut before_chunk: F,
-) -> anyhow::Result<()>
+) -> Result<()>
 where
     F: FnMut(usize) -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -34,7 +36,7 @@ pub async fn produce_paced(
     records: &[Outgoing],
     chunk: usize,
     pace: f64,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let started = tokio::time::Instant::now();
     let latest = latest_now();
     let first = records

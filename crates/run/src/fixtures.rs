@@ -14,11 +14,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::error::{Error, Result};
 use crate::pipeline::replay_alerts;
 use pantau_core::jsonl::read_jsonl;
 use pantau_core::model::{Alert, Truth};
@@ -118,7 +118,7 @@ impl Outcome {
 }
 
 /// The fixture folders of a rules folder, in name order.
-pub(crate) fn fixture_dirs(rules_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn fixture_dirs(rules_dir: &Path) -> Result<Vec<PathBuf>> {
     let tests = rules_dir.join("tests");
     let mut dirs: Vec<PathBuf> = match std::fs::read_dir(&tests) {
         Ok(entries) => entries
@@ -185,20 +185,23 @@ pub(crate) async fn run_fixture(
     set: &RuleSet,
     fixture: &Path,
     update: bool,
-) -> anyhow::Result<(FixtureSpec, Outcome)> {
+) -> Result<(FixtureSpec, Outcome)> {
     let spec_path = fixture.join("fixture.json");
-    let spec: FixtureSpec = serde_json::from_str(
-        &std::fs::read_to_string(&spec_path)
-            .with_context(|| format!("cannot read {}", spec_path.display()))?,
-    )
-    .with_context(|| format!("{}: not a fixture spec", spec_path.display()))?;
+    let text = std::fs::read_to_string(&spec_path)
+        .map_err(pantau_core::error::Error::file("read", &spec_path))?;
+    let spec: FixtureSpec = serde_json::from_str(&text).map_err(|e| Error::Fixture {
+        path: spec_path.clone(),
+        problem: format!("not a fixture spec: {e}"),
+    })?;
     for id in &spec.rules {
         if !set.rules.iter().any(|r| &r.id == id) {
-            anyhow::bail!(
-                "{}: names rule {id:?}, which {} does not have",
-                spec_path.display(),
-                rules_dir.display()
-            );
+            return Err(Error::Fixture {
+                path: spec_path,
+                problem: format!(
+                    "names rule {id:?}, which {} does not have",
+                    rules_dir.display()
+                ),
+            });
         }
     }
     let snooze = Some(fixture.join("snooze.csv")).filter(|p| p.is_file());
@@ -214,11 +217,16 @@ pub(crate) async fn run_fixture(
     if update {
         let mut text = String::new();
         for a in &actual {
-            text.push_str(&serde_json::to_string(&expected_of(a))?);
+            text.push_str(&serde_json::to_string(&expected_of(a)).map_err(|source| {
+                pantau_core::error::Error::Encode {
+                    what: "an expected alert",
+                    source,
+                }
+            })?);
             text.push('\n');
         }
         std::fs::write(&expected_path, text)
-            .with_context(|| format!("cannot write {}", expected_path.display()))?;
+            .map_err(pantau_core::error::Error::file("write", &expected_path))?;
     }
     let expected: Vec<Expected> = if expected_path.is_file() {
         read_jsonl(&expected_path)?
@@ -247,44 +255,72 @@ pub(crate) async fn run_fixture(
     Ok((spec, outcome))
 }
 
-/// `pantau rules test DIR`: runs every fixture, prints one report each, and fails when a
-/// fixture fails or a rule has none.
-pub async fn run(rules_dir: &Path, update: bool) -> anyhow::Result<()> {
+/// What `pantau rules test` found over a rules folder.
+#[derive(Debug)]
+pub struct TestRun {
+    pub fixtures: usize,
+    pub failed: usize,
+    pub rules: usize,
+    /// Rules no fixture names.
+    pub uncovered: Vec<String>,
+}
+
+impl TestRun {
+    pub fn passed(&self) -> bool {
+        self.failed == 0 && self.uncovered.is_empty()
+    }
+
+    /// What follows the fixtures' own reports: the rules without a fixture, then the count.
+    pub fn report(&self, rules_dir: &Path) -> String {
+        let mut out = String::new();
+        for id in &self.uncovered {
+            out += &format!(
+                "FAIL  rule {id} has no fixture (add a folder under {}/tests/)\n",
+                rules_dir.display()
+            );
+        }
+        out += &format!(
+            "{} fixtures, {} failed; {} of {} rules covered\n",
+            self.fixtures,
+            self.failed,
+            self.rules - self.uncovered.len(),
+            self.rules
+        );
+        out
+    }
+}
+
+/// `pantau rules test DIR`: runs every fixture, handing each outcome to `on_fixture` as
+/// it is known (a run takes seconds), and says which rules no fixture covers.
+pub async fn run(
+    rules_dir: &Path,
+    update: bool,
+    mut on_fixture: impl FnMut(&Outcome),
+) -> Result<TestRun> {
     let set = rules::load_dir(rules_dir)?;
     let dirs = fixture_dirs(rules_dir)?;
     let mut failed = 0;
     let mut covered: BTreeSet<String> = BTreeSet::new();
     for dir in &dirs {
         let (spec, outcome) = run_fixture(rules_dir, &set, dir, update).await?;
-        print!("{}", outcome.report());
+        on_fixture(&outcome);
         if !outcome.passed() {
             failed += 1;
         }
         covered.extend(spec.rules);
     }
-    let uncovered: Vec<&str> = set
+    let uncovered = set
         .rules
         .iter()
-        .map(|r| r.id.as_str())
-        .filter(|id| !covered.contains(*id))
+        .map(|r| r.id.clone())
+        .filter(|id| !covered.contains(id))
         .collect();
-    for id in &uncovered {
-        println!(
-            "FAIL  rule {id} has no fixture (add a folder under {}/tests/)",
-            rules_dir.display()
-        );
-    }
-    println!(
-        "{} fixtures, {} failed; {} of {} rules covered",
-        dirs.len(),
+    Ok(TestRun {
+        fixtures: dirs.len(),
         failed,
-        set.rules.len() - uncovered.len(),
-        set.rules.len()
-    );
-    if failed > 0 || !uncovered.is_empty() {
-        anyhow::bail!("rule tests failed");
-    }
-    Ok(())
+        rules: set.rules.len(),
+        uncovered,
+    })
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod backtest;
 pub mod detect;
 pub mod dlq;
 pub mod engine_metrics;
+pub mod error;
 pub mod feed;
 pub mod fixtures;
 pub mod metrics;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::metrics::RunMetrics;
+use pantau_core::error::chain;
 use pantau_engine::lint;
 use pantau_engine::rules::{self, Rule, RuleSet, View};
 use pantau_engine::suppress::SnoozeList;
@@ -27,7 +28,7 @@ pub enum Change {
 /// Path → text of every rule and view file of a folder.
 type Files = BTreeMap<PathBuf, String>;
 
-fn read_files(dir: &Path) -> anyhow::Result<Files> {
+fn read_files(dir: &Path) -> crate::error::Result<Files> {
     let mut files: Files = rules::sql_files(dir)?.into_iter().collect();
     let views = dir.join("views");
     if views.is_dir() {
@@ -66,7 +67,7 @@ impl Watcher {
         snooze: Option<&Path>,
         interval: Duration,
         current: RuleSet,
-    ) -> anyhow::Result<Watcher> {
+    ) -> crate::error::Result<Watcher> {
         Ok(Watcher {
             dir: dir.map(Path::to_path_buf),
             snooze: snooze.map(Path::to_path_buf),
@@ -100,7 +101,7 @@ impl Watcher {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "cannot read the rules folder; the running rules stay")
+                    tracing::warn!(error = %chain(&e), "cannot read the rules folder; the running rules stay")
                 }
             }
         }
@@ -137,7 +138,7 @@ impl Watcher {
         let (problems, _) = match lint::lint_dir(dir).await {
             Ok(found) => found,
             Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "cannot lint the rules folder; the running rules stay");
+                tracing::warn!(error = %chain(&e), "cannot lint the rules folder; the running rules stay");
                 return None;
             }
         };
@@ -165,7 +166,7 @@ impl Watcher {
             if path.starts_with(&views_dir) {
                 match View::parse(path, text) {
                     Ok(view) => set.views.push(view),
-                    Err(e) => tracing::error!(error = %format!("{e:#}"), "view refused"),
+                    Err(e) => tracing::error!(error = %chain(&e), "view refused"),
                 }
                 continue;
             }
@@ -179,7 +180,7 @@ impl Watcher {
             }
             match Rule::parse(path, text) {
                 Ok(rule) => set.rules.push(rule),
-                Err(e) => tracing::error!(error = %format!("{e:#}"), "rule refused"),
+                Err(e) => tracing::error!(error = %chain(&e), "rule refused"),
             }
         }
         let mut applied = 0;

@@ -69,7 +69,7 @@ pub(crate) struct Ring {
 }
 
 impl Ring {
-    pub fn bundle(&self, year: i32, monthly: i64) -> Option<&Basket> {
+    pub(crate) fn bundle(&self, year: i32, monthly: i64) -> Option<&Basket> {
         self.bundles
             .iter()
             .find(|(y, m, _)| *y == year && *m == monthly)

@@ -1,10 +1,18 @@
 //! The simulator's options (every one a `pantau simulate` flag), their defaults, and the
 //! checks that turn a bad option into a clear error before any record is generated.
 
-use anyhow::{bail, Result};
 use chrono::NaiveDate;
 
 use pantau_core::regions::Regions;
+
+use crate::error::{Error, Result};
+
+/// Fails with [`Error::InvalidConfig`]; the message names the flag.
+macro_rules! invalid {
+    ($($arg:tt)*) => {
+        return Err(Error::InvalidConfig(format!($($arg)*)))
+    };
+}
 
 /// Options of the simulated history: where, when, how big, and how often each kind of
 /// misbehaviour is injected. Every field is a `pantau simulate` flag with a default.
@@ -255,21 +263,21 @@ impl Default for SimConfig {
 
 fn check_share(name: &str, v: f64) -> Result<()> {
     if !(0.0..=1.0).contains(&v) {
-        bail!("--{name} must be between 0 and 1 (a share), got {v}");
+        invalid!("--{name} must be between 0 and 1 (a share), got {v}");
     }
     Ok(())
 }
 
 fn check_rate(name: &str, v: f64) -> Result<()> {
     if !v.is_finite() || v < 0.0 {
-        bail!("--{name} must be a finite number >= 0 (an expected count), got {v}");
+        invalid!("--{name} must be a finite number >= 0 (an expected count), got {v}");
     }
     Ok(())
 }
 
 fn check_range<T: PartialOrd + std::fmt::Display>(name: &str, min: T, max: T) -> Result<()> {
     if min > max {
-        bail!("--{name}-min ({min}) must not exceed --{name}-max ({max})");
+        invalid!("--{name}-min ({min}) must not exceed --{name}-max ({max})");
     }
     Ok(())
 }
@@ -277,7 +285,8 @@ fn check_range<T: PartialOrd + std::fmt::Display>(name: &str, min: T, max: T) ->
 impl SimConfig {
     /// The CLI defaults plus 16 malformed records, so tests exercise every pattern and
     /// every rejection reason (3 regencies x 3 months, about 175,000 transactions).
-    pub fn default_for_tests() -> SimConfig {
+    #[cfg(test)]
+    pub(crate) fn default_for_tests() -> SimConfig {
         SimConfig {
             malformed: 16,
             ..SimConfig::default()
@@ -285,22 +294,22 @@ impl SimConfig {
     }
 
     /// Outlets simulated per regency.
-    pub fn outlets_per_regency(&self) -> usize {
+    pub(crate) fn outlets_per_regency(&self) -> usize {
         ((30.0 * self.scale).round() as usize).max(2)
     }
 
     /// `start` as (year, month); errors name the flag and the expected format.
-    pub fn start_month(&self) -> Result<(i32, u32)> {
+    pub(crate) fn start_month(&self) -> Result<(i32, u32)> {
         let s = self.start.trim();
         let parsed = NaiveDate::parse_from_str(&format!("{s}-01"), "%Y-%m-%d")
             .ok()
             .filter(|_| s.len() == 7);
         let Some(d) = parsed else {
-            bail!("--start must be a month written YYYY-MM (e.g. 2023-01), got {s:?}");
+            invalid!("--start must be a month written YYYY-MM (e.g. 2023-01), got {s:?}");
         };
         use chrono::Datelike;
         if d.year() < 2017 || d.year() > 2099 {
-            bail!("--start must lie between 2017-01 (BPNT began in 2017) and 2099-12, got {s}");
+            invalid!("--start must lie between 2017-01 (BPNT began in 2017) and 2099-12, got {s}");
         }
         Ok((d.year(), d.month()))
     }
@@ -308,41 +317,41 @@ impl SimConfig {
     pub fn validate(&self) -> Result<()> {
         let regions = Regions::get();
         if self.regencies.is_empty() {
-            bail!("--regencies must name at least one BPS regency code (e.g. 3604)");
+            invalid!("--regencies must name at least one BPS regency code (e.g. 3604)");
         }
         let mut seen = std::collections::BTreeSet::new();
         for code in &self.regencies {
             if regions.regency(code).is_none() {
-                bail!(
+                invalid!(
                     "--regencies: unknown BPS regency code {code:?} (expected a 4-digit \
                      kabupaten/kota code such as 3604 Kab. Serang)"
                 );
             }
             if regions.districts(code).is_empty() {
-                bail!("--regencies: regency {code} has no kecamatan in the reference data");
+                invalid!("--regencies: regency {code} has no kecamatan in the reference data");
             }
             if !seen.insert(code.as_str()) {
-                bail!("--regencies: regency {code} is listed twice");
+                invalid!("--regencies: regency {code} is listed twice");
             }
         }
         self.start_month()?;
         if self.months == 0 || self.months > 120 {
-            bail!("--months must be between 1 and 120, got {}", self.months);
+            invalid!("--months must be between 1 and 120, got {}", self.months);
         }
         if !self.scale.is_finite() || self.scale <= 0.0 || self.scale > 1000.0 {
-            bail!(
+            invalid!(
                 "--scale must be a number above 0 and at most 1000, got {}",
                 self.scale
             );
         }
         if self.max_disorder_secs > 86_400 {
-            bail!(
+            invalid!(
                 "--max-disorder-secs must be at most 86400 (one day), got {}",
                 self.max_disorder_secs
             );
         }
         if self.malformed > 1_000_000 {
-            bail!(
+            invalid!(
                 "--malformed must be at most 1000000, got {}",
                 self.malformed
             );
@@ -428,19 +437,19 @@ impl SimConfig {
             self.realization_lag_share_max,
         )?;
         if self.ring_size_min < 2 {
-            bail!(
+            invalid!(
                 "--ring-size-min must be at least 2 (a ring is several outlets), got {}",
                 self.ring_size_min
             );
         }
         if self.collection_cards_min < 2 {
-            bail!(
+            invalid!(
                 "--collection-cards-min must be at least 2, got {}",
                 self.collection_cards_min
             );
         }
         if self.collection_jitter_secs >= self.collection_spacing_min_secs {
-            bail!(
+            invalid!(
                 "--collection-jitter-secs ({}) must be below --collection-spacing-min-secs ({}) \
                  so that swipes stay in order",
                 self.collection_jitter_secs,
@@ -448,26 +457,26 @@ impl SimConfig {
             );
         }
         if self.markup_factor_min < 1.0 || self.markup_factor_max > 10.0 {
-            bail!(
+            invalid!(
                 "--markup-factor-min/max must lie between 1 and 10, got {}..{}",
                 self.markup_factor_min,
                 self.markup_factor_max
             );
         }
         if self.overcharge_min <= 0.0 {
-            bail!(
+            invalid!(
                 "--overcharge-min must be above 0 (no overcharge is no mismatch), got {}",
                 self.overcharge_min
             );
         }
         if self.short_factor_min <= 0.0 {
-            bail!(
+            invalid!(
                 "--short-factor-min must be above 0, got {}",
                 self.short_factor_min
             );
         }
         if self.many_places_outlets_min < 2 || self.many_places_outlets_max > 50 {
-            bail!(
+            invalid!(
                 "--many-places-outlets-min/max must lie between 2 (one outlet is no \
                  \"many places\") and 50, got {}..{}",
                 self.many_places_outlets_min,
@@ -475,20 +484,20 @@ impl SimConfig {
             );
         }
         if self.many_places_hours == 0 || self.many_places_hours > 12 {
-            bail!(
+            invalid!(
                 "--many-places-hours must be between 1 and 12 (the swipes stay within one \
                  day's shop hours), got {}",
                 self.many_places_hours
             );
         }
         if self.realization_lag_share_min <= 0.0 {
-            bail!(
+            invalid!(
                 "--realization-lag-share-min must be above 0 (no delayed KPM is no lag), got {}",
                 self.realization_lag_share_min
             );
         }
         if self.seasonal_window_days == 0 || self.seasonal_window_days > 28 {
-            bail!(
+            invalid!(
                 "--seasonal-window-days must be between 1 and 28, got {}",
                 self.seasonal_window_days
             );

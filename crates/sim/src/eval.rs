@@ -19,12 +19,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
 use pantau_core::jsonl::read_jsonl;
 use pantau_core::model::{category, Alert, Truth};
+
+use crate::error::{Error, Result};
 
 /// What `pantau eval` scores and how strictly.
 #[derive(Debug, Clone)]
@@ -138,7 +139,7 @@ impl Report {
 
     /// Fails naming every category whose recall (among those with truth lines) or
     /// precision (among those with alerts) is under its bound.
-    pub fn check(&self, min_recall: Option<f64>, min_precision: Option<f64>) -> anyhow::Result<()> {
+    pub fn check(&self, min_recall: Option<f64>, min_precision: Option<f64>) -> Result<()> {
         let mut failures = Vec::new();
         for r in &self.rows {
             if let Some(min) = min_recall.filter(|&m| r.truths > 0 && r.recall() < m) {
@@ -163,7 +164,7 @@ impl Report {
         if failures.is_empty() {
             Ok(())
         } else {
-            bail!("detection below the bounds:\n  {}", failures.join("\n  "))
+            Err(Error::BelowBounds { failures })
         }
     }
 
@@ -491,62 +492,89 @@ impl<'a> JsonRow<'a> {
 }
 
 /// Non-empty lines of a JSON-lines file; dead letters need not parse to be counted.
-fn count_lines(path: &Path) -> anyhow::Result<usize> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+fn count_lines(path: &Path) -> Result<usize> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::file("read", path, e))?;
     Ok(text.lines().filter(|l| !l.trim().is_empty()).count())
 }
 
-pub fn run(config: &EvalConfig) -> anyhow::Result<()> {
+/// What `pantau eval` found, as it prints: the table, the dead letters beside the
+/// malformed records injected, and the misses when asked for.
+#[derive(Debug)]
+pub struct Evaluation {
+    pub report: Report,
+    /// Lines of `--dlq`, when given.
+    pub dead_letters: Option<(PathBuf, usize)>,
+    pub show_misses: bool,
+}
+
+impl fmt::Display for Evaluation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let report = &self.report;
+        write!(f, "{report}")?;
+        match &self.dead_letters {
+            Some((path, n)) => writeln!(
+                f,
+                "dead letters: {n} in {}, {} malformed records injected",
+                path.display(),
+                report.malformed_truths
+            )?,
+            None if report.malformed_truths > 0 => writeln!(
+                f,
+                "{} malformed records injected (pass --dlq to compare with the dead letters)",
+                report.malformed_truths
+            )?,
+            None => {}
+        }
+        if report.non_transacting_cards > 0 {
+            writeln!(
+                f,
+                "{} KPM-periods injected as non-transacting (reference counts, not alert targets)",
+                report.non_transacting_cards
+            )?;
+        }
+        if self.show_misses {
+            write!(f, "{}", report.misses_text())?;
+        }
+        Ok(())
+    }
+}
+
+/// `pantau eval`: scores the alerts against the history's truth and writes `--json` when
+/// asked; the caller prints the result and then checks the bounds
+/// ([`Report::check`]).
+pub fn run(config: &EvalConfig) -> Result<Evaluation> {
     let truth_path = config.dir.join("truth.jsonl");
     if !truth_path.is_file() {
-        bail!(
-            "{} not found: DIR must be a history folder written by `pantau simulate --out DIR`",
-            truth_path.display()
-        );
+        return Err(Error::NotAHistory { truth: truth_path });
     }
     let truth: Vec<Truth> = read_jsonl(&truth_path)?;
     let alerts: Vec<Alert> = read_jsonl(&config.alerts)?;
-    let dead_letters = config.dlq.as_deref().map(count_lines).transpose()?;
+    let dead_letters = config
+        .dlq
+        .as_deref()
+        .map(|path| Ok::<_, Error>((path.to_path_buf(), count_lines(path)?)))
+        .transpose()?;
     let report = evaluate(&truth, &alerts);
-
-    print!("{report}");
-    match dead_letters {
-        Some(n) => println!(
-            "dead letters: {n} in {}, {} malformed records injected",
-            config.dlq.as_deref().unwrap_or(Path::new("")).display(),
-            report.malformed_truths
-        ),
-        None if report.malformed_truths > 0 => println!(
-            "{} malformed records injected (pass --dlq to compare with the dead letters)",
-            report.malformed_truths
-        ),
-        None => {}
-    }
-    if report.non_transacting_cards > 0 {
-        println!(
-            "{} KPM-periods injected as non-transacting (reference counts, not alert targets)",
-            report.non_transacting_cards
-        );
-    }
-    if config.show_misses {
-        print!("{}", report.misses_text());
-    }
     if let Some(path) = &config.json {
         let json = JsonReport {
             categories: report.rows.iter().map(JsonRow::new).collect(),
             overall: JsonRow::new(&report.overall),
             malformed_truths: report.malformed_truths,
             non_transacting_cards: report.non_transacting_cards,
-            dead_letters,
+            dead_letters: dead_letters.as_ref().map(|(_, n)| *n),
             missed: config.show_misses.then_some(report.missed.as_slice()),
             false_alerts: config.show_misses.then_some(report.false_alerts.as_slice()),
         };
-        let mut text = serde_json::to_string_pretty(&json)?;
+        let mut text =
+            serde_json::to_string_pretty(&json).map_err(|e| Error::encode("the evaluation", e))?;
         text.push('\n');
-        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(path, text).map_err(|e| Error::file("write", path, e))?;
     }
-    report.check(config.min_recall, config.min_precision)
+    Ok(Evaluation {
+        report,
+        dead_letters,
+        show_misses: config.show_misses,
+    })
 }
 
 #[cfg(test)]
@@ -813,8 +841,13 @@ mod tests {
         assert_eq!(written["overall"]["alerts"], 1);
         assert_eq!(written["missed"][0]["entity_id"], "O1");
 
-        config.min_recall = Some(0.5);
-        let err = run(&config).unwrap_err().to_string();
+        let evaluation = run(&config).unwrap();
+        assert!(evaluation.to_string().contains("seasonal_outlet"));
+        let err = evaluation
+            .report
+            .check(Some(0.5), None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("seasonal_outlet"), "{err}");
 
         std::fs::write(&alerts, "{\"not\": \"an alert\"}\n").unwrap();

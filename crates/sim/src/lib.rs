@@ -6,12 +6,14 @@
 //!
 //! Pipeline: `world` (population and calendar) -> `anomalies` (the plan of what goes
 //! wrong) -> `behaviour` (drafts of every record) -> `output` (ids, ordering, delivery
-//! quirks, files). The same config always gives byte-identical output.
+//! quirks, files). The same config always gives byte-identical output. Failures are
+//! [`error::Error`], each saying whether to retry or stop.
 
 mod anomalies;
 mod basket;
 mod behaviour;
 mod config;
+pub mod error;
 pub mod eval;
 mod output;
 mod world;
@@ -21,7 +23,7 @@ mod tests;
 
 use std::path::Path;
 
-use anyhow::Result;
+use error::Result;
 
 pub use config::SimConfig;
 pub use output::MALFORMED_REASONS;

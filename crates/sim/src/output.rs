@@ -8,7 +8,6 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use anyhow::{Context, Result};
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde::Serialize;
@@ -17,6 +16,7 @@ use serde_json::{json, Value};
 use super::anomalies::{dt, params};
 use super::behaviour::{Drafts, TxnDraft, NONE};
 use super::config::SimConfig;
+use super::error::{Error, Result};
 use super::world::{sub_rng, World};
 use super::{History, Malformed};
 use pantau_core::model::{
@@ -310,7 +310,7 @@ fn make_malformed(
         return Ok(Vec::new());
     }
     if txns.is_empty() {
-        anyhow::bail!("--malformed {n}: no transactions were simulated to place them among");
+        return Err(Error::NothingToMalform { malformed: n });
     }
     let mut rng = sub_rng(cfg.seed, TAG_MALFORMED, 0);
     // Every third record goes to disbursements, except reasons only a transaction has.
@@ -354,7 +354,7 @@ fn make_malformed(
             Stream::Transactions => {
                 let t = &txns[neighbour];
                 (
-                    serde_json::to_value(t)?,
+                    serde_json::to_value(t).map_err(|e| Error::encode("a transaction", e))?,
                     t.outlet_id.clone(),
                     t.regency_code.clone(),
                     t.occurred_at,
@@ -365,7 +365,7 @@ fn make_malformed(
             _ => {
                 let d = &disbs[neighbour];
                 (
-                    serde_json::to_value(d)?,
+                    serde_json::to_value(d).map_err(|e| Error::encode("a disbursement", e))?,
                     d.card_id.clone(),
                     d.regency_code.clone(),
                     d.credited_at,
@@ -376,16 +376,19 @@ fn make_malformed(
         };
         let obj = value
             .as_object_mut()
-            .context("records serialize as JSON objects")?;
+            .ok_or_else(|| Error::Invariant("records serialize as JSON objects".to_string()))?;
         obj.insert(id_field.to_string(), json!(id));
+        let encode = |obj: &serde_json::Map<String, Value>| {
+            serde_json::to_string(obj).map_err(|e| Error::encode("a malformed record", e))
+        };
         let raw = match reason {
             "invalid_json" => {
-                let full = serde_json::to_string(obj)?;
+                let full = encode(obj)?;
                 full[..full.len() * 2 / 3].to_string()
             }
             "missing_field" => {
                 obj.remove("amount");
-                serde_json::to_string(obj)?
+                encode(obj)?
             }
             "wrong_type" => {
                 if variant == 0 {
@@ -393,31 +396,31 @@ fn make_malformed(
                 } else {
                     obj.insert(time_field.to_string(), json!(when.timestamp()));
                 }
-                serde_json::to_string(obj)?
+                encode(obj)?
             }
             "unknown_bank" => {
                 obj.insert("bank".to_string(), json!("BCA"));
-                serde_json::to_string(obj)?
+                encode(obj)?
             }
             "unknown_payment" => {
                 obj.insert("payment".to_string(), json!("CASH"));
-                serde_json::to_string(obj)?
+                encode(obj)?
             }
             "non_positive_amount" => {
                 let v = if variant == 0 { 0 } else { -5000 };
                 obj.insert("amount".to_string(), json!(v));
-                serde_json::to_string(obj)?
+                encode(obj)?
             }
             "time_without_offset" => {
                 let naive = when.naive_local().format("%Y-%m-%dT%H:%M:%S").to_string();
                 obj.insert(time_field.to_string(), Value::String(naive));
-                serde_json::to_string(obj)?
+                encode(obj)?
             }
             "future" | "before_program" => {
                 let year = if reason == "future" { "2099" } else { "1970" };
                 let wrong = format!("{year}{}", &when.to_rfc3339()[4..]);
                 obj.insert(time_field.to_string(), Value::String(wrong));
-                serde_json::to_string(obj)?
+                encode(obj)?
             }
             _ => String::new(),
         };
@@ -507,35 +510,32 @@ trait ErasedSer {
 
 impl<T: Serialize> ErasedSer for T {
     fn write_json(&self, buf: &mut Vec<u8>) -> Result<()> {
-        serde_json::to_writer(buf, self)?;
-        Ok(())
+        serde_json::to_writer(buf, self).map_err(|e| Error::encode("a record", e))
     }
 }
 
 pub(crate) fn write_folder(h: &History, dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir).with_context(|| format!("cannot create folder {}", dir.display()))?;
+    fs::create_dir_all(dir).map_err(|e| Error::file("create folder", dir, e))?;
     for stream in Stream::ALL {
         let path = dir.join(stream.file_name());
-        let file =
-            File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        let file = File::create(&path).map_err(|e| Error::file("create", &path, e))?;
         let mut w = BufWriter::with_capacity(1 << 20, file);
         for_each_record(h, stream, |_, bytes| {
-            w.write_all(bytes)?;
-            w.write_all(b"\n")?;
-            Ok(())
-        })
-        .with_context(|| format!("cannot write {}", path.display()))?;
-        w.flush()
-            .with_context(|| format!("cannot write {}", path.display()))?;
+            w.write_all(bytes)
+                .and_then(|()| w.write_all(b"\n"))
+                .map_err(|e| Error::file("write", &path, e))
+        })?;
+        w.flush().map_err(|e| Error::file("write", &path, e))?;
     }
     let path = dir.join("truth.jsonl");
-    let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    let file = File::create(&path).map_err(|e| Error::file("create", &path, e))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     for t in &h.truth {
-        serde_json::to_writer(&mut w, t)?;
-        w.write_all(b"\n")?;
+        serde_json::to_writer(&mut w, t)
+            .map_err(|e| Error::json_to_file("a truth line", &path, e))?;
+        w.write_all(b"\n")
+            .map_err(|e| Error::file("write", &path, e))?;
     }
-    w.flush()
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    w.flush().map_err(|e| Error::file("write", &path, e))?;
     Ok(())
 }

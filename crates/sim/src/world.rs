@@ -7,7 +7,6 @@
 
 use std::ops::Range;
 
-use anyhow::{anyhow, Result};
 use chrono::{Datelike, FixedOffset, NaiveDate};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
@@ -16,6 +15,7 @@ use rand_distr::{Distribution, Normal};
 
 use super::basket::N_COMMODITIES;
 use super::config::SimConfig;
+use super::error::{Error, Result};
 use pantau_core::model::Bank;
 use pantau_core::regions::Regions;
 
@@ -101,7 +101,7 @@ pub(crate) struct Period {
 }
 
 impl Period {
-    pub fn credit_of(&self, bank: Bank) -> (i64, i64) {
+    pub(crate) fn credit_of(&self, bank: Bank) -> (i64, i64) {
         self.credits
             .iter()
             .find(|c| c.0 == bank)
@@ -130,14 +130,14 @@ pub(crate) struct RegencyW {
 }
 
 impl RegencyW {
-    pub fn history_start(&self) -> i64 {
+    pub(crate) fn history_start(&self) -> i64 {
         self.month_starts[0]
     }
-    pub fn history_end(&self) -> i64 {
+    pub(crate) fn history_end(&self) -> i64 {
         *self.month_starts.last().unwrap_or(&0)
     }
     /// Simulated month index of an instant (clamped into the history).
-    pub fn month_of(&self, t: i64) -> usize {
+    pub(crate) fn month_of(&self, t: i64) -> usize {
         let n = self.month_starts.len() - 1;
         match self.month_starts.binary_search(&t) {
             Ok(i) => i.min(n - 1),
@@ -302,21 +302,22 @@ pub(crate) fn build(cfg: &SimConfig) -> Result<World> {
         lumped_flags[i] = true;
     }
 
-    let kpm_dist = Normal::<f64>::new(134.0, 40.0).map_err(|e| anyhow!("kpm distribution: {e}"))?;
+    let kpm_dist = Normal::<f64>::new(134.0, 40.0)
+        .map_err(|e| Error::Invariant(format!("kpm distribution: {e}")))?;
 
     for (ri, code) in cfg.regencies.iter().enumerate() {
         let reg = regions
             .regency(code)
-            .ok_or_else(|| anyhow!("unknown BPS regency code {code:?}"))?;
+            .ok_or_else(|| Error::InvalidConfig(format!("unknown BPS regency code {code:?}")))?;
         let districts: Vec<String> = regions
             .districts(code)
             .iter()
             .map(|d| d.code.clone())
             .collect();
         if districts.is_empty() {
-            return Err(anyhow!(
+            return Err(Error::InvalidConfig(format!(
                 "regency {code} has no kecamatan in the reference data"
-            ));
+            )));
         }
         let off = reg.utc_offset.local_minus_utc() as i64;
         let zone = ((off / HOUR) - 7).clamp(0, 2) as usize;
@@ -328,7 +329,7 @@ pub(crate) fn build(cfg: &SimConfig) -> Result<World> {
         for k in 0..=months {
             let (y, m) = add_months(y0, m0, k);
             let d = NaiveDate::from_ymd_opt(y, m, 1)
-                .ok_or_else(|| anyhow!("month {y}-{m:02} out of range"))?;
+                .ok_or_else(|| Error::Invariant(format!("month {y}-{m:02} out of range")))?;
             let local_midnight = d.num_days_from_ce() as i64 - 719_163;
             month_starts.push(local_midnight * DAY - off);
             if k < months {

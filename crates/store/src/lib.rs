@@ -16,12 +16,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use chrono::{DateTime, FixedOffset};
 use serde_json::Value;
 use tokio_postgres::Client;
 
+use crate::error::{Error, Result};
 use crate::metrics::StoreMetrics;
+use pantau_core::error::{chain, Recoverable, Recovery};
 use pantau_core::model::{Alert, Outlet, Stream, TOPIC_ALERTS};
 use pantau_core::pseudonym::Pseudonyms;
 use pantau_core::regions::Regions;
@@ -29,6 +30,7 @@ use pantau_kafka::follow::{parse_followed, Followed};
 use pantau_kafka::health::Backoff;
 use pantau_kafka::KafkaConfig;
 
+pub mod error;
 pub mod metrics;
 pub mod tls;
 
@@ -179,19 +181,12 @@ pub struct Skipped {
 }
 
 /// The SQLSTATE of an error PostgreSQL raised about the values written: data exceptions
-/// (22), integrity violations (23) and program limits (54). Connection and resource
-/// errors are not: those are retried.
-fn refused_value(error: &anyhow::Error) -> Option<String> {
-    let code = error
-        .chain()
-        .find_map(|e| e.downcast_ref::<tokio_postgres::Error>())
-        .and_then(tokio_postgres::Error::code)?
-        .code()
-        .to_owned();
-    ["22", "23", "54"]
-        .iter()
-        .any(|class| code.starts_with(class))
-        .then_some(code)
+/// (22), integrity violations (23) and program limits (54), the errors that are the
+/// record's ([`Recovery::DeadLetter`]). Connection and resource errors are not: those
+/// are retried.
+fn refused_value(error: &Error) -> Option<String> {
+    let code = error.postgres()?.code()?.code().to_owned();
+    (error.recovery() == Recovery::DeadLetter).then_some(code)
 }
 
 /// Low to critical as 1 to 4, so a dashboard can sort and take the worst.
@@ -203,6 +198,16 @@ fn severity_rank(alert: &Alert) -> i32 {
         High => 3,
         Critical => 4,
     }
+}
+
+/// Wraps a failed step of putting the schema in place; `step` is the message.
+fn schema(step: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
+    move |source| Error::Schema { step, source }
+}
+
+/// Wraps a failed write of records; `what` is the message.
+fn write(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
+    move |source| Error::Write { what, source }
 }
 
 /// A connection to the store with its schema in place.
@@ -221,14 +226,16 @@ impl std::fmt::Debug for StoreConfig {
 }
 
 impl Store {
-    pub async fn connect(config: &StoreConfig) -> anyhow::Result<Store> {
+    pub async fn connect(config: &StoreConfig) -> Result<Store> {
         let pseudonyms = Pseudonyms::from_env(
             pantau_core::pseudonym::KEY_ENV,
             config.allow_unkeyed_references,
         )?;
         let client = tls::connect(&config.postgres)
             .await
-            .context("cannot connect to PostgreSQL (--postgres)")?;
+            .map_err(|source| Error::Connect {
+                source: Box::new(source),
+            })?;
         let store = Store { client, pseudonyms };
         store.migrate().await?;
         Ok(store)
@@ -236,7 +243,7 @@ impl Store {
 
     /// A store written by a pantau that stored card alerts by the card's id: the ids
     /// are replaced by their references, so Grafana's role never reads one.
-    async fn reference_stored_card_ids(&self) -> anyhow::Result<()> {
+    async fn reference_stored_card_ids(&self) -> Result<()> {
         let types: Vec<&str> = pantau_core::pseudonym::PERSON_ENTITY_TYPES.to_vec();
         let rows = self
             .client
@@ -245,7 +252,7 @@ impl Store {
                 &[&types, &pantau_core::pseudonym::REFERENCE_PATTERN],
             )
             .await
-            .context("reading the stored alerts about a person")?;
+            .map_err(schema("reading the stored alerts about a person"))?;
         if rows.is_empty() {
             return Ok(());
         }
@@ -262,7 +269,7 @@ impl Store {
                 &[&ids, &references],
             )
             .await
-            .context("replacing stored card ids by their references")?;
+            .map_err(schema("replacing stored card ids by their references"))?;
         tracing::info!(
             alerts = ids.len(),
             "card ids stored by an older pantau replaced by their references"
@@ -270,15 +277,15 @@ impl Store {
         Ok(())
     }
 
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.client.is_closed()
     }
 
-    async fn migrate(&self) -> anyhow::Result<()> {
+    async fn migrate(&self) -> Result<()> {
         self.client
             .batch_execute(SCHEMA)
             .await
-            .context("creating the store's tables")?;
+            .map_err(schema("creating the store's tables"))?;
         self.reference_stored_card_ids().await?;
         let regions = Regions::get();
         let regencies = regions.regencies();
@@ -297,7 +304,7 @@ impl Store {
                 ],
             )
             .await
-            .context("writing the regency names")?;
+            .map_err(schema("writing the regency names"))?;
         let districts: Vec<_> = regencies
             .iter()
             .flat_map(|r| regions.districts(&r.code))
@@ -312,7 +319,7 @@ impl Store {
                 &[&codes, &regency_codes, &names],
             )
             .await
-            .context("writing the kecamatan names")?;
+            .map_err(schema("writing the kecamatan names"))?;
         Ok(())
     }
 
@@ -320,11 +327,7 @@ impl Store {
     /// them all. When it refuses a value, each record is written alone and those it
     /// refuses are returned, not retried: one record never stalls the store. Other
     /// errors (the database away) are returned for the caller to retry.
-    pub async fn write(
-        &mut self,
-        alerts: &[Alert],
-        outlets: &[Outlet],
-    ) -> anyhow::Result<Vec<Skipped>> {
+    pub async fn write(&mut self, alerts: &[Alert], outlets: &[Outlet]) -> Result<Vec<Skipped>> {
         let Err(e) = self.write_all(alerts, outlets).await else {
             return Ok(Vec::new());
         };
@@ -358,7 +361,7 @@ impl Store {
     }
 
     /// Writes alerts and registry entries in one transaction: both or neither.
-    async fn write_all(&mut self, alerts: &[Alert], outlets: &[Outlet]) -> anyhow::Result<()> {
+    async fn write_all(&mut self, alerts: &[Alert], outlets: &[Outlet]) -> Result<()> {
         let (alerts, alerts_cleaned): (Vec<Alert>, Vec<Option<String>>) = alerts
             .iter()
             .map(|a| clean_alert(self.pseudonyms.for_people(a.clone())))
@@ -413,7 +416,7 @@ impl Store {
                 ],
             )
             .await
-            .context("writing alerts")?;
+            .map_err(write("writing alerts"))?;
         }
         // The registry is latest-wins; within one batch, the last record of an outlet.
         let latest: BTreeMap<&str, (&Outlet, &Option<String>)> = outlets
@@ -452,7 +455,7 @@ impl Store {
                 ],
             )
             .await
-            .context("writing the outlet registry")?;
+            .map_err(write("writing the outlet registry"))?;
         }
         tx.commit().await?;
         Ok(())
@@ -473,16 +476,22 @@ fn read_lines(
     topic: &str,
     out: &mut Vec<Followed>,
     problems: &mut Vec<String>,
-) -> anyhow::Result<()> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+) -> Result<()> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         match parse_followed(topic, line.as_bytes()) {
             Ok(entry) => out.push(entry),
-            Err(e) => problems.push(format!("{}:{}: {e}", path.display(), n + 1)),
+            Err(source) => problems.push(chain(&Error::Line {
+                path: path.to_path_buf(),
+                line: n + 1,
+                source: Box::new(source),
+            })),
         }
     }
     Ok(())
@@ -494,7 +503,7 @@ pub async fn load(
     config: &StoreConfig,
     alert_files: &[PathBuf],
     outlet_files: &[PathBuf],
-) -> anyhow::Result<Loaded> {
+) -> Result<Loaded> {
     let mut entries = Vec::new();
     let mut loaded = Loaded::default();
     for path in alert_files {
@@ -549,7 +558,7 @@ pub async fn follow(
     config: &StoreConfig,
     follow: &FollowConfig,
     metrics: Arc<StoreMetrics>,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let topics = [TOPIC_ALERTS, Stream::Outlets.topic()];
     let follower = kafka
         .follower(&follow.group, &topics, metrics.unreadable.clone())
@@ -585,9 +594,9 @@ pub async fn follow(
                     Ok(s) => store = s,
                     Err(e) => {
                         metrics.store_errors.inc();
-                        health.database_down(&format!("store unreachable: {e:#}"));
+                        health.database_down(&format!("store unreachable: {}", chain(&e)));
                         let wait = backoff.next_delay();
-                        tracing::error!(error = %format!("{e:#}"), retry_in = ?wait, "store unreachable");
+                        tracing::error!(error = %chain(&e), retry_in = ?wait, "store unreachable");
                         tokio::time::sleep(wait).await;
                         continue;
                     }
@@ -607,9 +616,9 @@ pub async fn follow(
                 }
                 Err(e) => {
                     metrics.store_errors.inc();
-                    health.database_down(&format!("store write failed: {e:#}"));
+                    health.database_down(&format!("store write failed: {}", chain(&e)));
                     let wait = backoff.next_delay();
-                    tracing::error!(error = %format!("{e:#}"), retry_in = ?wait, "store write failed");
+                    tracing::error!(error = %chain(&e), retry_in = ?wait, "store write failed");
                     tokio::time::sleep(wait).await;
                 }
             }

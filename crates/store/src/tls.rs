@@ -6,9 +6,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use pantau_core::error::chain;
 use percent_encoding::percent_decode_str;
 use tokio_postgres::{Client, NoTls};
+
+use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
@@ -20,17 +22,23 @@ pub enum SslMode {
 }
 
 impl SslMode {
-    fn parse(text: &str) -> anyhow::Result<SslMode> {
+    fn parse(text: &str) -> Result<SslMode> {
         Ok(match text {
             "disable" => SslMode::Disable,
             "prefer" => SslMode::Prefer,
             "require" => SslMode::Require,
             "verify-ca" => SslMode::VerifyCa,
             "verify-full" => SslMode::VerifyFull,
-            "allow" => bail!("sslmode=allow is not supported: use prefer or require"),
-            other => bail!(
-                "sslmode={other} is not one of disable, prefer, require, verify-ca, verify-full"
-            ),
+            "allow" => {
+                return Err(Error::ConnectionString(
+                    "sslmode=allow is not supported: use prefer or require".into(),
+                ))
+            }
+            other => {
+                return Err(Error::ConnectionString(format!(
+                    "sslmode={other} is not one of disable, prefer, require, verify-ca, verify-full"
+                )))
+            }
         })
     }
 
@@ -60,7 +68,7 @@ pub struct Target {
 const UNSUPPORTED: [&str; 4] = ["sslcert", "sslkey", "sslpassword", "sslcrl"];
 
 impl Target {
-    pub fn parse(conn: &str) -> anyhow::Result<Target> {
+    pub fn parse(conn: &str) -> Result<Target> {
         let is_url = conn.starts_with("postgres://") || conn.starts_with("postgresql://");
         let (head, pairs) = if is_url {
             match conn.split_once('?') {
@@ -78,9 +86,11 @@ impl Target {
             match key.as_str() {
                 "sslmode" => mode = SslMode::parse(&value)?,
                 "sslrootcert" => root_cert = Some(PathBuf::from(value)),
-                key if UNSUPPORTED.contains(&key) => bail!(
-                    "{key} in the PostgreSQL connection string is not supported (client certificates); use a password"
-                ),
+                key if UNSUPPORTED.contains(&key) => {
+                    return Err(Error::ConnectionString(format!(
+                        "{key} in the PostgreSQL connection string is not supported (client certificates); use a password"
+                    )))
+                }
                 _ => kept.push((key, value)),
             }
         }
@@ -116,17 +126,24 @@ impl Target {
     /// The TLS connector the mode asks for. Like libpq, `require` and `prefer` check the
     /// certificate only when `sslrootcert` is given; `verify-ca` checks it against the
     /// CA; `verify-full` also checks that it names the host connected to.
-    fn connector(&self) -> anyhow::Result<postgres_native_tls::MakeTlsConnector> {
+    pub(crate) fn connector(&self) -> Result<postgres_native_tls::MakeTlsConnector> {
         let mut builder = native_tls::TlsConnector::builder();
         let trusted_ca = match self.root_cert.as_deref() {
             Some(path) if path.as_os_str() == "system" => true,
             Some(path) => {
-                let pem = std::fs::read(path)
-                    .with_context(|| format!("cannot read sslrootcert {}", path.display()))?;
-                let certificates =
-                    native_tls::Certificate::stack_from_pem(&pem).with_context(|| {
-                        format!("sslrootcert {} holds no PEM certificate", path.display())
-                    })?;
+                let pem = std::fs::read(path).map_err(|source| Error::RootCert {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                let no_certificate = |source| Error::RootCertPem {
+                    path: path.to_path_buf(),
+                    source,
+                };
+                let certificates = native_tls::Certificate::stack_from_pem(&pem)
+                    .map_err(|e| no_certificate(Some(e)))?;
+                if certificates.is_empty() {
+                    return Err(no_certificate(None));
+                }
                 builder.disable_built_in_roots(true);
                 for certificate in certificates {
                     builder.add_root_certificate(certificate);
@@ -145,22 +162,22 @@ impl Target {
             .danger_accept_invalid_hostnames(!check_host);
         let connector = builder
             .build()
-            .context("cannot set up TLS for PostgreSQL")?;
+            .map_err(|source| Error::TlsSetup { source })?;
         Ok(postgres_native_tls::MakeTlsConnector::new(connector))
     }
 }
 
 /// Connects as `conn` asks (TLS included) and drives the connection in a task of its
 /// own; the connection's end is logged.
-pub async fn connect(conn: &str) -> anyhow::Result<Client> {
+pub async fn connect(conn: &str) -> Result<Client> {
     let target = Target::parse(conn)?;
     let config: tokio_postgres::Config = target
         .rest
         .parse()
-        .context("cannot read the PostgreSQL connection string")?;
-    let log_end = |result: Result<(), tokio_postgres::Error>| {
+        .map_err(|source| Error::UnreadableConnectionString { source })?;
+    let log_end = |result: std::result::Result<(), tokio_postgres::Error>| {
         if let Err(e) = result {
-            tracing::error!(error = %e, "PostgreSQL connection closed");
+            tracing::error!(error = %chain(&e), "PostgreSQL connection closed");
         }
     };
     let client = if target.mode == SslMode::Disable {
@@ -206,7 +223,7 @@ pub fn redacted(conn: &str) -> String {
     }
 }
 
-fn url_pairs(query: &str) -> anyhow::Result<Vec<(String, String)>> {
+fn url_pairs(query: &str) -> Result<Vec<(String, String)>> {
     query
         .split('&')
         .filter(|pair| !pair.is_empty())
@@ -216,7 +233,10 @@ fn url_pairs(query: &str) -> anyhow::Result<Vec<(String, String)>> {
                 percent_decode_str(text)
                     .decode_utf8()
                     .map(|t| t.into_owned())
-                    .with_context(|| format!("the connection string's {key} is not UTF-8"))
+                    .map_err(|source| Error::NotUtf8 {
+                        key: key.to_owned(),
+                        source,
+                    })
             };
             Ok((decode(key)?, decode(value)?))
         })
@@ -224,7 +244,7 @@ fn url_pairs(query: &str) -> anyhow::Result<Vec<(String, String)>> {
 }
 
 /// libpq's `key=value` form: values may be single-quoted, with `\'` and `\\` inside.
-fn keyword_pairs(conn: &str) -> anyhow::Result<Vec<(String, String)>> {
+fn keyword_pairs(conn: &str) -> Result<Vec<(String, String)>> {
     let mut pairs = Vec::new();
     let mut chars = conn.chars().peekable();
     loop {
@@ -238,7 +258,9 @@ fn keyword_pairs(conn: &str) -> anyhow::Result<Vec<(String, String)>> {
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.next() != Some('=') {
-            bail!("the PostgreSQL connection string has {key:?} without '=' after it");
+            return Err(Error::ConnectionString(format!(
+                "the PostgreSQL connection string has {key:?} without '=' after it"
+            )));
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         let mut value = String::new();
@@ -248,7 +270,11 @@ fn keyword_pairs(conn: &str) -> anyhow::Result<Vec<(String, String)>> {
                     Some('\\') => value.extend(chars.next()),
                     Some('\'') => break,
                     Some(c) => value.push(c),
-                    None => bail!("the PostgreSQL connection string's {key} has no closing quote"),
+                    None => {
+                        return Err(Error::ConnectionString(format!(
+                            "the PostgreSQL connection string's {key} has no closing quote"
+                        )))
+                    }
                 }
             }
         } else {

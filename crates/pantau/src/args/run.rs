@@ -7,7 +7,7 @@ use chrono::{DateTime, FixedOffset};
 
 use pantau_core::text::parse_duration;
 use pantau_run::backtest::BacktestConfig;
-use pantau_run::pipeline::{ReplayConfig, RunConfig};
+use pantau_run::pipeline::{ReplayConfig, RunConfig, SlowDown};
 
 fn parse_now(s: &str) -> Result<DateTime<FixedOffset>, String> {
     DateTime::parse_from_rfc3339(s)
@@ -89,6 +89,10 @@ pub struct RunArgs {
     /// Test only: a pause after every batch read, standing in for a slow machine.
     #[arg(long, hide = true, value_parser = parse_duration)]
     pub batch_delay: Option<Duration>,
+    /// Test only: a pause before every batch an engine takes, so the engines fall
+    /// behind the routers.
+    #[arg(long, hide = true, value_parser = parse_duration)]
+    pub engine_batch_delay: Option<Duration>,
 }
 
 impl From<RunArgs> for RunConfig {
@@ -103,7 +107,10 @@ impl From<RunArgs> for RunConfig {
             reload_interval: a.reload_interval,
             dlq_max_per_sec: a.dlq_max_per_sec,
             max_buffered_rows: a.max_buffered_rows,
-            batch_delay: a.batch_delay,
+            slow_down: SlowDown {
+                per_batch: a.batch_delay,
+                per_engine_batch: a.engine_batch_delay,
+            },
         }
     }
 }
