@@ -266,15 +266,18 @@ fn a_silent_partition_pauses_the_others_at_the_row_cap_and_every_alert_comes_whe
         .lines()
         .find_map(|l| l.strip_prefix("peak ")?.split(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no peak in:\n{summary}"));
-    // Beyond the cap by at most a turn's batch and what the engines' rows per record
-    // were misjudged by over the records not yet read (at most two batches).
+    // Beyond the cap by at most a turn's batches and what the engines' rows per record
+    // were misjudged by over the records not yet read. Measured: 37,736 and 37,944 with
+    // the machine to itself, 39,015 and 39,134 with the other end-to-end tests on both
+    // cores (the engines then take larger turns behind the router); an eighth over the
+    // cap still fails a pause that came late or not at all (83,000 without it).
     eprintln!("peak {peak} buffered rows, cap {cap}");
     let decisions: Vec<&str> = log_text
         .lines()
         .filter(|l| l.contains("input partitions"))
         .collect();
     assert!(
-        peak <= cap + 3_000,
+        peak <= cap + cap / 8,
         "peak {peak} buffered rows, cap {cap}:\n{}",
         decisions.join("\n")
     );

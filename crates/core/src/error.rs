@@ -87,7 +87,9 @@ pub fn io_recovery(e: &std::io::Error) -> Recovery {
     use std::io::ErrorKind::*;
     match e.kind() {
         NotFound | PermissionDenied | InvalidInput | InvalidData | AlreadyExists | Unsupported
-        | IsADirectory | NotADirectory | ReadOnlyFilesystem => Recovery::Stop,
+        | IsADirectory | NotADirectory | ReadOnlyFilesystem
+        // A truncated (e.g. gzipped) file stays truncated.
+        | UnexpectedEof | InvalidFilename | FileTooLarge => Recovery::Stop,
         _ => Recovery::Retry,
     }
 }
@@ -117,6 +119,10 @@ mod tests {
         let missing = Error::file("open", "/nowhere/x.jsonl")(std::io::ErrorKind::NotFound.into());
         assert_eq!(missing.recovery(), Recovery::Stop);
         assert_eq!(missing.to_string(), "cannot open /nowhere/x.jsonl");
+        let truncated = Error::file("read", "/h/transactions.jsonl.gz")(
+            std::io::ErrorKind::UnexpectedEof.into(),
+        );
+        assert_eq!(truncated.recovery(), Recovery::Stop);
         let full = Error::file("write", "/data/x.jsonl")(std::io::ErrorKind::StorageFull.into());
         assert_eq!(full.recovery(), Recovery::Retry);
         let cause = std::io::Error::from(std::io::ErrorKind::StorageFull);

@@ -30,7 +30,8 @@ impl JsonLines {
     pub fn write<T: Serialize>(&mut self, records: &[T]) -> Result<()> {
         for r in records {
             serde_json::to_writer(&mut self.out, r).map_err(|e| match e.io_error_kind() {
-                Some(kind) => Error::file("write", &self.path)(kind.into()),
+                // The writer's own error, with the system's message.
+                Some(_) => Error::file("write", &self.path)(e.into()),
                 None => Error::Encode {
                     what: "a record",
                     source: e,

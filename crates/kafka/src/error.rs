@@ -173,7 +173,9 @@ impl Recoverable for Error {
             // Brokers away (restarting, a network cut) come back.
             Error::Unreachable { .. } => Recovery::Retry,
             // pantau creates its topics at start; one missing later is set-up gone wrong.
-            Error::NoPartitions { .. } => Recovery::Stop,
+            // Just after pantau created the topic, a broker that has not heard of it
+            // yet answers so; it passes.
+            Error::NoPartitions { .. } => Recovery::Retry,
             Error::CreateTopics { source, .. }
             | Error::Consumer { source, .. }
             | Error::Transaction { source, .. }
@@ -239,10 +241,10 @@ pub(crate) fn kafka_recovery(error: &KafkaError) -> Recovery {
         | C::ClusterAuthorizationFailed
         | C::TransactionalIdAuthorizationFailed
         | C::DelegationTokenAuthorizationFailed
-        // Topics and partitions that are not there.
+        // Topics that are not there, as the client itself knows. A broker's
+        // UnknownTopicOrPartition is not here: brokers answer it for a while during a
+        // leader election, a partition move or just after a topic is created.
         | C::UnknownTopic
-        | C::UnknownTopicOrPartition
-        | C::UnknownPartition
         | C::InvalidTopic
         // Settings and features the client or the cluster rejects.
         | C::InvalidConfig
@@ -367,17 +369,24 @@ mod tests {
         assert_eq!(away.to_string(), "cannot reach the brokers at kafka:9093");
     }
 
+    /// Brokers answer so for a while after a topic is created or while a partition
+    /// moves: a restart then would stop a group for nothing.
     #[test]
-    fn a_missing_topic_stops() {
-        let missing = Error::NoPartitions {
+    fn a_topic_the_broker_does_not_know_yet_retries_and_an_invalid_one_stops() {
+        let new = Error::NoPartitions {
             topic: "pantau.by-province".into(),
         };
-        assert_eq!(missing.recovery(), Recovery::Stop);
-        let gone = Error::Consumer {
+        assert_eq!(new.recovery(), Recovery::Retry);
+        let moving = Error::Consumer {
             action: "cannot subscribe to the input topics".into(),
             source: KafkaError::MessageConsumption(C::UnknownTopicOrPartition),
         };
-        assert_eq!(gone.recovery(), Recovery::Stop);
+        assert_eq!(moving.recovery(), Recovery::Retry);
+        let invalid = Error::Consumer {
+            action: "cannot subscribe to the input topics".into(),
+            source: KafkaError::MessageConsumption(C::InvalidTopic),
+        };
+        assert_eq!(invalid.recovery(), Recovery::Stop);
         let not_made = Error::CreateTopic {
             topic: "pantau.alerts".into(),
             code: C::InvalidReplicationFactor,

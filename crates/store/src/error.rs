@@ -167,7 +167,10 @@ pub(crate) fn postgres_recovery(e: &tokio_postgres::Error) -> Recovery {
     }
     let mut cause = std::error::Error::source(e);
     while let Some(c) = cause {
-        if c.is::<std::io::Error>() {
+        // OpenSSL 3 reports a server that hung up mid-handshake (a restart) as an SSL
+        // error with no I/O error under it.
+        let text = c.to_string();
+        if c.is::<std::io::Error>() || text.contains("unexpected eof") {
             return Recovery::Retry;
         }
         cause = c.source();
