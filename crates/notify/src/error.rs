@@ -495,16 +495,24 @@ mod tests {
 
     #[test]
     fn kafkas_verdict_on_the_dead_letter_topic_is_kept() {
+        // Just created, not yet known to the broker asked: it passes.
         let missing = Error::DlqTopic {
             source: pantau_kafka::error::Error::NoPartitions {
                 topic: "pantau.notify.dlq".into(),
             },
         };
-        assert_eq!(missing.recovery(), Recovery::Stop);
+        assert_eq!(missing.recovery(), Recovery::Retry);
         assert_eq!(
             chain(&missing),
             "creating pantau.notify.dlq: topic pantau.notify.dlq has no partitions"
         );
+        let refused = Error::DlqTopic {
+            source: pantau_kafka::error::Error::Refused {
+                brokers: "kafka:9093".into(),
+                reason: "SASL authentication failed".into(),
+            },
+        };
+        assert_eq!(refused.recovery(), Recovery::Stop);
         let slow = Error::Kafka(pantau_kafka::error::Error::NotReadToEnd {
             topic: "bpnt.outlets".into(),
         });

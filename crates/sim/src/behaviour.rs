@@ -27,6 +27,7 @@ const TAG_ORDINARY: u64 = 21;
 const TAG_TRANSFER: u64 = 22;
 const TAG_LAG: u64 = 23;
 const TAG_MANY_PLACES: u64 = 24;
+const TAG_QUEUE: u64 = 25;
 
 /// A delayed KPM of a lagging regency first spends in this last share of the time from
 /// the credit to the period's end ...
@@ -407,6 +408,7 @@ fn kks_regency(ctx: &mut Ctx, r: usize) {
                 });
                 ctx.balance[card as usize] += period.amount;
             }
+            let queue = credit_day_queue(cfg, world, r, p, o, &fates, &credited);
             let mut idle_count = 0u64;
             for (i, card) in out.kpm.clone().enumerate() {
                 let spent = match fates[i] {
@@ -435,6 +437,7 @@ fn kks_regency(ctx: &mut Ctx, r: usize) {
                                     credited[i] + ((1.0 - LAG_LAST_SHARE) * left) as i64
                                 }),
                                 bank_outlets,
+                                queue_at: queue.iter().find(|(kpm, _)| *kpm == i).map(|(_, t)| *t),
                                 exp_delay: exp_delay.as_ref(),
                                 exp_gap: exp_gap.as_ref(),
                             },
@@ -490,6 +493,61 @@ fn kks_regency(ctx: &mut Ctx, r: usize) {
     }
 }
 
+/// The morning after an outlet's KPM are credited, a queue at some ordinary outlets
+/// (`--queue-rate`): from opening time, KPM who spend that period on time are served one
+/// after another (`--queue-service-*-secs` each), each with their own card. Returns the
+/// queued KPM (index in the outlet's range) with the instant each is served. Its own
+/// generator, so the rest of the simulation is the same with queues or without.
+fn credit_day_queue(
+    cfg: &SimConfig,
+    world: &World,
+    r: usize,
+    p: usize,
+    o: usize,
+    fates: &[Fate],
+    credited: &[i64],
+) -> Vec<(usize, i64)> {
+    let out = &world.outlets[o];
+    if cfg.queue_rate <= 0.0 || out.role != Role::Normal {
+        return Vec::new();
+    }
+    let mut rng = sub_rng(cfg.seed, TAG_QUEUE, ((o as u64) << 32) | p as u64);
+    if !rng.random_bool(cfg.queue_rate) {
+        return Vec::new();
+    }
+    let reg = &world.regencies[r];
+    let off = reg.off;
+    let Some(last_credit) = credited.iter().max() else {
+        return Vec::new();
+    };
+    let day = local_day(*last_credit, off) + 1;
+    let opening = at_local(day, out.open_h * HOUR, off) + rng.random_range(0..600);
+    if opening >= reg.periods[p].end {
+        return Vec::new();
+    }
+    let mut waiting: Vec<usize> = (0..fates.len())
+        .filter(|&i| {
+            matches!(
+                fates[i],
+                Fate::Spend {
+                    late: false,
+                    delayed: false
+                }
+            )
+        })
+        .collect();
+    waiting.shuffle(&mut rng);
+    let size = rng.random_range(cfg.queue_size_min..=cfg.queue_size_max) as usize;
+    let mut served = opening;
+    let mut queue = Vec::with_capacity(size);
+    for i in waiting.into_iter().take(size) {
+        queue.push((i, served));
+        served +=
+            i64::from(rng.random_range(cfg.queue_service_min_secs..=cfg.queue_service_max_secs));
+    }
+    queue
+}
+
 struct SpendArgs<'a> {
     r: usize,
     p: usize,
@@ -500,6 +558,8 @@ struct SpendArgs<'a> {
     /// A delayed KPM of a lagging regency: no purchase before this instant.
     delay_from: Option<i64>,
     bank_outlets: &'a [usize],
+    /// The KPM's place in a credit-day queue at home: the first trip is then.
+    queue_at: Option<i64>,
     exp_delay: Option<&'a Exp<f64>>,
     exp_gap: Option<&'a Exp<f64>>,
 }
@@ -580,6 +640,9 @@ fn spend(ctx: &mut Ctx, rng: &mut StdRng, a: SpendArgs) -> bool {
             t
         })
         .collect();
+    if let (Some(served), Some(first)) = (a.queue_at, times.first_mut()) {
+        *first = served;
+    }
     times.sort_unstable();
     // Trips at least four hours apart keep each card's balance sequence unambiguous.
     for i in 1..times.len() {
@@ -603,7 +666,9 @@ fn spend(ctx: &mut Ctx, rng: &mut StdRng, a: SpendArgs) -> bool {
         if budget < 15_000 {
             continue;
         }
-        let outlet = if !seasonal
+        let queued = a.queue_at == Some(t);
+        let outlet = if !queued
+            && !seasonal
             && !ring
             && a.bank_outlets.len() > 1
             && rng.random_bool(cfg.other_outlet_rate)

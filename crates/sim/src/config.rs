@@ -122,6 +122,25 @@ pub struct SimConfig {
     /// Share of bursts (0-1) swiped at night, 20:00-23:30 local time.
     pub collection_night_share: f64,
 
+    // ---- credit-day queues (ordinary behaviour, not an anomaly) ------------------------
+    /// Share (0-1) of ordinary outlets where, the morning after each credit, KPM queue
+    /// from opening time and are served back to back, each with their own card at their
+    /// own outlet. Default 0: the card-collection rule does not yet tell a queue from a
+    /// collector (issue 22); busy districts see queues at about a fifth of outlets.
+    pub queue_rate: f64,
+
+    /// Fewest KPM in a queue (fewer if fewer of the outlet's KPM spend that period).
+    pub queue_size_min: u32,
+
+    /// Most KPM in a queue.
+    pub queue_size_max: u32,
+
+    /// Shortest time serving one KPM of a queue, in seconds.
+    pub queue_service_min_secs: u32,
+
+    /// Longest time serving one KPM of a queue, in seconds.
+    pub queue_service_max_secs: u32,
+
     // ---- price markup -----------------------------------------------------------------
     /// Expected outlets per regency per month selling one commodity (rice, eggs or
     /// chicken) at a marked-up price.
@@ -236,6 +255,11 @@ impl Default for SimConfig {
             collection_spacing_max_secs: 60,
             collection_jitter_secs: 3,
             collection_night_share: 0.7,
+            queue_rate: 0.0,
+            queue_size_min: 20,
+            queue_size_max: 30,
+            queue_service_min_secs: 45,
+            queue_service_max_secs: 120,
             price_markup_rate: 1.0,
             markup_factor_min: 1.3,
             markup_factor_max: 1.6,
@@ -366,6 +390,7 @@ impl SimConfig {
             ("supplier-share-min", self.supplier_share_min),
             ("supplier-share-max", self.supplier_share_max),
             ("collection-night-share", self.collection_night_share),
+            ("queue-rate", self.queue_rate),
             ("paperwork-share-min", self.paperwork_share_min),
             ("paperwork-share-max", self.paperwork_share_max),
             ("overcharge-min", self.overcharge_min),
@@ -409,6 +434,13 @@ impl SimConfig {
             self.collection_spacing_min_secs,
             self.collection_spacing_max_secs,
         )?;
+        check_range("queue-size", self.queue_size_min, self.queue_size_max)?;
+        let (fastest, slowest) = (self.queue_service_min_secs, self.queue_service_max_secs);
+        if fastest == 0 || slowest > 3_600 || fastest > slowest {
+            invalid!(
+                "--queue-service-min-secs ({fastest}) and --queue-service-max-secs ({slowest}) must be between 1 and 3600, the first no larger than the second (a KPM is served in seconds to minutes)"
+            );
+        }
         check_range(
             "markup-factor",
             self.markup_factor_min,

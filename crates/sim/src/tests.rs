@@ -1212,3 +1212,76 @@ fn aceh_outlets_bank_with_bsi_and_others_never_do() {
         .iter()
         .any(|o| o.bank == pantau_core::model::Bank::Bsi));
 }
+
+/// The most distinct KKS cards one outlet served within an hour, with those cards.
+fn busiest_hour(h: &History) -> (usize, Vec<String>, String) {
+    let mut by_outlet: BTreeMap<&str, Vec<(i64, &str)>> = BTreeMap::new();
+    for t in &h.transactions {
+        if t.payment == Payment::Kks && t.kind == TxnType::Purchase {
+            by_outlet
+                .entry(&t.outlet_id)
+                .or_default()
+                .push((t.occurred_at.timestamp(), &t.card_id));
+        }
+    }
+    let mut best = (0, Vec::new(), String::new());
+    for (outlet, mut swipes) in by_outlet {
+        swipes.sort_unstable();
+        let mut from = 0;
+        for to in 0..swipes.len() {
+            while swipes[to].0 - swipes[from].0 >= 3_600 {
+                from += 1;
+            }
+            let cards: BTreeSet<&str> = swipes[from..=to].iter().map(|(_, c)| *c).collect();
+            if cards.len() > best.0 {
+                best = (
+                    cards.len(),
+                    cards.into_iter().map(str::to_owned).collect(),
+                    outlet.to_owned(),
+                );
+            }
+        }
+    }
+    best
+}
+
+/// The morning after a credit, a queue outlet serves 20-30 of its own KPM back to back;
+/// without queues no outlet comes near that in an hour.
+#[test]
+fn credit_day_queues_serve_an_outlets_own_kpm_back_to_back() {
+    let one_regency = SimConfig {
+        regencies: vec!["3604".into()],
+        months: 1,
+        ..small_config()
+    };
+    let plain = simulate(&one_regency).unwrap();
+    let queued = simulate(&SimConfig {
+        queue_rate: 1.0,
+        ..one_regency
+    })
+    .unwrap();
+    let (calm, _, _) = busiest_hour(&plain);
+    let (peak, cards, outlet) = busiest_hour(&queued);
+    assert!(calm < 15, "{calm} cards in an hour without queues");
+    assert!(
+        (20..=30).contains(&peak),
+        "{peak} cards in the busiest hour"
+    );
+    for card in &cards {
+        let (here, elsewhere) = queued
+            .transactions
+            .iter()
+            .filter(|t| &t.card_id == card && t.payment == Payment::Kks)
+            .fold((0, 0), |(h, e), t| {
+                if t.outlet_id == outlet {
+                    (h + 1, e)
+                } else {
+                    (h, e + 1)
+                }
+            });
+        assert!(
+            here > elsewhere,
+            "{card}: {here} purchases at {outlet}, {elsewhere} elsewhere"
+        );
+    }
+}

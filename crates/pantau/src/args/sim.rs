@@ -136,6 +136,29 @@ pub struct SimArgs {
     #[arg(long, default_value_t = SimConfig::default().collection_night_share)]
     pub collection_night_share: f64,
 
+    // ---- credit-day queues --------------------------------------------------------------
+    /// Share (0-1) of ordinary outlets where KPM queue the morning after each credit,
+    /// served back to back from opening time, each with their own card at their own
+    /// outlet (ordinary behaviour, not an anomaly; busy districts: about 0.2).
+    #[arg(long, default_value_t = SimConfig::default().queue_rate)]
+    pub queue_rate: f64,
+
+    /// Fewest KPM in a queue.
+    #[arg(long, default_value_t = SimConfig::default().queue_size_min)]
+    pub queue_size_min: u32,
+
+    /// Most KPM in a queue.
+    #[arg(long, default_value_t = SimConfig::default().queue_size_max)]
+    pub queue_size_max: u32,
+
+    /// Shortest time serving one KPM of a queue, in seconds.
+    #[arg(long, default_value_t = SimConfig::default().queue_service_min_secs)]
+    pub queue_service_min_secs: u32,
+
+    /// Longest time serving one KPM of a queue, in seconds.
+    #[arg(long, default_value_t = SimConfig::default().queue_service_max_secs)]
+    pub queue_service_max_secs: u32,
+
     // ---- price markup -----------------------------------------------------------------
     /// Expected outlets per regency per month selling one commodity (rice, eggs or chicken)
     /// at a marked-up price.
@@ -266,6 +289,11 @@ impl From<SimArgs> for SimConfig {
             collection_spacing_max_secs: a.collection_spacing_max_secs,
             collection_jitter_secs: a.collection_jitter_secs,
             collection_night_share: a.collection_night_share,
+            queue_rate: a.queue_rate,
+            queue_size_min: a.queue_size_min,
+            queue_size_max: a.queue_size_max,
+            queue_service_min_secs: a.queue_service_min_secs,
+            queue_service_max_secs: a.queue_service_max_secs,
             price_markup_rate: a.price_markup_rate,
             markup_factor_min: a.markup_factor_min,
             markup_factor_max: a.markup_factor_max,
