@@ -218,7 +218,10 @@ fn a_silent_partition_pauses_the_others_at_the_row_cap_and_every_alert_comes_whe
     let metrics_addr = format!("127.0.0.1:{}", crate::support::free_port());
     let mut child = pantau()
         .args(["run", "--brokers", &broker.brokers, "--group", "stall"])
-        .args(["--exit-when-idle", "--idle-timeout", "20s"])
+        // The silent partition must stay stalled, not idle, from its last record until the
+        // held records come: reaching the cap took over 20 s once with the other tests on
+        // both cores, and an idle partition's records then came late.
+        .args(["--exit-when-idle", "--idle-timeout", "60s"])
         // One partition's 5,000 records (the default batch) span a month of this small
         // history; a district's span minutes.
         .args(["--batch-size", "500"])
