@@ -10,6 +10,7 @@ use chrono::{DateTime, FixedOffset, TimeZone, Utc};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::error::RuleOutputError;
 use crate::rules::Rule;
 use crate::suppress::Ongoing;
 use pantau_core::model::{Alert, Severity};
@@ -58,15 +59,6 @@ pub fn comparable(alerts: &[Alert]) -> serde_json::Result<BTreeMap<String, Value
             Ok((a.alert_id.clone(), value))
         })
         .collect()
-}
-
-/// A rule returned something that cannot become an alert.
-#[derive(Debug, thiserror::Error)]
-#[error("rule {rule_id}: result row {row} {problem}")]
-pub(crate) struct RuleOutputError {
-    pub rule_id: String,
-    pub row: usize,
-    pub problem: String,
 }
 
 /// Turns one rule's result rows for one window into alerts.

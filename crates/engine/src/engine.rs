@@ -631,7 +631,7 @@ impl Engine {
                 )),
                 Err(e) => {
                     // One failing rule must not stop the others or the pipeline.
-                    let failure = e.failure();
+                    let failure = RuleFailure::of(&e);
                     Tally::count(&mut self.tally.rule_failures, (rule.id.clone(), failure), 1);
                     tracing::error!(rule = %rule.id, version = %rule.version, window_start = window.start, reason = failure.as_str(), error = %chain(&e), "rule skipped for this window");
                 }

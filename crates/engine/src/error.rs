@@ -23,10 +23,6 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 use pantau_core::error::{io_recovery, Recoverable, Recovery};
 
-use crate::alert::RuleOutputError;
-use crate::tally::RuleFailure;
-use crate::window::BadWindow;
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The rules folder (or its `views/`) cannot be listed: a wrong `--rules`; stop.
@@ -240,8 +236,45 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A `-- window:` text that does not parse; the message says what was expected.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct BadWindow {
+    message: String,
+    #[source]
+    source: Option<std::num::ParseIntError>,
+}
+
+impl BadWindow {
+    pub(crate) fn new(message: impl Into<String>) -> BadWindow {
+        BadWindow {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub(crate) fn number(
+        message: impl Into<String>,
+    ) -> impl FnOnce(std::num::ParseIntError) -> BadWindow {
+        let message = message.into();
+        move |source| BadWindow {
+            message,
+            source: Some(source),
+        }
+    }
+}
+
+/// A rule returned something that cannot become an alert.
+#[derive(Debug, thiserror::Error)]
+#[error("rule {rule_id}: result row {row} {problem}")]
+pub(crate) struct RuleOutputError {
+    pub rule_id: String,
+    pub row: usize,
+    pub problem: String,
+}
+
 /// Why one evaluation (a rule, a view, a figure query) was skipped for one window. It is
-/// never returned: the engine counts it under [`RuleError::failure`], logs it, and the
+/// never returned: the engine counts it under its `RuleFailure`, logs it, and the
 /// other rules and the pipeline go on.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RuleError {
@@ -260,15 +293,6 @@ pub(crate) enum RuleError {
     OverBudget(Duration),
 }
 
-impl RuleError {
-    pub(crate) fn failure(&self) -> RuleFailure {
-        match self {
-            RuleError::OverBudget(_) => RuleFailure::Timeout,
-            _ => RuleFailure::Error,
-        }
-    }
-}
-
 impl Recoverable for RuleError {
     /// The rule is skipped for this window and counted: one bad input, not a stop.
     fn recovery(&self) -> Recovery {
@@ -281,6 +305,7 @@ pub(crate) use pantau_core::error::chain;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tally::RuleFailure;
     use std::io::ErrorKind;
 
     #[test]
@@ -337,9 +362,9 @@ mod tests {
     fn a_failing_rule_is_counted_and_skipped_while_a_failing_rollup_stops() {
         let rule = RuleError::from(DataFusionError::Plan("no such column".into()));
         assert_eq!(rule.recovery(), Recovery::DeadLetter);
-        assert_eq!(rule.failure(), RuleFailure::Error);
+        assert_eq!(RuleFailure::of(&rule), RuleFailure::Error);
         assert_eq!(
-            RuleError::OverBudget(Duration::from_millis(200)).failure(),
+            RuleFailure::of(&RuleError::OverBudget(Duration::from_millis(200))),
             RuleFailure::Timeout
         );
         let rollup = Error::RollupQuery {

@@ -51,6 +51,13 @@ pub enum RuleFailure {
 }
 
 impl RuleFailure {
+    pub(crate) fn of(error: &crate::error::RuleError) -> RuleFailure {
+        match error {
+            crate::error::RuleError::OverBudget(_) => RuleFailure::Timeout,
+            _ => RuleFailure::Error,
+        }
+    }
+
     /// The `reason` label of `pantau_rule_failures_total`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -20,7 +20,7 @@ use datafusion::arrow::compute::{and, filter_record_batch, kernels::cmp};
 use datafusion::arrow::datatypes::{Date32Type, Int32Type, Int64Type, TimestampMicrosecondType};
 
 use crate::decode::OutletRow;
-use crate::error::{Error, Result};
+use crate::error::{BadWindow, Error, Result};
 use crate::tables;
 use pantau_core::model::PartitionId;
 use pantau_core::model::Stream;
@@ -46,32 +46,6 @@ pub enum WindowSpec {
     LocalDay,
     /// A run of local days read from the daily rollups, e.g. `local_days 56 every 28`.
     LocalDays { days: i64, every: i64 },
-}
-
-/// A `-- window:` text that does not parse; the message says what was expected.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct BadWindow {
-    message: String,
-    #[source]
-    source: Option<std::num::ParseIntError>,
-}
-
-impl BadWindow {
-    fn new(message: impl Into<String>) -> BadWindow {
-        BadWindow {
-            message: message.into(),
-            source: None,
-        }
-    }
-
-    fn number(message: impl Into<String>) -> impl FnOnce(std::num::ParseIntError) -> BadWindow {
-        let message = message.into();
-        move |source| BadWindow {
-            message,
-            source: Some(source),
-        }
-    }
 }
 
 fn parse_duration(s: &str) -> Result<i64, BadWindow> {
