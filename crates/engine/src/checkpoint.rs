@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::decode::OutletRow;
 use crate::engine::EngineSnapshot;
-use crate::error::{chain, Error, Result};
+use crate::error::{Error, Result};
 use crate::suppress::Episode;
 use crate::tables;
 use crate::watermark::WatermarkSnapshot;
@@ -122,43 +122,14 @@ struct Manifest {
 /// Why a checkpoint cannot be used. Either way the caller does the same: passes it over
 /// for an older one, or rebuilds the partition's state from the internal topic; the
 /// kind only says why (the `reason` of `pantau_state_rebuilds_total`).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Unusable {
     /// Written by a pantau whose format this one does not read (after an upgrade).
+    #[error("checkpoint {dir} has format {found}, this pantau reads {FORMAT_VERSION}")]
     OtherFormat { dir: String, found: u32 },
     /// Missing, damaged or inconsistent files (a crash mid-write, a bad disk).
-    Corrupt(Error),
-}
-
-impl From<Error> for Unusable {
-    fn from(e: Error) -> Self {
-        Unusable::Corrupt(e)
-    }
-}
-
-impl std::fmt::Display for Unusable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Unusable::OtherFormat { dir, found } => write!(
-                f,
-                "checkpoint {dir} has format {found}, this pantau reads {FORMAT_VERSION}"
-            ),
-            // `{:#}` names the causes too, as anyhow's context did: the log of a passed
-            // over checkpoint says what in it was wrong.
-            Unusable::Corrupt(e) if f.alternate() => f.write_str(&chain(e)),
-            Unusable::Corrupt(e) => std::fmt::Display::fmt(e, f),
-        }
-    }
-}
-
-impl std::error::Error for Unusable {
-    /// A corrupt checkpoint stands for its cause, as `#[error(transparent)]` would.
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Unusable::OtherFormat { .. } => None,
-            Unusable::Corrupt(e) => std::error::Error::source(e),
-        }
-    }
+    #[error(transparent)]
+    Corrupt(#[from] Error),
 }
 
 impl Recoverable for Unusable {
@@ -938,7 +909,7 @@ mod tests {
             panic!("a cut manifest was read");
         };
         assert_eq!((e.recovery(), e.reason()), (Recovery::Stop, "corrupt"));
-        let logged = format!("{e:#}");
+        let logged = crate::error::chain(&e);
         assert!(
             logged.contains("has a bad manifest: EOF while parsing"),
             "{logged}"

@@ -108,7 +108,7 @@ impl Detector {
                         partition,
                         checkpoint = %name,
                         reason,
-                        error = %format!("{error:#}"),
+                        error = %chain(error),
                         "a checkpoint cannot be read; passed over"
                     );
                 }
