@@ -1,14 +1,15 @@
-//! Embeds the shipped rules folder (`../rules/*.sql`, `../rules/views/*.sql`) in the
-//! binary, so a copied binary or an image without the folder still runs them.
+//! Embeds the shipped rules folder (`../rules/*.sql`, `../rules/views/*.sql` and the
+//! reference tables `../rules/tables/*.csv`) in the binary, so a copied binary or an
+//! image without the folder still runs them.
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-fn sql_files(dir: &Path) -> Vec<PathBuf> {
+fn files(dir: &Path, extension: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
         .map(|entry| entry.expect("a readable folder entry").path())
-        .filter(|path| path.extension().is_some_and(|x| x == "sql"))
+        .filter(|path| path.extension().is_some_and(|x| x == extension))
         .collect();
     files.sort();
     files
@@ -39,9 +40,11 @@ fn main() {
         .canonicalize()
         .expect("the rules folder beside the crate");
     let views = rules.join("views");
+    let tables = rules.join("tables");
     println!("cargo:rerun-if-changed={}", rules.display());
-    let text =
-        table("BUILT_IN_RULES", &sql_files(&rules)) + &table("BUILT_IN_VIEWS", &sql_files(&views));
+    let text = table("BUILT_IN_RULES", &files(&rules, "sql"))
+        + &table("BUILT_IN_VIEWS", &files(&views, "sql"))
+        + &table("BUILT_IN_TABLES", &files(&tables, "csv"));
     let out =
         PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo")).join("built_in_rules.rs");
     std::fs::write(&out, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));

@@ -80,6 +80,14 @@ impl EngineConfig {
     }
 }
 
+/// Registers a rule set's reference tables. It cannot fail but by a bug (a name taken
+/// twice), which is logged: the rules reading them then fail and are counted.
+fn install_reference_tables(runner: &SqlRunner, tables: &[crate::reference::ReferenceTable]) {
+    if let Err(e) = runner.set_reference_tables(tables) {
+        tracing::error!(error = %chain(&e), "reference tables not registered; rules reading them will fail");
+    }
+}
+
 /// One record as a source delivers it.
 #[derive(Debug, Clone, Copy)]
 pub struct RawRecord<'a> {
@@ -212,8 +220,14 @@ fn json_escaped_len(text: &str) -> usize {
 
 impl Engine {
     pub fn new(config: &EngineConfig, set: RuleSet) -> Engine {
-        let RuleSet { rules, views } = set;
+        let RuleSet {
+            rules,
+            views,
+            tables,
+        } = set;
         let specs = window_specs(&rules, true);
+        let runner = SqlRunner::new();
+        install_reference_tables(&runner, &tables);
         Engine {
             rules,
             views_pending: views,
@@ -224,7 +238,7 @@ impl Engine {
             max_future: config.max_future,
             window: WindowState::new(&specs),
             watermarks: Watermarks::new(config.lateness),
-            runner: SqlRunner::new(),
+            runner,
             tally: Tally::default(),
             evicted_at: None,
             figures: Some(Figures::default()),
@@ -253,13 +267,20 @@ impl Engine {
     /// still in use keep their progress, a new spec starts after the last closed day,
     /// and cooldown episodes carry on for rules that keep their id.
     pub fn reload(&mut self, set: RuleSet) {
-        let RuleSet { rules, views } = set;
+        let RuleSet {
+            rules,
+            views,
+            tables,
+        } = set;
         for name in self.views_registered.drain(..) {
             if let Err(e) = self.runner.context().deregister_table(name.as_str()) {
                 tracing::warn!(view = %name, error = %e, "could not drop a view on reload");
             }
         }
         self.runner.forget_plans();
+        // Before the views are created again: they may read a reference table, and a
+        // view's plan keeps the table it was created against.
+        install_reference_tables(&self.runner, &tables);
         self.views_pending = views;
         self.window
             .set_specs(&window_specs(&rules, self.figures.is_some()));
@@ -914,7 +935,7 @@ mod tests {
         let mut e = engine();
         e.reload(RuleSet {
             rules,
-            views: Vec::new(),
+            ..RuleSet::default()
         });
         e
     }
@@ -956,7 +977,7 @@ mod tests {
         assert_ne!(v2.version, v1.version);
         e.reload(RuleSet {
             rules: vec![v2.clone()],
-            views: Vec::new(),
+            ..RuleSet::default()
         });
         ingest(&mut e, &txn(3, "2023-01-07T12:00:00+07:00"), 2);
         let day_two = e.advance(0).await.unwrap();
@@ -974,6 +995,59 @@ mod tests {
         assert!(e.finish(0).await.unwrap().is_empty());
         let suppressed = e.take_tally().alerts_suppressed;
         assert_eq!(suppressed[&("per_outlet".to_owned(), "snoozed")], 1);
+    }
+
+    fn reference_prices(premium_zone_1: i64) -> crate::reference::ReferenceTable {
+        let text = format!(
+            "commodity,grade,unit,zone,valid_from,valid_to,price,kind,confidence,source\n\
+             BERAS,premium,kg,1,2023-03-14,2024-03-31,{premium_zone_1},HET,verified,Perbadan 7/2023\n"
+        );
+        crate::reference::ReferenceTable::parse(
+            std::path::Path::new("tables/reference_prices.csv"),
+            &text,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_reload_replaces_a_reference_tables_rows_for_rules_and_views() {
+        // Through a view, as a shared price comparison would read it: the view's plan
+        // must not keep the rows of the table it was first created against.
+        let view = View::parse(
+            std::path::Path::new("views/premium_het.sql"),
+            "-- view: premium_het\nSELECT max(price) AS het FROM reference_prices WHERE grade = 'premium'\n",
+        )
+        .unwrap();
+        let het = rule(
+            "het",
+            "",
+            "SELECT t.outlet_id AS entity_id, t.regency_code, 1.0 AS score, \
+                    max(h.het) AS het, max(r.price) AS direct \
+             FROM transactions t CROSS JOIN premium_het h CROSS JOIN reference_prices r \
+             GROUP BY t.outlet_id, t.regency_code",
+        );
+        let set = |price| RuleSet {
+            rules: vec![het.clone()],
+            views: vec![view.clone()],
+            tables: vec![reference_prices(price)],
+        };
+        let mut e = engine();
+        e.reload(set(13900));
+        ingest(&mut e, &txn(1, "2023-01-05T12:00:00+07:00"), 0);
+        ingest(&mut e, &txn(2, "2023-01-06T12:00:00+07:00"), 1);
+        let day_one = e.advance(0).await.unwrap();
+        assert_eq!(day_one.len(), 1);
+        assert_eq!(day_one[0].evidence["het"], serde_json::json!(13900));
+        assert_eq!(day_one[0].evidence["direct"], serde_json::json!(13900));
+
+        e.reload(set(14900));
+        ingest(&mut e, &txn(3, "2023-01-07T12:00:00+07:00"), 2);
+        let day_two = e.advance(0).await.unwrap();
+        assert_eq!(day_two.len(), 1);
+        assert_eq!(day_two[0].evidence["het"], serde_json::json!(14900));
+        assert_eq!(day_two[0].evidence["direct"], serde_json::json!(14900));
+        let failures = e.take_tally().rule_failures;
+        assert!(failures.is_empty(), "{failures:?}");
     }
 
     fn ingest_disbursements(engine: &mut Engine, payloads: &[String]) {

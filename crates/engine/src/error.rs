@@ -1,9 +1,10 @@
 //! What can fail in the engine, and what the caller should do about it. The variants are
 //! split by who has to act:
 //!
-//! - the rules folder, the views and the snooze file are set-up: a rule that cannot be
-//!   read, parsed or linted stops the command ([`Recovery::Stop`]) until someone fixes
-//!   it; a snooze file follows what its disk says ([`io_recovery`]);
+//! - the rules folder (its rules, views and reference tables) and the snooze file are
+//!   set-up: a rule or table that cannot be read, parsed or linted stops the command
+//!   ([`Recovery::Stop`]) until someone fixes it; a snooze file follows what its disk
+//!   says ([`io_recovery`]);
 //! - a checkpoint written to disk follows its disk too; a checkpoint read back is either
 //!   restored or [`Unusable`](crate::checkpoint::Unusable) (which the run loop passes
 //!   over for an older one; for a caller that asked for that exact one, it is a stop);
@@ -32,7 +33,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A rule or view file cannot be read: a rule that is not there does not run; stop.
+    /// A rule, view or reference table file cannot be read: a rule that is not there does
+    /// not run; stop.
     #[error("cannot read {}", path.display())]
     RuleFile {
         path: PathBuf,
@@ -67,6 +69,33 @@ pub enum Error {
         name: String,
         first: PathBuf,
         second: PathBuf,
+    },
+    /// A CSV in the rules folder's `tables/` is not a reference table pantau declares: a
+    /// table read with an inferred schema would change the rules' contract unseen; stop.
+    #[error("{}: no reference table is called {name:?} (known: {known})", path.display())]
+    UnknownReferenceTable {
+        path: PathBuf,
+        name: String,
+        known: String,
+    },
+    /// A reference table file is not CSV with its table's header (a wrong column, a row
+    /// with too many or too few fields): as a bad rule file; stop.
+    #[error("{}: not the CSV of reference table {table}", path.display())]
+    ReferenceCsv {
+        path: PathBuf,
+        table: &'static str,
+        #[source]
+        source: ArrowError,
+    },
+    /// A value of a reference table file does not fit its declared column: rules would
+    /// compare prices against a wrong or missing figure; its author must fix it; stop.
+    #[error("{}:{line}: column {column}: {value:?} {problem}", path.display())]
+    ReferenceValue {
+        path: PathBuf,
+        line: usize,
+        column: String,
+        value: String,
+        problem: String,
     },
     /// The snooze file cannot be read: missing or forbidden stops, a passing disk fault
     /// may be retried.
@@ -171,6 +200,9 @@ impl Recoverable for Error {
             | Error::RuleWindow { .. }
             | Error::DuplicateRule { .. }
             | Error::DuplicateView { .. }
+            | Error::UnknownReferenceTable { .. }
+            | Error::ReferenceCsv { .. }
+            | Error::ReferenceValue { .. }
             | Error::BadManifest { .. }
             | Error::EncodeManifest(_)
             | Error::CheckpointInconsistent { .. }

@@ -15,6 +15,7 @@
 //! ```
 //! [`engine::Engine`] is the entry point. [`rules`] loads the rules and views (the
 //! shipped ones are built in by `build.rs`), [`tables`] declares what a rule can read,
+//! [`reference`] reads the reference tables (official prices) a rules folder ships,
 //! [`lint`] checks a rule before it runs, [`program`] computes the realization, spending
 //! and price figures of the dashboards when a day or period closes, [`checkpoint`] writes
 //! and restores an engine's state, and [`tally`] is what it counts and returns (the
@@ -28,6 +29,7 @@ pub mod engine;
 pub mod error;
 pub mod lint;
 pub mod program;
+pub mod reference;
 pub mod route;
 pub mod rules;
 pub mod slot_table;

@@ -1,6 +1,7 @@
 //! Rule checks before anything runs: `pantau rules schema` prints the tables a rule can
 //! read, `pantau rules lint DIR` checks a rules folder. A rule passes when its file
-//! parses, its SQL plans against those tables (and the folder's views), it returns the
+//! parses, its SQL plans against those tables (and the folder's views and reference
+//! tables, each of which must read with its declared schema), it returns the
 //! columns every alert needs with usable types, and every `{column}` its title and
 //! summary name is one it returns. Each problem names the file, and where the SQL is
 //! at fault, the line and column in that file.
@@ -12,6 +13,7 @@ use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::error::DataFusionError;
 
 use crate::alert::REQUIRED_COLUMNS;
+use crate::reference::ReferenceTable;
 use crate::rules::{self, Rule, SqlRunner, View};
 use crate::tables;
 
@@ -41,12 +43,26 @@ impl std::fmt::Display for Problem {
 /// The tables a rule can read, with their columns and types, as text.
 pub fn schema_text() -> String {
     let mut out = String::new();
-    for (name, base, description) in tables::catalogue() {
-        let schema = if name == tables::OUTLETS {
-            base
-        } else {
-            rules::windowed_schema(&base)
-        };
+    let windowed = tables::catalogue()
+        .into_iter()
+        .map(|(name, base, description)| {
+            let schema = if name == tables::OUTLETS {
+                base
+            } else {
+                rules::windowed_schema(&base)
+            };
+            (name, schema, description.to_string())
+        });
+    let reference = tables::reference_catalogue()
+        .into_iter()
+        .map(|(name, schema, description)| {
+            let description = format!(
+                "{description}; a reference table, not windowed, read from the rules folder's {}/{name}.csv",
+                rules::TABLES_DIR
+            );
+            (name, schema, description)
+        });
+    for (name, schema, description) in windowed.chain(reference) {
         let _ = writeln!(out, "{name}: {description}");
         for field in schema.fields() {
             let _ = writeln!(
@@ -188,7 +204,16 @@ const PERSONAL_COLUMNS: [&str; 4] = ["card_id", "kpm_id", "nik", "kks_number"];
 pub async fn lint_dir(dir: &Path) -> crate::error::Result<(Vec<Problem>, usize)> {
     let mut problems = Vec::new();
     let runner = SqlRunner::new();
-    let views_dir = dir.join("views");
+    // Registered before the views, which may read them.
+    let mut reference = Vec::new();
+    for (path, text) in rules::table_files(dir)? {
+        match ReferenceTable::parse(&path, &text) {
+            Ok(table) => reference.push(table),
+            Err(e) => problems.push(header_problem(&path, &e)),
+        }
+    }
+    runner.set_reference_tables(&reference)?;
+    let views_dir = dir.join(rules::VIEWS_DIR);
     let mut pending: Vec<(PathBuf, String, View)> = Vec::new();
     if views_dir.is_dir() {
         for (path, text) in rules::sql_files(&views_dir)? {
@@ -557,12 +582,77 @@ mod tests {
         assert!(problems.iter().all(|p| p.message.contains("personal data")));
     }
 
+    #[tokio::test]
+    async fn a_rule_reading_reference_prices_lints_clean_and_a_misspelt_column_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let tables_dir = dir.path().join(rules::TABLES_DIR);
+        std::fs::create_dir(&tables_dir).unwrap();
+        for name in ["reference_prices.csv", "price_zones.csv"] {
+            std::fs::copy(
+                rules::shipped_dir().join(rules::TABLES_DIR).join(name),
+                tables_dir.join(name),
+            )
+            .unwrap();
+        }
+        let over_het = "SELECT i.outlet_id AS entity_id, i.regency_code, \
+             CAST(max(i.unit_price) AS DOUBLE) AS score, max(r.price) AS het\n\
+             FROM transaction_items i\n\
+             JOIN price_zones z ON starts_with(i.regency_code, z.province_code)\n\
+             JOIN reference_prices r ON r.zone = z.zone AND r.commodity = i.commodity\n\
+             WHERE r.grade = 'premium' AND r.valid_from <= i.local_date \
+             AND (r.valid_to IS NULL OR r.valid_to >= i.local_date)\n\
+             GROUP BY i.outlet_id, i.regency_code";
+        write(dir.path(), "over_het.sql", &rule("over_het", over_het));
+        write(
+            dir.path(),
+            "typo.sql",
+            &rule("typo", &over_het.replace("r.grade", "r.grad")),
+        );
+        let (problems, checked) = lint_dir(dir.path()).await.unwrap();
+        assert_eq!(checked, 2);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(problems[0].path.ends_with("typo.sql"), "{}", problems[0]);
+        assert!(problems[0].message.contains("grad"), "{}", problems[0]);
+        // The WHERE is the SQL's 5th line, after 7 header lines and a blank.
+        assert_eq!(
+            problems[0].at.map(|(line, _)| line),
+            Some(13),
+            "{}",
+            problems[0]
+        );
+
+        // A bad value in a reference table is a problem at its line.
+        let prices = tables_dir.join("reference_prices.csv");
+        let text = std::fs::read_to_string(&prices).unwrap();
+        std::fs::write(&prices, text.replacen("2017-09-01", "2017-09-31", 1)).unwrap();
+        let (problems, _) = lint_dir(dir.path()).await.unwrap();
+        let about_prices: Vec<&Problem> = problems.iter().filter(|p| p.path == prices).collect();
+        assert_eq!(about_prices.len(), 1, "{problems:#?}");
+        assert_eq!(about_prices[0].at, Some((2, 1)));
+        assert!(
+            about_prices[0]
+                .message
+                .contains("column valid_from: \"2017-09-31\""),
+            "{}",
+            about_prices[0]
+        );
+    }
+
     #[test]
     fn the_schema_lists_every_table_with_typed_columns() {
         let text = schema_text();
-        for (name, _, _) in tables::catalogue() {
+        for (name, _, _) in tables::catalogue()
+            .into_iter()
+            .chain(tables::reference_catalogue())
+        {
             assert!(text.contains(&format!("{name}: ")), "{name} missing");
         }
+        assert!(
+            text.contains(
+                "; a reference table, not windowed, read from the rules folder's tables/reference_prices.csv"
+            ),
+            "{text}"
+        );
         assert!(text.contains("window_start"));
         assert!(text.contains("amount"));
         assert!(text.contains("integer"));

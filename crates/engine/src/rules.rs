@@ -33,6 +33,7 @@ use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::reference::ReferenceTable;
 use crate::slot_table::SlotTable;
 use crate::tables;
 use crate::window::WindowSpec;
@@ -101,11 +102,13 @@ pub struct View {
     pub path: PathBuf,
 }
 
-/// What a rules folder holds: its rules and the views they share.
+/// What a rules folder holds: its rules, the views they share and the reference tables
+/// (`tables/*.csv`) they read.
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
     pub rules: Vec<Rule>,
     pub views: Vec<View>,
+    pub tables: Vec<ReferenceTable>,
 }
 
 /// Splits a `.sql` file into its leading `-- key: value` lines and the SQL after them.
@@ -262,14 +265,19 @@ impl View {
     }
 }
 
+/// Every `*.sql` file of a folder with its text, in file-name order.
 pub fn sql_files(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
+    files_ending(dir, "sql")
+}
+
+fn files_ending(dir: &Path, extension: &str) -> Result<Vec<(PathBuf, String)>> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|source| Error::RulesFolder {
             dir: dir.to_path_buf(),
             source,
         })?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+        .filter(|p| p.extension().is_some_and(|x| x == extension))
         .collect();
     paths.sort();
     paths
@@ -284,23 +292,43 @@ pub fn sql_files(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
         .collect()
 }
 
-/// Loads every `*.sql` file of a folder as a rule, in file-name order, and every
-/// `views/*.sql` as a view. Duplicate ids or view names, or a view named like a table,
-/// are errors.
+/// The subfolders of a rules folder holding its views and its reference tables.
+pub const VIEWS_DIR: &str = "views";
+pub const TABLES_DIR: &str = "tables";
+
+/// Loads every `*.sql` file of a folder as a rule, in file-name order, every
+/// `views/*.sql` as a view and every `tables/*.csv` as a reference table. Duplicate ids
+/// or view names, a view named like a table, or a CSV that is not a known reference
+/// table are errors.
 pub fn load_dir(dir: &Path) -> Result<RuleSet> {
-    let views_dir = dir.join("views");
+    let views_dir = dir.join(VIEWS_DIR);
     let views = if views_dir.is_dir() {
         sql_files(&views_dir)?
     } else {
         Vec::new()
     };
-    load_files(sql_files(dir)?, views)
+    load_files(sql_files(dir)?, views, table_files(dir)?)
+}
+
+/// Every `tables/*.csv` of a rules folder with its text; none when it has no `tables/`.
+pub fn table_files(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
+    let tables_dir = dir.join(TABLES_DIR);
+    if tables_dir.is_dir() {
+        files_ending(&tables_dir, "csv")
+    } else {
+        Ok(Vec::new())
+    }
 }
 
 fn load_files(
     rule_files: Vec<(PathBuf, String)>,
     view_files: Vec<(PathBuf, String)>,
+    table_files: Vec<(PathBuf, String)>,
 ) -> Result<RuleSet> {
+    let tables = table_files
+        .iter()
+        .map(|(path, text)| ReferenceTable::parse(path, text))
+        .collect::<Result<Vec<_>>>()?;
     let mut rules: Vec<Rule> = Vec::new();
     for (path, text) in rule_files {
         let rule = Rule::parse(&path, &text)?;
@@ -316,7 +344,9 @@ fn load_files(
     let mut views: Vec<View> = Vec::new();
     for (path, text) in view_files {
         let view = View::parse(&path, &text)?;
-        if tables::schema_of(&view.name).is_some() {
+        if tables::schema_of(&view.name).is_some()
+            || tables::reference_schema_of(&view.name).is_some()
+        {
             return Err(Error::header(
                 &path,
                 None,
@@ -332,7 +362,11 @@ fn load_files(
         }
         views.push(view);
     }
-    Ok(RuleSet { rules, views })
+    Ok(RuleSet {
+        rules,
+        views,
+        tables,
+    })
 }
 
 mod built_in {
@@ -387,10 +421,11 @@ impl Location {
                 load_files(
                     files(built_in::BUILT_IN_RULES),
                     files(built_in::BUILT_IN_VIEWS),
+                    files(built_in::BUILT_IN_TABLES),
                 )?
             }
         };
-        tracing::info!(rules = set.rules.len(), from = %self, "rules loaded");
+        tracing::info!(rules = set.rules.len(), reference_tables = set.tables.len(), from = %self, "rules loaded");
         Ok(set)
     }
 }
@@ -646,6 +681,29 @@ impl SqlRunner {
         datafusion::physical_plan::collect(plan, self.ctx.task_ctx()).await
     }
 
+    /// Makes a rule set's reference tables the registered ones: each replaces the table
+    /// of its name, and a reference table the set no longer has is dropped (the rules
+    /// reading it then fail, and are counted, as rules reading a missing view do).
+    /// Called before the set's views are created, which may read them.
+    pub fn set_reference_tables(&self, reference: &[ReferenceTable]) -> Result<()> {
+        let register = || -> datafusion::error::Result<()> {
+            for (name, _, _) in tables::reference_catalogue() {
+                self.ctx.deregister_table(name)?;
+            }
+            for table in reference {
+                self.ctx.register_batch(table.name, table.batch.clone())?;
+            }
+            Ok(())
+        };
+        // Only a name already taken could refuse this, and a view named like a reference
+        // table is refused when its set is loaded.
+        register()
+            .map_err(|e| Error::Invariant(format!("registering the reference tables: {e}")))?;
+        // A cached plan holds the rows of the table it was planned against.
+        self.forget_plans();
+        Ok(())
+    }
+
     /// Drops every cached plan: after a reload a rule's plan may embed an old view.
     pub(crate) fn forget_plans(&self) {
         if let Ok(mut plans) = self.plans.lock() {
@@ -661,6 +719,7 @@ impl SqlRunner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::arrow::datatypes::DataType;
 
     const RULE: &str = "-- id: demo_rule\n-- title: Judul\n-- category: price_markup\n\
         -- severity: medium\n-- window: local_day\n-- entity: outlet\n-- summary: {entity_id}\n\
@@ -694,7 +753,112 @@ mod tests {
 
     #[test]
     fn shipped_rules_parse() {
-        let rules = load_dir(&shipped_dir()).unwrap().rules;
-        assert!(rules.len() >= 3, "{} rules", rules.len());
+        let set = load_dir(&shipped_dir()).unwrap();
+        assert!(set.rules.len() >= 3, "{} rules", set.rules.len());
+        let tables: Vec<&str> = set.tables.iter().map(|t| t.name).collect();
+        assert_eq!(
+            tables,
+            vec![
+                tables::PRICE_ZONES,
+                tables::PROGRAM_NORMS,
+                tables::REFERENCE_PRICES
+            ]
+        );
+    }
+
+    #[test]
+    fn a_binary_without_the_folder_has_the_reference_tables_built_in() {
+        let built_in = Location::BuiltIn.load().unwrap();
+        let shipped = load_dir(&shipped_dir()).unwrap();
+        assert_eq!(built_in.tables.len(), shipped.tables.len());
+        for (b, s) in built_in.tables.iter().zip(&shipped.tables) {
+            assert_eq!((b.name, &b.batch), (s.name, &s.batch));
+        }
+    }
+
+    /// A rules folder with the shipped reference tables and nothing else.
+    fn folder_with_reference_tables() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(TABLES_DIR)).unwrap();
+        for name in ["reference_prices.csv", "price_zones.csv"] {
+            std::fs::copy(
+                shipped_dir().join(TABLES_DIR).join(name),
+                dir.path().join(TABLES_DIR).join(name),
+            )
+            .unwrap();
+        }
+        dir
+    }
+
+    fn first_value(batches: &[RecordBatch]) -> String {
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        assert_eq!(rows, 1, "{batches:?}");
+        let batch = batches.iter().find(|b| b.num_rows() == 1).unwrap();
+        datafusion::arrow::util::display::array_value_to_string(batch.column(0), 0).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_rules_folders_reference_tables_answer_the_rice_het_through_the_rule_runner() {
+        let dir = folder_with_reference_tables();
+        let set = load_dir(dir.path()).unwrap();
+        assert!(set.rules.is_empty() && set.views.is_empty());
+        let runner = SqlRunner::new();
+        runner.set_reference_tables(&set.tables).unwrap();
+        let het = runner
+            .query(
+                "SELECT price FROM reference_prices WHERE commodity='BERAS' AND grade='premium' \
+                 AND zone='1' AND valid_from <= DATE '2023-06-01' \
+                 AND (valid_to IS NULL OR valid_to >= DATE '2023-06-01')",
+            )
+            .await
+            .unwrap();
+        assert_eq!(het[0].schema().field(0).data_type(), &DataType::Int64);
+        assert_eq!(first_value(&het), "13900");
+        // Banten (36) is zone 1; Papua (94) zone 3, where the premium ceiling still in
+        // force is 15800.
+        let papua = runner
+            .query(
+                "SELECT r.price FROM price_zones z JOIN reference_prices r ON r.zone = z.zone \
+                 WHERE z.province_code = '94' AND r.grade = 'premium' AND r.valid_to IS NULL",
+            )
+            .await
+            .unwrap();
+        assert_eq!(first_value(&papua), "15800");
+    }
+
+    #[test]
+    fn an_unknown_csv_in_a_rules_folders_tables_is_refused_naming_it() {
+        let dir = folder_with_reference_tables();
+        let stray = dir.path().join(TABLES_DIR).join("harga_telur.csv");
+        std::fs::write(&stray, "commodity,price\nTELUR,30000\n").unwrap();
+        let e = load_dir(dir.path()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: no reference table is called \"harga_telur\" (known: reference_prices, price_zones, program_norms)",
+                stray.display()
+            )
+        );
+        assert_eq!(
+            pantau_core::error::Recoverable::recovery(&e),
+            pantau_core::error::Recovery::Stop
+        );
+    }
+
+    #[test]
+    fn a_view_named_like_a_reference_table_is_refused() {
+        let dir = folder_with_reference_tables();
+        std::fs::create_dir(dir.path().join(VIEWS_DIR)).unwrap();
+        std::fs::write(
+            dir.path().join(VIEWS_DIR).join("prices.sql"),
+            "-- view: reference_prices\nSELECT 1 AS price\n",
+        )
+        .unwrap();
+        let e = load_dir(dir.path()).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("prices.sql: view name \"reference_prices\" is already a table"),
+            "{e}"
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! The Arrow tables rules are written against: their names, columns and types.
 //!
 //! `decode` fills the raw-event tables, `window` adds the window bounds and the daily
-//! rollups, `rules` registers them in DataFusion under these names. `pantau rules schema`
+//! rollups, `rules` registers them in DataFusion under these names; `reference` reads
+//! the reference tables (official prices) from the rules folder's `tables/*.csv`. `pantau rules schema`
 //! prints them; changing a column here is changing the contract with every rule file.
 //!
 //! All times are UTC instants (`Timestamp(µs, UTC)`); `local_date` and `local_hour` are
@@ -22,6 +23,9 @@ pub(crate) const DISBURSEMENT_DAILY: &str = "disbursement_daily";
 pub(crate) const CARD_DAILY: &str = "card_daily";
 pub(crate) const OUTLET_BUNDLE_DAILY: &str = "outlet_bundle_daily";
 pub(crate) const OUTLET_TRANSFER_DAILY: &str = "outlet_transfer_daily";
+pub const REFERENCE_PRICES: &str = "reference_prices";
+pub const PRICE_ZONES: &str = "price_zones";
+pub const PROGRAM_NORMS: &str = "program_norms";
 
 /// The raw-event tables a window over events is cut from.
 pub(crate) const RAW_TABLES: [&str; 4] =
@@ -233,8 +237,81 @@ pub(crate) static OUTLET_TRANSFER_DAILY_SCHEMA: LazyLock<SchemaRef> = LazyLock::
     ])
 });
 
-/// Every table a rule may read, with its schema as the rule sees it (windowed tables
-/// gain `window_start` and `window_end`).
+/// Official prices by commodity, grade, HET zone and the dates they were in force: the
+/// rice ceilings (HET) and the egg and chicken consumer references (HAP). A reference
+/// table: read from the rules folder's `tables/reference_prices.csv`, not windowed.
+pub(crate) static REFERENCE_PRICES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    schema(vec![
+        utf8("commodity"),
+        // Rice has grades (`medium`, `premium`); eggs and chicken none.
+        Field::new("grade", DataType::Utf8, true),
+        utf8("unit"),
+        // `1`, `2` or `3` (see `price_zones`), or `all` for a national figure.
+        utf8("zone"),
+        Field::new("valid_from", DataType::Date32, false),
+        // Null: still in force.
+        Field::new("valid_to", DataType::Date32, true),
+        // Rupiah per unit.
+        Field::new("price", DataType::Int64, false),
+        // `HET` (a legal ceiling) or `HAP consumer reference` (a reference, not a ceiling).
+        utf8("kind"),
+        // `verified` in the regulation itself, `secondary` from press reports of it,
+        // `unverified` from a single secondary source.
+        utf8("confidence"),
+        utf8("source"),
+    ])
+});
+
+/// The HET zone of each province (the first two digits of a regency code). A reference
+/// table: `tables/price_zones.csv`.
+pub(crate) static PRICE_ZONES_SCHEMA: LazyLock<SchemaRef> =
+    LazyLock::new(|| schema(vec![utf8("province_code"), utf8("zone")]));
+
+/// Figures the program's guidelines set (e.g. `kpm_per_outlet_max`, the most KPM one
+/// e-Warong should serve), one per row. A reference table: `tables/program_norms.csv`.
+pub(crate) static PROGRAM_NORMS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    schema(vec![
+        utf8("name"),
+        // A double, so a norm may be a share as well as a count.
+        Field::new("value", DataType::Float64, false),
+        utf8("unit"),
+        utf8("source"),
+    ])
+});
+
+/// The reference tables: small static tables a rules folder ships as `tables/NAME.csv`,
+/// read with these declared schemas (never inferred) and reloaded with the rules.
+pub(crate) fn reference_catalogue() -> Vec<(&'static str, SchemaRef, &'static str)> {
+    vec![
+        (
+            REFERENCE_PRICES,
+            REFERENCE_PRICES_SCHEMA.clone(),
+            "official prices by commodity, grade, HET zone and dates in force (rice HET ceilings, egg and chicken HAP references)",
+        ),
+        (
+            PRICE_ZONES,
+            PRICE_ZONES_SCHEMA.clone(),
+            "the HET zone (1, 2, 3) of each province code",
+        ),
+        (
+            PROGRAM_NORMS,
+            PROGRAM_NORMS_SCHEMA.clone(),
+            "figures the program's guidelines set, by name (kpm_per_outlet_max: KPM per e-Warong)",
+        ),
+    ]
+}
+
+/// The declared schema of a reference table.
+pub(crate) fn reference_schema_of(table: &str) -> Option<SchemaRef> {
+    reference_catalogue()
+        .into_iter()
+        .find(|(name, _, _)| *name == table)
+        .map(|(_, schema, _)| schema)
+}
+
+/// Every table a rule may read that the engine fills, with its schema as the rule sees it
+/// (windowed tables gain `window_start` and `window_end`); the reference tables a rules
+/// folder brings are in [`reference_catalogue`].
 pub(crate) fn catalogue() -> Vec<(&'static str, SchemaRef, &'static str)> {
     vec![
         (

@@ -113,6 +113,7 @@ pub async fn backtest(config: &BacktestConfig) -> Result<Backtest> {
     let mut set = RuleSet {
         rules: vec![candidate.clone()],
         views: live_set.views.clone(),
+        tables: live_set.tables.clone(),
     };
     if let Some(live) = &live {
         let mut renamed = live.clone();

@@ -4,8 +4,9 @@
 //!
 //! A rule file that fails `rules lint` is refused with its problems in the log, and the
 //! version of that file that was running keeps running (a new file that fails is simply
-//! not started). A problem in a view refuses the whole change, since every rule may read
-//! it. Each file taken up or refused is counted in `pantau_rule_reloads_total`.
+//! not started). A problem in a view or a reference table (`tables/*.csv`) refuses the
+//! whole change, since every rule may read it. Each file taken up or refused is counted
+//! in `pantau_rule_reloads_total`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use crate::metrics::RunMetrics;
 use pantau_core::error::chain;
 use pantau_engine::lint;
+use pantau_engine::reference::ReferenceTable;
 use pantau_engine::rules::{self, Rule, RuleSet, View};
 use pantau_engine::suppress::SnoozeList;
 
@@ -25,15 +27,16 @@ pub enum Change {
     Snoozes(Arc<SnoozeList>),
 }
 
-/// Path → text of every rule and view file of a folder.
+/// Path → text of every rule, view and reference table file of a folder.
 type Files = BTreeMap<PathBuf, String>;
 
 fn read_files(dir: &Path) -> crate::error::Result<Files> {
     let mut files: Files = rules::sql_files(dir)?.into_iter().collect();
-    let views = dir.join("views");
+    let views = dir.join(rules::VIEWS_DIR);
     if views.is_dir() {
         files.extend(rules::sql_files(&views)?);
     }
+    files.extend(rules::table_files(dir)?);
     Ok(files)
 }
 
@@ -152,9 +155,13 @@ impl Watcher {
             .chain(self.files.keys().filter(|path| !files.contains_key(*path)))
             .collect();
         let faulty = |path: &Path| problems.iter().any(|p| p.path == path);
-        let views_dir = dir.join("views");
-        if problems.iter().any(|p| p.path.starts_with(&views_dir)) {
-            tracing::error!("a view failed lint: the whole change is refused, every running rule and view stays");
+        let views_dir = dir.join(rules::VIEWS_DIR);
+        let tables_dir = dir.join(rules::TABLES_DIR);
+        if problems
+            .iter()
+            .any(|p| p.path.starts_with(&views_dir) || p.path.starts_with(&tables_dir))
+        {
+            tracing::error!("a view or reference table failed lint: the whole change is refused, every running rule, view and table stays");
             metrics
                 .rule_reloads
                 .with_label_values(&["refused"])
@@ -167,6 +174,13 @@ impl Watcher {
                 match View::parse(path, text) {
                     Ok(view) => set.views.push(view),
                     Err(e) => tracing::error!(error = %chain(&e), "view refused"),
+                }
+                continue;
+            }
+            if path.starts_with(&tables_dir) {
+                match ReferenceTable::parse(path, text) {
+                    Ok(table) => set.tables.push(table),
+                    Err(e) => tracing::error!(error = %chain(&e), "reference table refused"),
                 }
                 continue;
             }
@@ -194,6 +208,9 @@ impl Watcher {
             match set.rules.iter().find(|r| &&r.path == path) {
                 Some(rule) => {
                     tracing::info!(rule = %rule.id, version = %rule.version, shadow = rule.shadow, path = %path.display(), "rule taken up")
+                }
+                None if path.starts_with(&tables_dir) && files.contains_key(*path) => {
+                    tracing::info!(path = %path.display(), "reference table taken up")
                 }
                 None if files.contains_key(*path) => {
                     tracing::info!(path = %path.display(), "view taken up")
@@ -302,6 +319,30 @@ mod tests {
             metrics.rule_reloads.with_label_values(&["refused"]).get(),
             2
         );
+    }
+
+    #[tokio::test]
+    async fn an_edited_reference_table_is_taken_up_and_a_broken_one_refuses_the_change() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("demo.sql"), RULE).unwrap();
+        std::fs::create_dir(dir.path().join("tables")).unwrap();
+        let zones = dir.path().join("tables/price_zones.csv");
+        std::fs::write(&zones, "province_code,zone\n36,1\n").unwrap();
+        let metrics = RunMetrics::new();
+        let mut w = watcher(dir.path());
+        assert_eq!(w.current.tables.len(), 1);
+
+        std::fs::write(&zones, "province_code,zone\n36,1\n94,3\n").unwrap();
+        let changes = w.poll(Instant::now(), &metrics).await;
+        let set = rules_of(&changes).expect("the edited table is taken up");
+        assert_eq!(set.rules.len(), 1);
+        assert_eq!(set.tables.len(), 1);
+        assert_eq!(set.tables[0].batch.num_rows(), 2);
+
+        std::fs::write(&zones, "province_code,zona\n36,1\n").unwrap();
+        assert!(rules_of(&w.poll(Instant::now(), &metrics).await).is_none());
+        let count = |outcome: &str| metrics.rule_reloads.with_label_values(&[outcome]).get();
+        assert_eq!((count("applied"), count("refused")), (1, 1));
     }
 
     #[tokio::test]
