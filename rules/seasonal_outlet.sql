@@ -6,7 +6,7 @@
 -- entity: outlet
 -- owner: tim-data
 -- summary: Dalam {observed_days} hari, {outlet_name} aktif {active_days} hari dan {active_in_benefit} di antaranya jatuh pada {benefit_days} hari setelah pencairan {bank} (yang hanya mencakup {expected_share} dari seluruh hari); pembeli umum (DEBIT/QRIS): {ordinary_payments} transaksi. E-Warong lain di {regency_name} aktif {peer_active_days} hari dengan {peer_benefit_share} hari aktifnya dalam masa pencairan. {payment_share_pct}% pembayarannya terjadi dalam masa pencairan (e-Warong lain: {peer_payment_share_pct}%). Peluang kebetulan p = {p_value}. Kunjungi untuk memastikan toko benar-benar beroperasi.
--- description: Share of an outlet's active days that fall within 8 days of its bank's credit dates in its regency, tested with a binomial tail against the share of days those windows cover; or, for an outlet that still sells a little on other days, at least 80% of its payments (KKS and ordinary) inside those windows where the peers' median is under 60%, improbable at the peers' share (binomial tail < 1e-6). Reads the daily rollups, never raw events. Outlets missing from the registry are not judged (their bank is unknown).
+-- description: Share of an outlet's active days that fall within 8 days of its bank's credit dates in its regency, tested with a binomial tail against the share of days those windows cover; or, for an outlet that still sells a little on other days, at least 80% of its payments (KKS and ordinary) inside those windows where the peers' median is under 60%, improbable at the peers' share (binomial tail < 1e-6), with fewer ordinary (DEBIT/QRIS) payments outside the windows than days there: a shop with walk-in trade every day is open, however much a credit-day queue adds to its windows. Reads the daily rollups, never raw events. Outlets missing from the registry are not judged (their bank is unknown).
 WITH credit_days AS (
     SELECT regency_code, bank, local_date AS credit_date
     FROM disbursement_daily
@@ -40,7 +40,9 @@ per_outlet AS (
            sum(a.kks_payments) AS kks_payments,
            sum(a.ordinary_payments) AS ordinary_payments,
            sum(CASE WHEN b.local_date IS NOT NULL THEN a.kks_payments + a.ordinary_payments ELSE 0 END)
-               AS payments_in_benefit
+               AS payments_in_benefit,
+           sum(CASE WHEN b.local_date IS NULL THEN a.ordinary_payments ELSE 0 END)
+               AS ordinary_outside_benefit
     FROM active a
     LEFT JOIN benefit_days b
       ON b.regency_code = a.regency_code AND b.bank = a.bank AND b.local_date = a.local_date
@@ -90,6 +92,7 @@ SELECT j.outlet_id AS entity_id,
        round(j.benefit_share, 3) AS benefit_share,
        j.kks_payments,
        j.ordinary_payments,
+       j.ordinary_outside_benefit,
        round(100.0 * j.payment_share, 1) AS payment_share_pct,
        round(100.0 * j.peer_payment_share, 1) AS peer_payment_share_pct,
        round(j.peer_benefit_share, 3) AS peer_benefit_share,
@@ -102,7 +105,10 @@ FROM judged j
 LEFT JOIN outlets o ON o.outlet_id = j.outlet_id
 WHERE j.active_days >= 5 AND j.peer_benefit_share < 0.6
   AND (j.p_value < 1e-6
-       OR (j.payment_share >= 0.8 AND j.peer_payment_share < 0.6 AND j.payments_p_value < 1e-6))
+       OR (j.payment_share >= 0.8 AND j.peer_payment_share < 0.6 AND j.payments_p_value < 1e-6
+           -- A shop with walk-in customers every day is open, however busy credit day
+           -- (a queue) makes it: fewer than one a day outside the windows.
+           AND j.ordinary_outside_benefit < j.observed_days - j.benefit_days))
 ),
 peer_daily AS (
     -- What a typical e-Warong of the regency sells on each day: the day's payments over

@@ -55,6 +55,8 @@ SECTIONS=(
 "many_places_outlets|card_many_places|Card used in many places: outlets per card|outlets per card|--many-places-outlets-min {v} --many-places-outlets-max {v}|2 3 4|--many-places-rate 3"
 "non_transacting_share|non_transacting|Non-transacting outlet: share of KPM not spending|share not spending|--non-transacting-share-min {v} --non-transacting-share-max {v}|0.1 0.2 0.3 0.4 0.5|--non-transacting-outlets 3"
 "realization_lag_share|realization_lag|Realization lag: share of spenders delayed|share delayed|--realization-lag-share-min {v} --realization-lag-share-max {v}|0.05 0.1 0.2 0.3 0.4|--realization-lag-rate 0.5"
+"queue_size|card_collection|Credit-day queues beside collected cards: KPM per queue|KPM per queue|--queue-size-min {v} --queue-size-max {v}|10 20 30 40|--card-collection-rate 4 --queue-rate 0.5"
+"kecamatan_premium|area_price_level|Interior kecamatan: price premium over the regency|premium|--kecamatan-premium-min {v} --kecamatan-premium-max {v}|1.03 1.05 1.08 1.12 1.2 1.3|--kecamatan-premium-rate 0.4 --short-quantity-rate 2 --price-markup-rate 2"
 "supplier_share|supplier_dependent|Supplier ring: share of takings paid to the supplier|share to supplier|--supplier-share-min {v} --supplier-share-max {v}|0.3 0.5 0.7 0.9|--supplier-rings 3"
 )
 

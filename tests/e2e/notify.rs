@@ -192,7 +192,7 @@ pub fn png_size(bytes: &[u8]) -> (u32, u32) {
 
 /// Whether an alert carries the series of an evidence chart.
 fn has_chart(alert: &Alert) -> bool {
-    ["daily_payments", "district_prices", "swipe_minutes"]
+    ["daily_payments", "peer_prices", "swipe_minutes"]
         .iter()
         .any(|k| alert.evidence.contains_key(*k))
 }

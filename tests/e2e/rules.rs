@@ -9,7 +9,7 @@ use pantau_core::model::{category, Alert, Truth};
 use pantau_engine::engine::EngineConfig;
 use pantau_run::metrics::RunMetrics;
 use pantau_run::pipeline::{self, ReplayConfig};
-use pantau_sim::eval::evaluate;
+use pantau_sim::eval::{evaluate, matches};
 use pantau_sim::{self as sim, SimConfig};
 
 use crate::support::workspace_root;
@@ -34,6 +34,10 @@ fn quiet(months: u32) -> SimConfig {
         non_transacting_outlets: 0.0,
         many_places_rate: 0.0,
         realization_lag_rate: 0.0,
+        fixed_amount_rate: 0.0,
+        over_norm_rate: 0.0,
+        // Ordinary geography, but noted by a rule of its own (see area_price_level below).
+        kecamatan_premium_rate: 0.0,
         ..SimConfig::default()
     }
 }
@@ -103,11 +107,8 @@ fn injected(f: &Fixture, cat: &str) -> usize {
     evaluate(&f.truth, &[]).row(cat).map_or(0, |r| r.truths)
 }
 
-/// Every injected line of `cat` is found, every alert of `cat` finds one, and no other
-/// rule fires on a world holding nothing else.
-fn must_find(cat: &str, cfg: SimConfig) {
-    let f = replay(&cfg);
-    assert!(injected(&f, cat) > 0, "the fixture injected no {cat}");
+/// Recall and precision 1 for `cat`.
+fn assert_all_found_and_true(f: &Fixture, cat: &str) {
     let report = evaluate(&f.truth, &f.alerts);
     let row = report.row(cat).expect("a row for the injected category");
     assert!(
@@ -119,7 +120,21 @@ fn must_find(cat: &str, cfg: SimConfig) {
         row.alerts,
         report.misses_text()
     );
-    let others: Vec<&Alert> = f.alerts.iter().filter(|a| a.category != cat).collect();
+}
+
+/// Every injected line of `cat` is found, every alert of `cat` finds one, and no other
+/// rule raises a false alert on a world holding nothing else.
+fn must_find(cat: &str, cfg: SimConfig) {
+    let f = replay(&cfg);
+    assert!(injected(&f, cat) > 0, "the fixture injected no {cat}");
+    assert_all_found_and_true(&f, cat);
+    // Another rule may see the same act (rice marked up above the ceiling is also over
+    // the ceiling), but only where the truth says so.
+    let others: Vec<&Alert> = f
+        .alerts
+        .iter()
+        .filter(|a| a.category != cat && !f.truth.iter().any(|t| matches(t, a)))
+        .collect();
     assert!(
         others.is_empty(),
         "only {cat} is injected, yet other rules fired:\n{}",
@@ -167,6 +182,36 @@ fn card_collection_burst_ignores_night_burst_of_nine_cards() {
     );
 }
 
+/// Credit-day queues at every outlet: each KPM with their own card, served by hand from
+/// opening time, 20-30 in half an hour. Nothing may fire, least of all card collection.
+#[test]
+fn card_collection_burst_ignores_credit_day_queues() {
+    let f = replay(&SimConfig {
+        queue_rate: 1.0,
+        ..quiet(1)
+    });
+    assert!(
+        f.alerts.is_empty(),
+        "a world of credit-day queues raised alerts:\n{}",
+        describe(f.alerts.iter())
+    );
+}
+
+/// Interior kecamatan sell dearer at every outlet: one low-severity note per such
+/// kecamatan, and no outlet accused of a markup or a short scale for being in line.
+#[test]
+fn area_price_level_notes_a_dear_kecamatan_and_accuses_no_outlet_in_it() {
+    must_find(
+        category::AREA_PRICE_LEVEL,
+        SimConfig {
+            kecamatan_premium_rate: 0.5,
+            // One of its two kecamatan is interior at this seed.
+            seed: 1,
+            ..quiet(1)
+        },
+    );
+}
+
 fn price_markup() -> SimConfig {
     SimConfig {
         price_markup_rate: 2.0,
@@ -187,6 +232,61 @@ fn price_markup_ignores_markup_under_twenty_percent() {
             markup_factor_min: 1.1,
             markup_factor_max: 1.1,
             ..price_markup()
+        },
+    );
+}
+
+/// Marked-up rice above the premium ceiling of the outlet's zone: every month of such
+/// sales is found, and the ceiling rule accuses no outlet that stayed under it.
+#[test]
+fn rice_above_het_finds_every_month_of_rice_sold_above_the_ceiling() {
+    let f = replay(&SimConfig {
+        price_markup_rate: 3.0,
+        markup_factor_min: 1.3,
+        markup_factor_max: 1.5,
+        ..quiet(2)
+    });
+    let cat = category::PRICE_ABOVE_CEILING;
+    assert!(injected(&f, cat) > 0, "no rice was sold above the ceiling");
+    assert_all_found_and_true(&f, cat);
+}
+
+/// Interior kecamatan 30% dearer, where ordinary outlets hold rice at the ceiling: no
+/// sale above it, no alert.
+#[test]
+fn rice_above_het_ignores_a_dear_kecamatan_held_at_the_ceiling() {
+    let f = replay(&SimConfig {
+        kecamatan_premium_rate: 1.0,
+        kecamatan_premium_min: 1.3,
+        kecamatan_premium_max: 1.3,
+        ..quiet(1)
+    });
+    let fired: Vec<&Alert> = f
+        .alerts
+        .iter()
+        .filter(|a| a.category == category::PRICE_ABOVE_CEILING)
+        .collect();
+    assert!(fired.is_empty(), "{}", describe(fired.into_iter()));
+}
+
+#[test]
+fn fixed_amount_finds_outlet_charging_every_kpm_the_whole_benefit() {
+    must_find(
+        category::FIXED_AMOUNT,
+        SimConfig {
+            fixed_amount_rate: 2.0,
+            ..quiet(1)
+        },
+    );
+}
+
+#[test]
+fn kpm_over_norm_finds_outlet_serving_more_kpm_than_the_norm() {
+    must_find(
+        category::KPM_OVER_NORM,
+        SimConfig {
+            over_norm_rate: 0.2,
+            ..quiet(2)
         },
     );
 }

@@ -358,7 +358,7 @@ pub struct DeadLetter {
 pub struct Truth {
     /// Same vocabulary as alert categories, plus `malformed` for injected bad records.
     pub category: String,
-    /// `outlet`, `terminal`, `ring`, `card`, `regency` or `record`.
+    /// `outlet`, `terminal`, `ring`, `card`, `district` (kecamatan), `regency` or `record`.
     pub entity_type: String,
     pub entity_id: String,
     pub regency_code: String,
@@ -384,6 +384,16 @@ pub mod category {
     pub const CARD_MANY_PLACES: &str = "card_many_places";
     /// A whole regency's KPM spend their benefit later than its peers' in one period.
     pub const REALIZATION_LAG: &str = "realization_lag";
+    /// An outlet charging every KPM the same round figure (the whole benefit, a fixed
+    /// package) while its peers' baskets vary.
+    pub const FIXED_AMOUNT: &str = "fixed_amount";
+    /// An outlet serving more KPM than the program's norm allows.
+    pub const KPM_OVER_NORM: &str = "kpm_over_norm";
+    /// Rice sold to KPM above the premium-grade ceiling (HET) of the outlet's zone.
+    pub const PRICE_ABOVE_CEILING: &str = "price_above_ceiling";
+    /// Not an outlet's fault: a whole kecamatan sells dearer than the rest of its regency
+    /// (transport to the interior, supply), a low-severity note to the monitoring team.
+    pub const AREA_PRICE_LEVEL: &str = "area_price_level";
     /// Truth only: a record deliberately broken so it must reach the DLQ.
     pub const MALFORMED: &str = "malformed";
 }

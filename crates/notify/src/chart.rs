@@ -7,8 +7,8 @@
 //! - `daily_payments`, `peer_daily_payments`, `benefit_window`, `first_day`: the outlet's
 //!   payments day by day against a typical peer, disbursement windows shaded
 //!   (seasonal outlets);
-//! - `district_prices`, `outlet_price`: every outlet's price of the commodity in the
-//!   district, the outlet's own bar marked (markups);
+//! - `peer_prices`, `outlet_price`: every peer outlet's price of the commodity (its
+//!   kecamatan or its regency, `peer_scope`), the outlet's own bar marked (markups);
 //! - `swipe_minutes`, `burst_start_minute`, `burst_end_minute`: the terminal's KKS swipes
 //!   of the day in 10-minute bars, the burst marked (card collection).
 
@@ -104,7 +104,7 @@ pub(crate) fn evidence_chart(alert: &Alert, outlet: Option<&OutletInfo>) -> Resu
         })?;
         return seasonal(&outlet_name, first_day, &daily, &peer, &window).map(Some);
     }
-    if let (Some(prices), Some(own)) = (numbers(e, "district_prices"), number(e, "outlet_price")) {
+    if let (Some(prices), Some(own)) = (numbers(e, "peer_prices"), number(e, "outlet_price")) {
         let commodity = e
             .get("commodity")
             .and_then(Value::as_str)
@@ -112,8 +112,12 @@ pub(crate) fn evidence_chart(alert: &Alert, outlet: Option<&OutletInfo>) -> Resu
             .replace('_', " ")
             .to_lowercase();
         let unit = e.get("unit").and_then(Value::as_str).unwrap_or("");
-        let median = number(e, "district_median");
-        return price_spread(&outlet_name, &commodity, unit, own, median, &prices).map(Some);
+        let median = number(e, "peer_median");
+        let peers = match e.get("peer_scope").and_then(Value::as_str) {
+            Some("kecamatan") => "kecamatan",
+            _ => "kabupaten/kota",
+        };
+        return price_spread(&outlet_name, &commodity, unit, own, median, peers, &prices).map(Some);
     }
     if let (Some(minutes), Some(start), Some(end)) = (
         numbers(e, "swipe_minutes"),
@@ -294,12 +298,11 @@ fn price_spread(
     unit: &str,
     own: f64,
     median: Option<f64>,
+    peers: &str,
     prices: &[f64],
 ) -> Result<Chart> {
     if prices.is_empty() {
-        return Err(Error::Evidence(
-            "evidence district_prices is empty".to_owned(),
-        ));
+        return Err(Error::Evidence("evidence peer_prices is empty".to_owned()));
     }
     let mut sorted = prices.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -356,7 +359,7 @@ fn price_spread(
                     REFERENCE.stroke_width(2),
                 ))
                 .map_err(draw_error)?
-                .label(format!("median kabupaten/kota: Rp {}", rupiah(median)))
+                .label(format!("median {peers}: Rp {}", rupiah(median)))
                 .legend(|(x, y)| {
                     PathElement::new([(x, y), (x + 12, y)], REFERENCE.stroke_width(2))
                 });
@@ -367,7 +370,7 @@ fn price_spread(
     Ok(Chart {
         png,
         caption: format!(
-            "Grafik: harga {commodity} per {unit} di {n} e-Warong, dari termurah; batang merah = {outlet_name} (Rp {}), garis biru = median kabupaten/kota.",
+            "Grafik: harga {commodity} per {unit} di {n} e-Warong, dari termurah; batang merah = {outlet_name} (Rp {}), garis biru = median {peers}.",
             rupiah(own)
         ),
         bars: n,
@@ -594,8 +597,8 @@ pub(crate) mod tests {
         font();
         let alert = alert_with(serde_json::json!({
             "commodity": "DAGING_AYAM", "unit": "kg",
-            "outlet_price": 16500, "district_median": 12400,
-            "district_prices": [12000, 12100, 12400, 12400, 12500, 12900, 16500],
+            "outlet_price": 16500, "peer_median": 12400, "peer_scope": "kecamatan",
+            "peer_prices": [12000, 12100, 12400, 12400, 12500, 12900, 16500],
         }));
         let chart = evidence_chart(&alert, None).unwrap().expect("a chart");
         assert_eq!(chart.bars, 7);

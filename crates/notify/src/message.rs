@@ -289,7 +289,12 @@ impl Templates {
             .regency(&alert.regency_code)
             .map(|r| r.name.clone())
             .unwrap_or_else(|| alert.regency_code.clone());
-        let kecamatan = outlet.and_then(|o| kecamatan(&alert.regency_code, &o.district_code));
+        // An alert about a whole kecamatan names it as its entity.
+        let district_code = match outlet {
+            Some(o) => Some(o.district_code.as_str()),
+            None => (alert.entity_type == "district").then_some(alert.entity_id.as_str()),
+        };
+        let kecamatan = district_code.and_then(|d| kecamatan(&alert.regency_code, d));
         let place = match (outlet, alert.outlet_id()) {
             (Some(o), Some(id)) => format!(
                 "e-Warong {} ({id}), Kecamatan {}, {regency_name}",
@@ -297,7 +302,10 @@ impl Templates {
                 kecamatan.as_deref().unwrap_or("-")
             ),
             (None, Some(id)) => format!("e-Warong {id}, {regency_name}"),
-            _ => regency_name.clone(),
+            _ => match &kecamatan {
+                Some(k) => format!("Kecamatan {k}, {regency_name}"),
+                None => regency_name.clone(),
+            },
         };
         // A window ends at the start of the day after its last day.
         let last = alert.window_end - Duration::microseconds(1);

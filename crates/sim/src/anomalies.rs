@@ -19,10 +19,13 @@ use serde_json::{json, Map, Value};
 
 use super::basket::{self, Basket, BERAS, DAGING_AYAM, N_COMMODITIES, TELUR};
 use super::config::SimConfig;
-use super::world::{mix64, pseudo_id, round50, sub_rng, Role, World, DAY};
+use super::world::{mix64, pseudo_id, range, round50, sub_rng, RegencyW, Role, World, DAY};
 use pantau_core::model::{category, Bank, Truth};
 
 const TAG_PLAN: u64 = 10;
+/// The most KPM one e-Warong should serve (the program's guidelines; the rules read it
+/// from `rules/tables/program_norms.csv`).
+const KPM_NORM: usize = 300;
 const TAG_BUNDLE: u64 = 11;
 // Generators of their own, so that these patterns' draws do not shift the plan of the
 // patterns drawn before them.
@@ -31,9 +34,20 @@ const TAG_MANY_PLACES: u64 = 13;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum MonthAnomaly {
-    Markup { commodity: usize, factor: f64 },
-    Short { factor: f64 },
-    Paperwork { share: f64, truth: usize },
+    Markup {
+        commodity: usize,
+        factor: f64,
+    },
+    Short {
+        factor: f64,
+    },
+    Paperwork {
+        share: f64,
+        truth: usize,
+    },
+    /// Every KKS sale charged the same round figure: the month's benefit, whatever the
+    /// KPM asked for (a fixed package).
+    FixedAmount,
 }
 
 #[derive(Debug, Clone)]
@@ -112,14 +126,6 @@ fn stochastic_round(rng: &mut StdRng, x: f64) -> usize {
     base as usize + usize::from(rng.random_bool((x - base).clamp(0.0, 1.0)))
 }
 
-fn range(rng: &mut StdRng, lo: f64, hi: f64) -> f64 {
-    if hi > lo {
-        rng.random_range(lo..=hi)
-    } else {
-        lo
-    }
-}
-
 /// Regency-level unit prices without per-sale noise: what a supplier would quote.
 pub(crate) fn regency_prices(
     world: &World,
@@ -128,9 +134,33 @@ pub(crate) fn regency_prices(
     uplift: f64,
 ) -> [i64; N_COMMODITIES] {
     let reg = &world.regencies[r];
-    std::array::from_fn(|c| {
+    let mut prices = std::array::from_fn(|c| {
         round50(basket::base_price(c, reg.zone, year) * reg.price_factor[c] * uplift)
-    })
+    });
+    if let Some(cap) = reg.rice_cap_of_year(year) {
+        prices[BERAS] = prices[BERAS].min(cap);
+    }
+    prices
+}
+
+/// A truth line spanning the whole simulated history of a regency.
+fn history_truth(
+    reg: &RegencyW,
+    category: &str,
+    entity_type: &str,
+    entity_id: &str,
+    params: Map<String, Value>,
+) -> Truth {
+    Truth {
+        category: category.to_string(),
+        entity_type: entity_type.to_string(),
+        entity_id: entity_id.to_string(),
+        regency_code: reg.code.clone(),
+        start: dt(reg.history_start(), reg.offset),
+        end: dt(reg.history_end() - 1, reg.offset),
+        outlets: Vec::new(),
+        params,
+    }
 }
 
 pub(crate) fn plan(cfg: &SimConfig, world: &mut World) -> Plan {
@@ -179,22 +209,18 @@ pub(crate) fn plan(cfg: &SimConfig, world: &mut World) -> Plan {
         .collect();
     for o in seasonal {
         let out = &world.outlets[o];
-        let reg = &world.regencies[out.regency];
-        plan.truth.push(Truth {
-            category: category::SEASONAL_OUTLET.to_string(),
-            entity_type: "outlet".to_string(),
-            entity_id: out.id.clone(),
-            regency_code: reg.code.clone(),
-            start: dt(reg.history_start(), reg.offset),
-            end: dt(reg.history_end() - 1, reg.offset),
-            outlets: Vec::new(),
-            params: params(json!({
+        plan.truth.push(history_truth(
+            &world.regencies[out.regency],
+            category::SEASONAL_OUTLET,
+            "outlet",
+            &out.id,
+            params(json!({
                 "window_days": cfg.seasonal_window_days,
                 "leak": cfg.seasonal_leak,
                 "ordinary_customers": false,
                 "name": out.name,
             })),
-        });
+        ));
     }
 
     // Supplier rings: several normal outlets of one regency, keeping some peers normal.
@@ -221,8 +247,25 @@ pub(crate) fn plan(cfg: &SimConfig, world: &mut World) -> Plan {
         let size = rng
             .random_range(cfg.ring_size_min..=cfg.ring_size_max.max(cfg.ring_size_min))
             .min(room as u32) as usize;
-        let members: Vec<usize> = normal.choose_multiple(&mut rng, size).copied().collect();
-        let mut members = members;
+        // The supplier's bundle has one price list, the regency's: its outlets are outside
+        // the interior kecamatan, where every shelf is dearer.
+        let lowland: Vec<usize> = normal
+            .iter()
+            .copied()
+            .filter(|&o| {
+                let out = &world.outlets[o];
+                !world
+                    .dear_kecamatan
+                    .iter()
+                    .any(|k| k.regency == r && k.code == out.district)
+            })
+            .collect();
+        let pool = if lowland.len() >= size {
+            &lowland
+        } else {
+            &normal
+        };
+        let mut members: Vec<usize> = pool.choose_multiple(&mut rng, size).copied().collect();
         members.sort_unstable();
         let supplier = world.counterparties.len() as u32;
         world
@@ -274,6 +317,20 @@ pub(crate) fn plan(cfg: &SimConfig, world: &mut World) -> Plan {
                 "bundle": first.map(|f| f.1),
             })),
         });
+        // Every sale of a ring outlet is the supplier's bundle at the whole benefit: the
+        // fixed-amount pattern too.
+        for &o in &members {
+            plan.truth.push(history_truth(
+                reg,
+                category::FIXED_AMOUNT,
+                "outlet",
+                &world.outlets[o].id,
+                params(json!({
+                    "cause": "supplier bundle",
+                    "supplier_id": world.counterparties[supplier as usize],
+                })),
+            ));
+        }
         plan.rings.push(Ring { supplier, bundles });
     }
 
@@ -283,9 +340,10 @@ pub(crate) fn plan(cfg: &SimConfig, world: &mut World) -> Plan {
         cfg.price_markup_rate,
         cfg.short_quantity_rate,
         cfg.paperwork_rate,
+        cfg.fixed_amount_rate,
     ];
     let n_reg = world.regencies.len();
-    let mut counts = vec![[0usize; 3]; n_reg * n_months];
+    let mut counts = vec![[0usize; 4]; n_reg * n_months];
     for cell in counts.iter_mut() {
         for (kind, &rate) in rates.iter().enumerate() {
             cell[kind] = stochastic_round(&mut rng, rate);
@@ -352,6 +410,11 @@ pub(crate) fn plan(cfg: &SimConfig, world: &mut World) -> Plan {
                                 }),
                             )
                         }
+                        3 => (
+                            category::FIXED_AMOUNT,
+                            MonthAnomaly::FixedAmount,
+                            json!({ "month": reg.month_labels[m] }),
+                        ),
                         _ => {
                             let share =
                                 range(&mut rng, cfg.paperwork_share_min, cfg.paperwork_share_max);
@@ -601,6 +664,27 @@ pub(crate) fn plan(cfg: &SimConfig, world: &mut World) -> Plan {
     }
 
     plan_many_places(cfg, world, &busy, &mut plan);
+    for out in world.outlets.iter().filter(|o| o.kpm.len() > KPM_NORM) {
+        plan.truth.push(history_truth(
+            &world.regencies[out.regency],
+            category::KPM_OVER_NORM,
+            "outlet",
+            &out.id,
+            params(json!({ "kpm_assigned": out.kpm.len(), "norm": KPM_NORM })),
+        ));
+    }
+    for k in &world.dear_kecamatan {
+        plan.truth.push(history_truth(
+            &world.regencies[k.regency],
+            category::AREA_PRICE_LEVEL,
+            "district",
+            &k.code,
+            params(json!({
+                "premium": (k.premium * 1000.0).round() / 1000.0,
+                "outlets": k.outlets,
+            })),
+        ));
+    }
     plan
 }
 

@@ -8,6 +8,8 @@
 //! Output is drafts: UTC seconds and indices, no ids and no strings, so the output
 //! stage can sort cheaply and number records in event-time order.
 
+use std::collections::BTreeMap;
+
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::Rng;
@@ -92,6 +94,17 @@ struct Ctx<'a> {
     takings: Vec<Takings>,
     /// Balance of each card (ordinary customers' entries stay 0).
     balance: Vec<i64>,
+    /// Rice sold above the premium ceiling, per outlet and month: only a markup or a
+    /// rigged scale does it, and the ceiling rule must find each.
+    above_ceiling: BTreeMap<(usize, usize), AboveCeiling>,
+}
+
+struct AboveCeiling {
+    ceiling: i64,
+    highest: i64,
+    sales: u32,
+    first: i64,
+    last: i64,
 }
 
 impl Ctx<'_> {
@@ -107,18 +120,25 @@ impl Ctx<'_> {
     }
 
     /// Unit prices of one sale at an outlet: regency and outlet levels, a little noise.
-    fn sale_prices(&self, rng: &mut StdRng, outlet: usize, month: usize) -> [i64; N_COMMODITIES] {
+    fn sale_prices(&self, rng: &mut StdRng, outlet: usize, t: i64) -> [i64; N_COMMODITIES] {
         let o = &self.world.outlets[outlet];
         let reg = &self.world.regencies[o.regency];
+        let month = reg.month_of(t);
         let year = reg.month_years[month];
-        std::array::from_fn(|c| {
+        let mut prices = std::array::from_fn(|c| {
             round50(
                 basket::base_price(c, reg.zone, year)
                     * reg.price_factor[c]
+                    * reg.shock(t, c)
                     * o.price_factor[c]
                     * rng.random_range(0.99..1.01),
             )
-        })
+        });
+        // Even in a dear kecamatan or a failed harvest.
+        if let Some(cap) = reg.rice_cap(month) {
+            prices[basket::BERAS] = prices[basket::BERAS].min(cap);
+        }
+        prices
     }
 
     /// One KKS sale worth at most `budget` at `outlet`, shaped by the outlet's anomaly of
@@ -140,7 +160,7 @@ impl Ctx<'_> {
             let b = self.plan.rings[k].bundle(year, monthly)?;
             return (b.sum <= budget).then(|| (b.items(), b.sum));
         }
-        let mut prices = self.sale_prices(rng, outlet, month);
+        let mut prices = self.sale_prices(rng, outlet, t);
         let mut opts = BasketOpts {
             drain,
             ..BasketOpts::default()
@@ -182,10 +202,48 @@ impl Ctx<'_> {
                     bump(&mut self.plan.truth[truth].params, "ineligible_items");
                 }
             }
+            Some(MonthAnomaly::FixedAmount) => {
+                let monthly = period_monthly(self.world, o.regency, month);
+                if budget < monthly {
+                    return None;
+                }
+                let b = basket::build(
+                    rng,
+                    &prices,
+                    monthly,
+                    BasketOpts {
+                        drain: true,
+                        ..BasketOpts::default()
+                    },
+                )?;
+                return Some((b.items(), b.sum));
+            }
             None => {}
         }
         let b: Basket = basket::build(rng, &prices, budget, opts)?;
-        Some((b.items(), b.sum))
+        let items = b.items();
+        if let Some(ceiling) = reg.rice_ceiling[month].filter(|&c| prices[basket::BERAS] > c) {
+            if items
+                .iter()
+                .any(|i| i.commodity == basket::NAMES[basket::BERAS])
+            {
+                let seen = self
+                    .above_ceiling
+                    .entry((outlet, month))
+                    .or_insert(AboveCeiling {
+                        ceiling,
+                        highest: 0,
+                        sales: 0,
+                        first: t,
+                        last: t,
+                    });
+                seen.highest = seen.highest.max(prices[basket::BERAS]);
+                seen.sales += 1;
+                seen.first = seen.first.min(t);
+                seen.last = seen.last.max(t);
+            }
+        }
+        Some((items, b.sum))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -283,6 +341,7 @@ pub(crate) fn generate(cfg: &SimConfig, world: &World, plan: &mut Plan) -> Draft
         drafts: &mut drafts,
         takings,
         balance: vec![0; world.cards.len()],
+        above_ceiling: BTreeMap::new(),
     };
     for r in 0..world.regencies.len() {
         kks_regency(&mut ctx, r);
@@ -292,6 +351,25 @@ pub(crate) fn generate(cfg: &SimConfig, world: &World, plan: &mut Plan) -> Draft
     }
     for o in 0..world.outlets.len() {
         transfers(&mut ctx, o);
+    }
+    for ((o, _), seen) in std::mem::take(&mut ctx.above_ceiling) {
+        let out = &world.outlets[o];
+        let reg = &world.regencies[out.regency];
+        ctx.plan.truth.push(Truth {
+            category: category::PRICE_ABOVE_CEILING.to_string(),
+            entity_type: "outlet".to_string(),
+            entity_id: out.id.clone(),
+            regency_code: reg.code.clone(),
+            start: dt(seen.first, reg.offset),
+            end: dt(seen.last, reg.offset),
+            outlets: Vec::new(),
+            params: params(json!({
+                "commodity": basket::NAMES[basket::BERAS],
+                "ceiling": seen.ceiling,
+                "highest_price": seen.highest,
+                "sales": seen.sales,
+            })),
+        });
     }
     drafts
 }

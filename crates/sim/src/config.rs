@@ -125,8 +125,7 @@ pub struct SimConfig {
     // ---- credit-day queues (ordinary behaviour, not an anomaly) ------------------------
     /// Share (0-1) of ordinary outlets where, the morning after each credit, KPM queue
     /// from opening time and are served back to back, each with their own card at their
-    /// own outlet. Default 0: the card-collection rule does not yet tell a queue from a
-    /// collector (issue 22); busy districts see queues at about a fifth of outlets.
+    /// own outlet. Busy districts see queues at about a fifth of their outlets.
     pub queue_rate: f64,
 
     /// Fewest KPM in a queue (fewer if fewer of the outlet's KPM spend that period).
@@ -140,6 +139,37 @@ pub struct SimConfig {
 
     /// Longest time serving one KPM of a queue, in seconds.
     pub queue_service_max_secs: u32,
+
+    // ---- price geography (ordinary, not an anomaly) -------------------------------------
+    /// Outlets per simulated kecamatan: a regency's outlets are spread evenly over as
+    /// many of its kecamatan as this needs, so each has peers to be compared with.
+    pub outlets_per_kecamatan: u32,
+
+    /// Share (0-1) of the simulated kecamatan that are interior: dearer for every outlet
+    /// there (transport from the district capital).
+    pub kecamatan_premium_rate: f64,
+
+    /// Smallest price factor of an interior kecamatan over the rest of its regency.
+    pub kecamatan_premium_min: f64,
+
+    /// Largest price factor of an interior kecamatan over the rest of its regency.
+    pub kecamatan_premium_max: f64,
+
+    /// Expected district-wide price shocks per regency per year: a failed rice harvest
+    /// (rice only) or a holiday (every food), moving every outlet of the regency together.
+    pub price_shock_rate: f64,
+
+    /// Smallest price factor of a shock.
+    pub price_shock_min: f64,
+
+    /// Largest price factor of a shock.
+    pub price_shock_max: f64,
+
+    /// Shortest shock, in days.
+    pub price_shock_days_min: u32,
+
+    /// Longest shock, in days.
+    pub price_shock_days_max: u32,
 
     // ---- price markup -----------------------------------------------------------------
     /// Expected outlets per regency per month selling one commodity (rice, eggs or
@@ -163,6 +193,25 @@ pub struct SimConfig {
 
     /// Largest share (0-1] of the kilograms actually handed out.
     pub short_factor_max: f64,
+
+    // ---- terminals uploading late -------------------------------------------------------
+    /// Expected terminal-days per regency per month whose sales reach the bank in one
+    /// batch hours after the day ended (the terminal was offline).
+    pub late_batch_rate: f64,
+
+    /// Fewest hours after the end of the day a late batch arrives.
+    pub late_batch_delay_min_hours: u32,
+
+    /// Most hours after the end of the day a late batch arrives.
+    pub late_batch_delay_max_hours: u32,
+
+    // ---- fixed amounts and KPM over the norm ---------------------------------------------
+    /// Expected outlets per regency per month charging every KPM the month's whole
+    /// benefit as one fixed package.
+    pub fixed_amount_rate: f64,
+
+    /// Share (0-1) of outlets assigned more KPM than the program's norm (300), 330-500.
+    pub over_norm_rate: f64,
 
     // ---- paperwork mismatch -----------------------------------------------------------
     /// Expected outlets per regency per month whose receipts do not add up or list
@@ -255,11 +304,20 @@ impl Default for SimConfig {
             collection_spacing_max_secs: 60,
             collection_jitter_secs: 3,
             collection_night_share: 0.7,
-            queue_rate: 0.0,
+            queue_rate: 0.2,
             queue_size_min: 20,
             queue_size_max: 30,
             queue_service_min_secs: 45,
             queue_service_max_secs: 120,
+            outlets_per_kecamatan: 8,
+            kecamatan_premium_rate: 0.25,
+            kecamatan_premium_min: 1.08,
+            kecamatan_premium_max: 1.2,
+            price_shock_rate: 2.0,
+            price_shock_min: 1.1,
+            price_shock_max: 1.3,
+            price_shock_days_min: 14,
+            price_shock_days_max: 42,
             price_markup_rate: 1.0,
             markup_factor_min: 1.3,
             markup_factor_max: 1.6,
@@ -267,6 +325,11 @@ impl Default for SimConfig {
             short_factor_min: 0.7,
             short_factor_max: 0.85,
             paperwork_rate: 0.5,
+            fixed_amount_rate: 0.3,
+            late_batch_rate: 0.0,
+            late_batch_delay_min_hours: 2,
+            late_batch_delay_max_hours: 30,
+            over_norm_rate: 0.03,
             paperwork_share_min: 0.3,
             paperwork_share_max: 0.6,
             overcharge_min: 0.05,
@@ -391,6 +454,8 @@ impl SimConfig {
             ("supplier-share-max", self.supplier_share_max),
             ("collection-night-share", self.collection_night_share),
             ("queue-rate", self.queue_rate),
+            ("over-norm-rate", self.over_norm_rate),
+            ("kecamatan-premium-rate", self.kecamatan_premium_rate),
             ("paperwork-share-min", self.paperwork_share_min),
             ("paperwork-share-max", self.paperwork_share_max),
             ("overcharge-min", self.overcharge_min),
@@ -411,10 +476,13 @@ impl SimConfig {
             ("price-markup-rate", self.price_markup_rate),
             ("short-quantity-rate", self.short_quantity_rate),
             ("paperwork-rate", self.paperwork_rate),
+            ("fixed-amount-rate", self.fixed_amount_rate),
+            ("late-batch-rate", self.late_batch_rate),
             ("non-transacting-outlets", self.non_transacting_outlets),
             ("many-places-rate", self.many_places_rate),
             ("markup-factor-min", self.markup_factor_min),
             ("markup-factor-max", self.markup_factor_max),
+            ("price-shock-rate", self.price_shock_rate),
         ] {
             check_rate(name, v)?;
         }
@@ -440,6 +508,38 @@ impl SimConfig {
             invalid!(
                 "--queue-service-min-secs ({fastest}) and --queue-service-max-secs ({slowest}) must be between 1 and 3600, the first no larger than the second (a KPM is served in seconds to minutes)"
             );
+        }
+        let (cheapest, dearest) = (self.kecamatan_premium_min, self.kecamatan_premium_max);
+        if !(1.0..=2.0).contains(&cheapest) || !(1.0..=2.0).contains(&dearest) || cheapest > dearest
+        {
+            invalid!(
+                "--kecamatan-premium-min ({cheapest}) and --kecamatan-premium-max ({dearest}) must be price factors between 1 and 2, the first no larger than the second"
+            );
+        }
+        let (mildest, harshest) = (self.price_shock_min, self.price_shock_max);
+        if !(1.0..=3.0).contains(&mildest) || !(1.0..=3.0).contains(&harshest) || mildest > harshest
+        {
+            invalid!(
+                "--price-shock-min ({mildest}) and --price-shock-max ({harshest}) must be price factors between 1 and 3, the first no larger than the second"
+            );
+        }
+        let (shortest, longest) = (self.price_shock_days_min, self.price_shock_days_max);
+        if shortest == 0 || longest > 365 || shortest > longest {
+            invalid!(
+                "--price-shock-days-min ({shortest}) and --price-shock-days-max ({longest}) must be between 1 and 365 days, the first no larger than the second"
+            );
+        }
+        let (soonest, latest) = (
+            self.late_batch_delay_min_hours,
+            self.late_batch_delay_max_hours,
+        );
+        if latest > 24 * 14 || soonest > latest {
+            invalid!(
+                "--late-batch-delay-min-hours ({soonest}) and --late-batch-delay-max-hours ({latest}) must be at most 336 hours (two weeks), the first no larger than the second"
+            );
+        }
+        if self.outlets_per_kecamatan == 0 {
+            invalid!("--outlets-per-kecamatan must be at least 1");
         }
         check_range(
             "markup-factor",

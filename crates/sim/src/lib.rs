@@ -12,6 +12,7 @@
 mod anomalies;
 mod basket;
 mod behaviour;
+mod ceilings;
 mod config;
 pub mod error;
 pub mod eval;

@@ -4,11 +4,14 @@
 //! redeliveries, plus the deliberately malformed records. Also the folder writer and
 //! the (key, bytes) view used to produce to Kafka.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
+use chrono::NaiveDate;
 use rand::rngs::StdRng;
+use rand::seq::IndexedRandom;
 use rand::Rng;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -17,7 +20,7 @@ use super::anomalies::{dt, params};
 use super::behaviour::{Drafts, TxnDraft, NONE};
 use super::config::SimConfig;
 use super::error::{Error, Result};
-use super::world::{sub_rng, World};
+use super::world::{sub_rng, World, DAY};
 use super::{History, Malformed};
 use pantau_core::model::{
     category, Bank, Disbursement, Outlet, OutletStatus, Stream, Transaction, Transfer, Truth,
@@ -26,6 +29,7 @@ use pantau_core::model::{
 const TAG_DISORDER: u64 = 30;
 const TAG_DUPLICATE: u64 = 31;
 const TAG_MALFORMED: u64 = 32;
+const TAG_LATE_BATCH: u64 = 33;
 
 fn bank_slot(b: Bank) -> usize {
     b as usize
@@ -62,12 +66,28 @@ fn time_order(times: &[i64]) -> Vec<usize> {
 /// and the stream re-sorted on that key. For any two records delivered in order a, b:
 /// t_a + u_a <= t_b + u_b, hence t_a - t_b <= u_b - u_a <= max.
 fn disorder<T>(rng: &mut StdRng, recs: Vec<(i64, T)>, max: u64) -> Vec<(i64, T)> {
-    if max == 0 {
-        return recs;
-    }
+    disorder_with_uploads(rng, recs, max, |_| None)
+}
+
+/// [`disorder`], except that a record `uploaded` names an instant for arrives then, with
+/// the rest of its terminal's batch (a terminal that was offline and sent a day's sales
+/// at once).
+fn disorder_with_uploads<T>(
+    rng: &mut StdRng,
+    recs: Vec<(i64, T)>,
+    max: u64,
+    uploaded: impl Fn(&T) -> Option<i64>,
+) -> Vec<(i64, T)> {
     let keys: Vec<i64> = recs
         .iter()
-        .map(|(t, _)| t + rng.random_range(0..=max as i64))
+        .map(|(t, rec)| {
+            let jittered = if max == 0 {
+                *t
+            } else {
+                t + rng.random_range(0..=max as i64)
+            };
+            uploaded(rec).map_or(jittered, |at| at.max(jittered))
+        })
         .collect();
     // Sorting indices, not records: records are large and would be moved many times.
     let order = time_order(&keys);
@@ -123,8 +143,16 @@ pub(crate) fn finish(
         ));
     }
     drop(ids);
+    let uploads = late_batches(cfg, world, &sorted);
     let mut rng = sub_rng(cfg.seed, TAG_DISORDER, 0);
-    let sorted = disorder(&mut rng, sorted, cfg.max_disorder_secs);
+    let sorted = disorder_with_uploads(&mut rng, sorted, cfg.max_disorder_secs, |t| {
+        let day = t.occurred_at.date_naive();
+        uploads
+            .get(t.terminal_id.as_str())?
+            .iter()
+            .find(|(d, _)| *d == day)
+            .map(|(_, at)| *at)
+    });
     let (transactions, redeliveries) = redeliver(cfg, sorted);
 
     // Disbursements.
@@ -235,6 +263,57 @@ pub(crate) fn finish(
         malformed,
         redeliveries,
     })
+}
+
+/// Terminals that went offline for a local day and uploaded its sales in one batch
+/// hours after it ended (`--late-batch-rate` a regency-month, `--late-batch-delay-*`):
+/// the upload instant of each such terminal and day. Its own generator, so the rest of
+/// the history is the same with late batches or without.
+fn late_batches(
+    cfg: &SimConfig,
+    world: &World,
+    sorted: &[(i64, Transaction)],
+) -> HashMap<String, Vec<(NaiveDate, i64)>> {
+    let mut uploads: HashMap<String, Vec<(NaiveDate, i64)>> = HashMap::new();
+    if cfg.late_batch_rate <= 0.0 {
+        return uploads;
+    }
+    let mut rng = sub_rng(cfg.seed, TAG_LATE_BATCH, 0);
+    let mut by_cell: BTreeMap<(usize, usize), Vec<usize>> = BTreeMap::new();
+    let regency_of: HashMap<&str, usize> = world
+        .regencies
+        .iter()
+        .enumerate()
+        .map(|(r, reg)| (reg.code.as_str(), r))
+        .collect();
+    for (i, (t, txn)) in sorted.iter().enumerate() {
+        if let Some(&r) = regency_of.get(txn.regency_code.as_str()) {
+            by_cell
+                .entry((r, world.regencies[r].month_of(*t)))
+                .or_default()
+                .push(i);
+        }
+    }
+    for ((r, _), records) in by_cell {
+        let expected = cfg.late_batch_rate;
+        let n = expected.floor() as usize
+            + usize::from(rng.random_bool((expected - expected.floor()).clamp(0.0, 1.0)));
+        let off = world.regencies[r].off;
+        for _ in 0..n {
+            let Some(&i) = records.choose(&mut rng) else {
+                continue;
+            };
+            let (t, txn) = &sorted[i];
+            let day_end = (t + off).div_euclid(DAY) * DAY + DAY - off;
+            let hours =
+                rng.random_range(cfg.late_batch_delay_min_hours..=cfg.late_batch_delay_max_hours);
+            uploads.entry(txn.terminal_id.clone()).or_default().push((
+                txn.occurred_at.date_naive(),
+                day_end + i64::from(hours) * 3600,
+            ));
+        }
+    }
+    uploads
 }
 
 /// Repeats a few records a little later, never further than the disorder bound allows:

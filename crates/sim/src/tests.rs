@@ -73,19 +73,15 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Unit prices of one commodity on the receipts (that add up) of a regency in a month,
-/// at one outlet or at every outlet but `not`.
+/// Unit prices of one commodity on the receipts (that add up) of some outlets in a month.
 fn unit_prices(
     txns: &[&Transaction],
-    outlet: Option<&str>,
-    not: &str,
-    regency: &str,
+    outlets: impl Fn(&str) -> bool,
     month: &str,
     c: &str,
 ) -> Vec<f64> {
     txns.iter()
-        .filter(|x| x.regency_code == regency && month_label(&x.occurred_at) == month)
-        .filter(|x| outlet.is_none_or(|o| x.outlet_id == o) && x.outlet_id != not)
+        .filter(|x| outlets(&x.outlet_id) && month_label(&x.occurred_at) == month)
         .filter(|x| x.kind == TxnType::Purchase && items_sum(x) as i64 == x.amount)
         .flat_map(|x| x.items.iter().flatten())
         .filter(|i| i.commodity == c)
@@ -93,17 +89,49 @@ fn unit_prices(
         .collect()
 }
 
-/// Median unit price of a commodity at the truth line's outlet over the median at its
-/// regency's other outlets that month; `None` with fewer than `min_own` sales of it.
+/// Median unit price of a commodity at the truth line's outlet over the median at the
+/// other outlets at its price level that month: those of its kecamatan if that is an
+/// interior one (dearer for all of them), else the regency's outside the interior, ring
+/// outlets aside (they sell a supplier's bundle at its own prices, many times over);
+/// `None` with fewer than `min_own` sales of it.
 fn price_ratio(
+    h: &History,
     txns: &[&Transaction],
     t: &Truth,
     month: &str,
     c: &str,
     min_own: usize,
 ) -> Option<f64> {
-    let own = unit_prices(txns, Some(&t.entity_id), "", &t.regency_code, month, c);
-    let peers = unit_prices(txns, None, &t.entity_id, &t.regency_code, month, c);
+    let district_of: BTreeMap<&str, &str> = h
+        .outlets
+        .iter()
+        .map(|o| (o.outlet_id.as_str(), o.district_code.as_str()))
+        .collect();
+    let interior: BTreeSet<&str> = truth_of(h, category::AREA_PRICE_LEVEL)
+        .iter()
+        .map(|k| k.entity_id.as_str())
+        .collect();
+    let level = |o: &str| {
+        let d = district_of.get(o).copied().unwrap_or("");
+        interior.contains(d).then_some(d)
+    };
+    let rings: BTreeSet<&str> = truth_of(h, category::SUPPLIER_DEPENDENT)
+        .iter()
+        .flat_map(|r| r.outlets.iter().map(String::as_str))
+        .collect();
+    let home = level(&t.entity_id);
+    let own = unit_prices(txns, |o| o == t.entity_id, month, c);
+    let peers = unit_prices(
+        txns,
+        |o| {
+            o != t.entity_id
+                && o.starts_with(&t.entity_id[..7])
+                && level(o) == home
+                && !rings.contains(o)
+        },
+        month,
+        c,
+    );
     (own.len() >= min_own && !peers.is_empty()).then(|| median(own) / median(peers))
 }
 
@@ -246,10 +274,29 @@ fn mean_kpm_per_outlet_is_realistic() {
     let total: i64 = h.outlets.iter().map(|o| o.kpm_assigned).sum();
     let mean = total as f64 / h.outlets.len() as f64;
     assert!((100.0..=170.0).contains(&mean), "mean kpm {mean}");
-    assert!(h
-        .outlets
+    // Within the norm, but for the few outlets over it, each of which has a truth line.
+    let over: BTreeSet<&str> = truth_of(h, category::KPM_OVER_NORM)
         .iter()
-        .all(|o| (60..=250).contains(&o.kpm_assigned)));
+        .map(|t| t.entity_id.as_str())
+        .collect();
+    for o in &h.outlets {
+        let range = if over.contains(o.outlet_id.as_str()) {
+            330..=500
+        } else {
+            60..=250
+        };
+        assert!(
+            range.contains(&o.kpm_assigned),
+            "{} {}",
+            o.outlet_id,
+            o.kpm_assigned
+        );
+    }
+    assert!(
+        over.len() < h.outlets.len() / 10,
+        "{} over the norm",
+        over.len()
+    );
     let cards: BTreeSet<&str> = h.disbursements.iter().map(|d| d.card_id.as_str()).collect();
     assert_eq!(cards.len() as i64, total, "every KPM is credited");
     // Each outlet's district belongs to its regency.
@@ -414,14 +461,14 @@ fn every_pattern_is_injected_by_default() {
         let c = t.params["commodity"].as_str().expect("commodity");
         let factor = t.params["factor"].as_f64().expect("factor");
         let month = month_label(&t.start);
-        let ratio = price_ratio(&txns, t, &month, c, 1).expect("markup commodity sold");
+        let ratio = price_ratio(h, &txns, t, &month, c, 1).expect("markup commodity sold");
         assert!(
             (ratio / factor - 1.0).abs() < 0.12,
             "markup {}: {c} price ratio {ratio:.3} vs {factor:.3}",
             t.entity_id
         );
         for other in WEIGHED.iter().filter(|&&o| o != c) {
-            if let Some(ratio) = price_ratio(&txns, t, &month, other, 8) {
+            if let Some(ratio) = price_ratio(h, &txns, t, &month, other, 8) {
                 assert!(
                     (ratio - 1.0).abs() < 0.1,
                     "markup {} on {c} moved {other} by {ratio:.3}",
@@ -480,7 +527,7 @@ fn rigged_scale_shorts_every_weighed_commodity_by_the_same_ratio() {
         let mut checked = Vec::new();
         for c in WEIGHED {
             // Rarely bought commodities give too few receipts for a stable median.
-            let Some(ratio) = price_ratio(&txns, t, &month, c, 8) else {
+            let Some(ratio) = price_ratio(h, &txns, t, &month, c, 8) else {
                 continue;
             };
             assert!(
@@ -497,7 +544,7 @@ fn rigged_scale_shorts_every_weighed_commodity_by_the_same_ratio() {
             t.entity_id
         );
         // Bunches of vegetables are counted, not weighed.
-        let sayur = price_ratio(&txns, t, &month, "SAYUR", 8).expect("SAYUR sold");
+        let sayur = price_ratio(h, &txns, t, &month, "SAYUR", 8).expect("SAYUR sold");
         assert!(
             (sayur - 1.0).abs() < 0.1,
             "rigged scale {} moved SAYUR by {sayur:.3}",
@@ -843,7 +890,8 @@ fn times_carry_the_regency_offset() {
         .map(|t| t.occurred_at.offset().local_minus_utc())
         .collect();
     assert_eq!(zones.len(), 3, "one regency per time zone by default");
-    // KKS shopping happens in local shop hours, card collection aside.
+    // KKS shopping happens in local shop hours (the earliest outlets open at 06.00, where
+    // a credit-day queue starts), card collection aside.
     let collect_terminals: BTreeSet<&str> = truth_of(h, category::CARD_COLLECTION)
         .iter()
         .map(|t| t.entity_id.as_str())
@@ -856,7 +904,7 @@ fn times_carry_the_regency_offset() {
         })
         .filter(|t| {
             let h = chrono::Timelike::hour(&t.occurred_at);
-            !(7..22).contains(&h)
+            !(6..22).contains(&h)
         })
         .count();
     assert_eq!(off_hours, 0);
@@ -1252,9 +1300,15 @@ fn credit_day_queues_serve_an_outlets_own_kpm_back_to_back() {
     let one_regency = SimConfig {
         regencies: vec!["3604".into()],
         months: 1,
+        // An outlet of 500 KPM is busy on credit day without any queue.
+        over_norm_rate: 0.0,
         ..small_config()
     };
-    let plain = simulate(&one_regency).unwrap();
+    let plain = simulate(&SimConfig {
+        queue_rate: 0.0,
+        ..one_regency.clone()
+    })
+    .unwrap();
     let queued = simulate(&SimConfig {
         queue_rate: 1.0,
         ..one_regency
@@ -1284,4 +1338,65 @@ fn credit_day_queues_serve_an_outlets_own_kpm_back_to_back() {
             "{card}: {here} purchases at {outlet}, {elsewhere} elsewhere"
         );
     }
+}
+
+#[test]
+fn an_interior_kecamatan_sells_dearer_at_every_outlet_by_its_premium() {
+    let h = default_history();
+    let cfg = SimConfig::default_for_tests();
+    let txns = unique_txns(h);
+    let district_of: BTreeMap<&str, &str> = h
+        .outlets
+        .iter()
+        .map(|o| (o.outlet_id.as_str(), o.district_code.as_str()))
+        .collect();
+    let dear = truth_of(h, category::AREA_PRICE_LEVEL);
+    assert!(
+        !dear.is_empty(),
+        "no interior kecamatan at the default rate"
+    );
+    for t in dear {
+        assert_eq!(t.entity_type, "district");
+        let premium = t.params["premium"].as_f64().expect("premium");
+        assert!((cfg.kecamatan_premium_min..=cfg.kecamatan_premium_max).contains(&premium));
+        let interior: BTreeSet<&str> = truth_of(h, category::AREA_PRICE_LEVEL)
+            .iter()
+            .map(|k| k.entity_id.as_str())
+            .collect();
+        // Inside this kecamatan, or outside every interior one.
+        let prices = |inside: bool| -> Vec<f64> {
+            txns.iter()
+                .filter(|x| x.regency_code == t.regency_code && x.kind == TxnType::Purchase)
+                .filter(|x| {
+                    let d = district_of[x.outlet_id.as_str()];
+                    if inside {
+                        d == t.entity_id
+                    } else {
+                        !interior.contains(d)
+                    }
+                })
+                .flat_map(|x| x.items.iter().flatten())
+                // Eggs: rice is held under its legal ceiling even in the interior.
+                .filter(|i| i.commodity == "TELUR")
+                .map(|i| i.unit_price as f64)
+                .collect()
+        };
+        let ratio = median(prices(true)) / median(prices(false));
+        assert!(
+            (ratio / premium - 1.0).abs() < 0.04,
+            "kecamatan {} sells eggs at {ratio:.3} of its regency, premium {premium:.3}",
+            t.entity_id
+        );
+    }
+    // Outlets are spread evenly: every simulated kecamatan has peers to compare with.
+    let mut per_kecamatan: BTreeMap<&str, usize> = BTreeMap::new();
+    for o in &h.outlets {
+        *per_kecamatan.entry(o.district_code.as_str()).or_default() += 1;
+    }
+    let per_regency = cfg.outlets_per_regency();
+    let fewest = per_regency / per_regency.div_ceil(cfg.outlets_per_kecamatan as usize);
+    assert!(
+        per_kecamatan.values().all(|&n| n >= fewest),
+        "{per_kecamatan:?}"
+    );
 }

@@ -14,6 +14,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
 use super::basket::N_COMMODITIES;
+use super::ceilings::premium_rice;
 use super::config::SimConfig;
 use super::error::{Error, Result};
 use pantau_core::model::Bank;
@@ -33,6 +34,15 @@ pub(crate) fn mix64(mut x: u64) -> u64 {
 /// An independent generator per component, so one part's draws never shift another's.
 pub(crate) fn sub_rng(seed: u64, tag: u64, idx: u64) -> StdRng {
     StdRng::seed_from_u64(mix64(seed ^ mix64(tag ^ mix64(idx))))
+}
+
+/// A uniform draw in `lo..=hi`, or `lo` when the range is empty (a fixed option).
+pub(crate) fn range(rng: &mut StdRng, lo: f64, hi: f64) -> f64 {
+    if hi > lo {
+        rng.random_range(lo..=hi)
+    } else {
+        lo
+    }
 }
 
 /// Pseudonymised identifier: prefix + 16 hex digits, unique per (salt, counter).
@@ -122,6 +132,11 @@ pub(crate) struct RegencyW {
     pub month_labels: Vec<String>,
     /// Year of each simulated month (prices change with it).
     pub month_years: Vec<i32>,
+    /// The premium-rice ceiling (HET) in force all through each simulated month.
+    pub rice_ceiling: Vec<Option<i64>>,
+    /// Weeks when every outlet of the regency sells dearer together (a failed harvest,
+    /// a holiday): ordinary, and the peers move with the outlet.
+    pub price_shocks: Vec<PriceShock>,
     pub periods: Vec<Period>,
     pub outlets: Range<usize>,
     pub price_factor: [f64; N_COMMODITIES],
@@ -129,7 +144,41 @@ pub(crate) struct RegencyW {
     pub customers: Range<u32>,
 }
 
+#[derive(Debug, Clone)]
+pub(crate) struct PriceShock {
+    pub start: i64,
+    pub end: i64,
+    pub factor: f64,
+    /// A failed rice harvest moves rice alone; a holiday moves every food.
+    pub rice_only: bool,
+}
+
 impl RegencyW {
+    /// The most an ordinary seller charges for rice in a simulated month: under the law's
+    /// ceiling (HET), with room for a receipt rounded up to the card's last rupiah (a
+    /// drained basket stretches its unit prices by a percent or two).
+    pub(crate) fn rice_cap(&self, month: usize) -> Option<i64> {
+        self.rice_ceiling[month].map(|ceiling| round50(ceiling as f64 * 0.97))
+    }
+
+    /// [`RegencyW::rice_cap`] over every simulated month of a year.
+    pub(crate) fn rice_cap_of_year(&self, year: i32) -> Option<i64> {
+        (0..self.month_years.len())
+            .filter(|&m| self.month_years[m] == year)
+            .filter_map(|m| self.rice_cap(m))
+            .min()
+    }
+
+    /// Factor on a commodity's price at an instant from the regency's price shocks.
+    pub(crate) fn shock(&self, t: i64, commodity: usize) -> f64 {
+        self.price_shocks
+            .iter()
+            .filter(|s| s.start <= t && t < s.end)
+            .filter(|s| !s.rice_only || commodity == super::basket::BERAS)
+            .map(|s| s.factor)
+            .product()
+    }
+
     pub(crate) fn history_start(&self) -> i64 {
         self.month_starts[0]
     }
@@ -180,6 +229,17 @@ pub(crate) struct World {
     /// Every card id: KPM cards (in outlet order) then ordinary customers.
     pub cards: Vec<String>,
     pub counterparties: Vec<String>,
+    /// Kecamatan where food costs more at every outlet (transport to the interior).
+    pub dear_kecamatan: Vec<DearKecamatan>,
+}
+
+/// A kecamatan whose outlets all sell dearer than the rest of the regency, by `premium`.
+#[derive(Debug, Clone)]
+pub(crate) struct DearKecamatan {
+    pub regency: usize,
+    pub code: String,
+    pub premium: f64,
+    pub outlets: usize,
 }
 
 /// Monthly benefit per KPM in force in a month.
@@ -275,6 +335,8 @@ fn add_months(year: i32, month: u32, k: usize) -> (i32, u32) {
 const TAG_REGENCY: u64 = 1;
 const TAG_OUTLET: u64 = 2;
 const TAG_IDS: u64 = 3;
+const TAG_KECAMATAN: u64 = 4;
+const TAG_SHOCK: u64 = 5;
 
 pub(crate) fn build(cfg: &SimConfig) -> Result<World> {
     let regions = Regions::get();
@@ -289,6 +351,7 @@ pub(crate) fn build(cfg: &SimConfig) -> Result<World> {
     let mut outlets: Vec<OutletW> = Vec::new();
     let mut cards: Vec<String> = Vec::new();
     let mut counterparties: Vec<String> = Vec::new();
+    let mut dear_kecamatan: Vec<DearKecamatan> = Vec::new();
 
     let lumped_count = ((cfg.regencies.len() as f64) / 3.0).round() as usize;
     let lumped_count = if cfg.regencies.len() >= 2 {
@@ -319,6 +382,27 @@ pub(crate) fn build(cfg: &SimConfig) -> Result<World> {
                 "regency {code} has no kecamatan in the reference data"
             )));
         }
+        // The simulated outlets cluster in a few kecamatan, as a district's do, so a
+        // kecamatan has peers to be compared with; some of them are interior and dearer.
+        let mut krng = sub_rng(cfg.seed, TAG_KECAMATAN, ri as u64);
+        let n_kecamatan = per_regency
+            .div_ceil(cfg.outlets_per_kecamatan as usize)
+            .clamp(1, districts.len());
+        let kecamatan: Vec<(String, f64)> = districts
+            .choose_multiple(&mut krng, n_kecamatan)
+            .map(|code| {
+                let premium = if krng.random_bool(cfg.kecamatan_premium_rate) {
+                    range(
+                        &mut krng,
+                        cfg.kecamatan_premium_min,
+                        cfg.kecamatan_premium_max,
+                    )
+                } else {
+                    1.0
+                };
+                (code.clone(), premium)
+            })
+            .collect();
         let off = reg.utc_offset.local_minus_utc() as i64;
         let zone = ((off / HOUR) - 7).clamp(0, 2) as usize;
         let mut rng = sub_rng(cfg.seed, TAG_REGENCY, ri as u64);
@@ -326,17 +410,29 @@ pub(crate) fn build(cfg: &SimConfig) -> Result<World> {
         let mut month_starts = Vec::with_capacity(months + 1);
         let mut month_labels = Vec::with_capacity(months);
         let mut month_years = Vec::with_capacity(months);
+        let mut firsts = Vec::with_capacity(months + 1);
         for k in 0..=months {
             let (y, m) = add_months(y0, m0, k);
             let d = NaiveDate::from_ymd_opt(y, m, 1)
                 .ok_or_else(|| Error::Invariant(format!("month {y}-{m:02} out of range")))?;
             let local_midnight = d.num_days_from_ce() as i64 - 719_163;
             month_starts.push(local_midnight * DAY - off);
+            firsts.push(d);
             if k < months {
                 month_labels.push(format!("{y:04}-{m:02}"));
                 month_years.push(y);
             }
         }
+        // A ceiling that changes mid-month: the lower one holds all month.
+        let rice_ceiling = firsts
+            .windows(2)
+            .map(|w| {
+                let last_day = w[1].pred_opt().unwrap_or(w[1]);
+                let first = premium_rice(&reg.province_code, w[0]);
+                let last = premium_rice(&reg.province_code, last_day);
+                first.into_iter().chain(last).min()
+            })
+            .collect();
 
         let price_factor: [f64; N_COMMODITIES] =
             std::array::from_fn(|_| rng.random_range(0.95..1.05));
@@ -347,7 +443,11 @@ pub(crate) fn build(cfg: &SimConfig) -> Result<World> {
         for k in 0..per_regency {
             let oi = outlets.len();
             let mut orng = sub_rng(cfg.seed, TAG_OUTLET, oi as u64);
-            let kpm_n = (kpm_dist.sample(&mut orng).round() as i64).clamp(60, 250) as u32;
+            let kpm_n = if orng.random_bool(cfg.over_norm_rate) {
+                orng.random_range(330..=500)
+            } else {
+                (kpm_dist.sample(&mut orng).round() as i64).clamp(60, 250) as u32
+            };
             let first_card = cards.len() as u32;
             for _ in 0..kpm_n {
                 cards.push(pseudo_id("K", card_salt, cards.len() as u64));
@@ -360,7 +460,7 @@ pub(crate) fn build(cfg: &SimConfig) -> Result<World> {
             let registered_days = orng.random_range(30..1500);
             let registered_at =
                 month_starts[0] - registered_days * DAY + 9 * HOUR + orng.random_range(0..8 * HOUR);
-            let district = districts.choose(&mut orng).cloned().unwrap_or_default();
+            let (district, premium) = kecamatan[k % kecamatan.len()].clone();
             let open_h = orng.random_range(6..=8);
             let close_h = orng.random_range(19..=21);
             outlets.push(OutletW {
@@ -373,7 +473,7 @@ pub(crate) fn build(cfg: &SimConfig) -> Result<World> {
                 terminals,
                 kpm: first_card..first_card + kpm_n,
                 role: Role::Normal,
-                price_factor: std::array::from_fn(|_| orng.random_range(0.96..1.04)),
+                price_factor: std::array::from_fn(|_| premium * orng.random_range(0.96..1.04)),
                 customers_per_day: orng.random_range(5.0..25.0),
                 closes_some_sundays: orng.random_bool(0.3),
                 open_h,
@@ -383,6 +483,17 @@ pub(crate) fn build(cfg: &SimConfig) -> Result<World> {
             });
         }
         let outlet_range = first_outlet..outlets.len();
+        for (code, premium) in kecamatan.iter().filter(|(_, p)| *p > 1.0) {
+            dear_kecamatan.push(DearKecamatan {
+                regency: ri,
+                code: code.clone(),
+                premium: *premium,
+                outlets: outlets[outlet_range.clone()]
+                    .iter()
+                    .filter(|o| o.district == *code)
+                    .count(),
+            });
+        }
 
         // Ordinary customers and wholesalers of the regency.
         let first_customer = cards.len() as u32;
@@ -463,6 +574,26 @@ pub(crate) fn build(cfg: &SimConfig) -> Result<World> {
             m += g;
         }
 
+        let mut srng = sub_rng(cfg.seed, TAG_SHOCK, ri as u64);
+        let (first, end) = (month_starts[0], month_starts[months]);
+        let expected = cfg.price_shock_rate * months as f64 / 12.0;
+        let n_shocks = expected.floor() as usize
+            + usize::from(srng.random_bool((expected - expected.floor()).clamp(0.0, 1.0)));
+        let price_shocks = (0..n_shocks)
+            .map(|_| {
+                let days = srng.random_range(cfg.price_shock_days_min..=cfg.price_shock_days_max);
+                // Prices move overnight: a shock starts at a local midnight, so every
+                // outlet of the regency sells at the new level all day.
+                let start = srng.random_range(first..end.max(first + 1));
+                let start = (start + off).div_euclid(DAY) * DAY - off;
+                PriceShock {
+                    start,
+                    end: (start + i64::from(days) * DAY).min(end),
+                    factor: range(&mut srng, cfg.price_shock_min, cfg.price_shock_max),
+                    rice_only: srng.random_bool(0.5),
+                }
+            })
+            .collect();
         regencies.push(RegencyW {
             code: code.clone(),
             offset: reg.utc_offset,
@@ -471,6 +602,8 @@ pub(crate) fn build(cfg: &SimConfig) -> Result<World> {
             month_starts,
             month_labels,
             month_years,
+            rice_ceiling,
+            price_shocks,
             periods,
             outlets: outlet_range,
             price_factor,
@@ -483,5 +616,6 @@ pub(crate) fn build(cfg: &SimConfig) -> Result<World> {
         outlets,
         cards,
         counterparties,
+        dear_kecamatan,
     })
 }

@@ -139,7 +139,7 @@ pub struct SimArgs {
     // ---- credit-day queues --------------------------------------------------------------
     /// Share (0-1) of ordinary outlets where KPM queue the morning after each credit,
     /// served back to back from opening time, each with their own card at their own
-    /// outlet (ordinary behaviour, not an anomaly; busy districts: about 0.2).
+    /// outlet (ordinary behaviour, not an anomaly).
     #[arg(long, default_value_t = SimConfig::default().queue_rate)]
     pub queue_rate: f64,
 
@@ -158,6 +158,46 @@ pub struct SimArgs {
     /// Longest time serving one KPM of a queue, in seconds.
     #[arg(long, default_value_t = SimConfig::default().queue_service_max_secs)]
     pub queue_service_max_secs: u32,
+
+    // ---- price geography ----------------------------------------------------------------
+    /// Outlets per simulated kecamatan: each regency's outlets are spread evenly over as
+    /// many of its kecamatan as this needs.
+    #[arg(long, default_value_t = SimConfig::default().outlets_per_kecamatan)]
+    pub outlets_per_kecamatan: u32,
+
+    /// Share (0-1) of the simulated kecamatan that are interior: dearer for every outlet
+    /// there (ordinary geography, reported as a low-severity area note, not an anomaly).
+    #[arg(long, default_value_t = SimConfig::default().kecamatan_premium_rate)]
+    pub kecamatan_premium_rate: f64,
+
+    /// Smallest price factor of an interior kecamatan over its regency.
+    #[arg(long, default_value_t = SimConfig::default().kecamatan_premium_min)]
+    pub kecamatan_premium_min: f64,
+
+    /// Largest price factor of an interior kecamatan over its regency.
+    #[arg(long, default_value_t = SimConfig::default().kecamatan_premium_max)]
+    pub kecamatan_premium_max: f64,
+
+    /// Expected district-wide price shocks per regency per year (a failed rice harvest
+    /// moves rice, a holiday every food), every outlet of the regency together.
+    #[arg(long, default_value_t = SimConfig::default().price_shock_rate)]
+    pub price_shock_rate: f64,
+
+    /// Smallest price factor of a shock.
+    #[arg(long, default_value_t = SimConfig::default().price_shock_min)]
+    pub price_shock_min: f64,
+
+    /// Largest price factor of a shock.
+    #[arg(long, default_value_t = SimConfig::default().price_shock_max)]
+    pub price_shock_max: f64,
+
+    /// Shortest shock, in days.
+    #[arg(long, default_value_t = SimConfig::default().price_shock_days_min)]
+    pub price_shock_days_min: u32,
+
+    /// Longest shock, in days.
+    #[arg(long, default_value_t = SimConfig::default().price_shock_days_max)]
+    pub price_shock_days_max: u32,
 
     // ---- price markup -----------------------------------------------------------------
     /// Expected outlets per regency per month selling one commodity (rice, eggs or chicken)
@@ -187,6 +227,30 @@ pub struct SimArgs {
     /// Largest share (0-1] of the kilograms actually handed out.
     #[arg(long, default_value_t = SimConfig::default().short_factor_max)]
     pub short_factor_max: f64,
+
+    // ---- terminals uploading late -------------------------------------------------------
+    /// Expected terminal-days per regency per month whose sales reach the bank in one
+    /// batch hours after the day ended (the terminal was offline).
+    #[arg(long, default_value_t = SimConfig::default().late_batch_rate)]
+    pub late_batch_rate: f64,
+
+    /// Fewest hours after the end of the day a late batch arrives.
+    #[arg(long, default_value_t = SimConfig::default().late_batch_delay_min_hours)]
+    pub late_batch_delay_min_hours: u32,
+
+    /// Most hours after the end of the day a late batch arrives.
+    #[arg(long, default_value_t = SimConfig::default().late_batch_delay_max_hours)]
+    pub late_batch_delay_max_hours: u32,
+
+    // ---- fixed amounts and KPM over the norm ---------------------------------------------
+    /// Expected outlets per regency per month charging every KPM the month's whole
+    /// benefit as one fixed package.
+    #[arg(long, default_value_t = SimConfig::default().fixed_amount_rate)]
+    pub fixed_amount_rate: f64,
+
+    /// Share (0-1) of outlets assigned more KPM than the program's norm (300): 330-500.
+    #[arg(long, default_value_t = SimConfig::default().over_norm_rate)]
+    pub over_norm_rate: f64,
 
     // ---- paperwork mismatch -----------------------------------------------------------
     /// Expected outlets per regency per month whose receipts do not add up or list
@@ -294,6 +358,15 @@ impl From<SimArgs> for SimConfig {
             queue_size_max: a.queue_size_max,
             queue_service_min_secs: a.queue_service_min_secs,
             queue_service_max_secs: a.queue_service_max_secs,
+            outlets_per_kecamatan: a.outlets_per_kecamatan,
+            kecamatan_premium_rate: a.kecamatan_premium_rate,
+            kecamatan_premium_min: a.kecamatan_premium_min,
+            kecamatan_premium_max: a.kecamatan_premium_max,
+            price_shock_rate: a.price_shock_rate,
+            price_shock_min: a.price_shock_min,
+            price_shock_max: a.price_shock_max,
+            price_shock_days_min: a.price_shock_days_min,
+            price_shock_days_max: a.price_shock_days_max,
             price_markup_rate: a.price_markup_rate,
             markup_factor_min: a.markup_factor_min,
             markup_factor_max: a.markup_factor_max,
@@ -301,6 +374,11 @@ impl From<SimArgs> for SimConfig {
             short_factor_min: a.short_factor_min,
             short_factor_max: a.short_factor_max,
             paperwork_rate: a.paperwork_rate,
+            fixed_amount_rate: a.fixed_amount_rate,
+            late_batch_rate: a.late_batch_rate,
+            late_batch_delay_min_hours: a.late_batch_delay_min_hours,
+            late_batch_delay_max_hours: a.late_batch_delay_max_hours,
+            over_norm_rate: a.over_norm_rate,
             paperwork_share_min: a.paperwork_share_min,
             paperwork_share_max: a.paperwork_share_max,
             overcharge_min: a.overcharge_min,
