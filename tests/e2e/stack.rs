@@ -575,25 +575,34 @@ fn every_dashboard_query_answers_from_a_live_pipeline_and_the_alert_store() {
         std::thread::sleep(Duration::from_secs(3));
     }
 
-    // Nothing lost on the way to the store, and no shadow alert in it.
-    let on_topic: BTreeSet<String> = read_topic(&broker.brokers, "pantau.alerts")
-        .iter()
-        .map(|p| {
-            serde_json::from_slice::<Value>(p).unwrap()["alert_id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
-    let stored: BTreeSet<String> = pg
-        .query("pantau", "pantau", "SELECT alert_id FROM alerts")
-        .into_iter()
-        .map(|r| r[0].clone().unwrap())
-        .collect();
-    assert_eq!(
-        stored, on_topic,
-        "the store holds exactly the alerts on pantau.alerts"
-    );
+    // Nothing lost on the way to the store, and no shadow alert in it. The pipeline may
+    // still be closing windows (a pause of a few seconds between alerts on a loaded
+    // machine ends the wait above), so the store is given time to catch up with the topic.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let on_topic: BTreeSet<String> = read_topic(&broker.brokers, "pantau.alerts")
+            .iter()
+            .map(|p| {
+                serde_json::from_slice::<Value>(p).unwrap()["alert_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        let stored: BTreeSet<String> = pg
+            .query("pantau", "pantau", "SELECT alert_id FROM alerts")
+            .into_iter()
+            .map(|r| r[0].clone().unwrap())
+            .collect();
+        if stored == on_topic || Instant::now() > deadline {
+            assert_eq!(
+                stored, on_topic,
+                "the store holds exactly the alerts on pantau.alerts"
+            );
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    }
     let shadow = pg.query(
         "pantau",
         "pantau",
