@@ -7,7 +7,7 @@
 -- cooldown: 7d
 -- owner: tim-data
 -- summary: {same_amount_sales} dari {kks_sales} transaksi KKS di {outlet_name} hari itu bernilai tepat Rp {fixed_amount}, sedangkan di e-Warong lain {regency_name} hanya {peer_share_pct}% transaksi bernilai sama. KPM berhak memilih jenis dan jumlah barang sendiri; nominal yang selalu sama menandakan paket yang dipaksakan. Tanyakan kepada KPM apakah mereka bebas memilih barang.
--- description: The same round amount (a multiple of Rp 10,000: the whole benefit, a fixed package) on at least 80% of an outlet's KKS purchases of the day (view kks_purchases), on at least 8 purchases spread over 3 or more hours of the day (cards drained in one burst are card collection, not a package), where at most half of the regency's other outlets' purchases that day come to exactly that amount. People choosing their own food spend varied sums; a KPM spending the whole benefit in one visit is common, so the peers' share says how common.
+-- description: The same round amount (a multiple of Rp 10,000: the whole benefit, a fixed package) on at least 80% of an outlet's KKS purchases of the day (view kks_purchases), on at least 8 purchases spread over 3 or more hours of the day (cards drained in one burst are card collection, not a package), where at most half of the regency's other outlets' purchases that day (20 or more) come to exactly that amount. People choosing their own food spend varied sums; a KPM spending the whole benefit in one visit is common, so the peers' share says how common.
 WITH amounts AS (
     SELECT outlet_id, regency_code, amount, count(*) AS sales,
            count(DISTINCT local_hour) AS hours

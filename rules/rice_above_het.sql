@@ -6,7 +6,7 @@
 -- entity: outlet
 -- cooldown: 7d
 -- owner: tim-data
--- summary: {outlet_name} menjual beras kepada KPM seharga Rp {outlet_price}/kg (median {rice_sales} penjualan hari itu, {sales_above} di atas HET, tertinggi Rp {highest_price}/kg), di atas HET beras premium zona {zone} Rp {ceiling}/kg ({regulation}). Harga di atas HET beras premium melanggar ketentuan, apa pun mutu berasnya. Periksa harga yang dipajang dan struk KPM, lalu minta e-Warong menurunkan harga.
+-- summary: {outlet_name} menjual beras kepada KPM seharga Rp {outlet_price}/kg (median {rice_sales} penjualan hari itu, {sales_above} di atas HET, tertinggi Rp {highest_price}/kg), di atas HET beras premium zona {zone} Rp {ceiling}/kg (berlaku sejak {ceiling_since}). Harga di atas HET beras premium melanggar ketentuan, apa pun mutu berasnya. Periksa harga yang dipajang dan struk KPM, lalu minta e-Warong menurunkan harga.
 -- description: KKS sales of rice (view kks_sale_items, commodity BERAS, per kg) above the premium-grade ceiling (HET) of the outlet's zone on the day of the sale, read from the reference tables reference_prices (kind HET, grade premium) and price_zones (the province, the first two digits of the regency code, gives the zone). Premium is the higher ceiling, so a sale above it breaks the rule whatever the rice's grade. At least three quarters of the outlet's rice sales of the day (5 or more) must be above it: the price the outlet asks, not a few receipts rounded up when a KPM spends the last rupiah of the balance. Update rules/tables/reference_prices.csv when a new regulation comes out; it is reloaded with the rules.
 WITH rice AS (
     SELECT outlet_id, regency_code, local_date, unit_price
@@ -21,7 +21,8 @@ ceilings AS (
     WHERE r.commodity = 'BERAS' AND r.grade = 'premium' AND r.kind = 'HET' AND r.unit = 'kg'
 ),
 judged AS (
-    SELECT s.outlet_id, s.regency_code, s.unit_price, c.ceiling, c.zone, c.regulation
+    SELECT s.outlet_id, s.regency_code, s.unit_price, c.ceiling, c.zone, c.regulation,
+           c.valid_from
     FROM rice s
     JOIN ceilings c ON c.province_code = CAST(CAST(s.regency_code AS BIGINT) / 100 AS VARCHAR)
                    AND c.valid_from <= s.local_date
@@ -32,6 +33,7 @@ per_outlet AS (
            max(ceiling) AS ceiling,
            max(zone) AS zone,
            max(regulation) AS regulation,
+           max(valid_from) AS ceiling_since,
            count(*) AS rice_sales,
            sum(CASE WHEN unit_price > ceiling THEN 1 ELSE 0 END) AS sales_above,
            max(unit_price) AS highest_price,
@@ -51,6 +53,7 @@ SELECT p.outlet_id AS entity_id,
        p.ceiling,
        p.zone,
        p.regulation,
+       CAST(p.ceiling_since AS VARCHAR) AS ceiling_since,
        p.rice_sales,
        p.sales_above,
        round(CAST(p.outlet_price AS DOUBLE) / p.ceiling, 3) AS price_to_ceiling,

@@ -1,5 +1,5 @@
 -- view: commodity_prices
--- description: Per outlet, commodity and unit: the outlet's median unit price on KKS sales against its peers: the median of their outlets' median prices and the median absolute deviation of those (MAD, floored at 1% of the median so identical prices do not divide by zero), as a robust z-score and a ratio. Peers are counted by outlet, not by sale, so a busy outlet cannot set its own baseline. The peers are the outlet's kecamatan where at least 3 of its outlets sold the commodity that day (food costs more in the interior for every outlet there), and the whole regency otherwise; peer_scope says which ('kecamatan' or 'kabupaten'). in_line_with_kecamatan is true when the outlet's price is within 5% of its kecamatan's: the median of at least 2 of its outlets selling the commodity, or, where too few sold it, the regency's median times the kecamatan's general level that day (kecamatan_level: the median price against the regency over at least 3 of its outlets and all they sold). Such an outlet follows its area, whatever the regency's prices, and the rules do not call it elevated. A robust z of 3.5 is the usual outlier cut-off (Iglewicz and Hoaglin): one odd sale cannot reach it, a price 20% above peers whose prices vary by 2-3% does.
+-- description: Per outlet, commodity and unit: the outlet's median unit price on KKS sales against its peers: the median of their outlets' median prices and the median absolute deviation of those (MAD, floored at 1% of the median so identical prices do not divide by zero), as a robust z-score and a ratio. Peers are counted by outlet, not by sale, so a busy outlet cannot set its own baseline. The peers are the outlet's kecamatan where at least 3 of its outlets sold the commodity that day (food costs more in the interior for every outlet there), and the whole regency otherwise; peer_scope says which ('kecamatan' or 'kabupaten'). in_line_with_kecamatan is true when the outlet's price is within 5% of its kecamatan's: the median of at least 2 of its outlets selling the commodity (itself included), or, only where it was the kecamatan's one seller of it, the regency's median times the kecamatan's general level that day (kecamatan_level: the median price against the regency over at least 3 of its outlets and all they sold). Such an outlet follows its area, whatever the regency's prices, and the rules do not call it elevated. A robust z of 3.5 is the usual outlier cut-off (Iglewicz and Hoaglin): one odd sale cannot reach it, a price 20% above peers whose prices vary by 2-3% does.
 WITH sales AS (
     SELECT i.outlet_id, i.regency_code, coalesce(o.district_code, '') AS district_code,
            i.commodity, i.unit, CAST(i.unit_price AS DOUBLE) AS unit_price
@@ -84,7 +84,8 @@ SELECT outlet_id, regency_code, district_code, commodity, unit, outlet_price, ou
        outlet_price / peer_median AS price_ratio,
        district_code <> '' AND (
            (kecamatan_outlets >= 2 AND outlet_price < 1.05 * kecamatan_median)
-           OR (level_outlets >= 3 AND outlet_price < 1.05 * kecamatan_level * regency_median)
+           OR (kecamatan_outlets < 2 AND level_outlets >= 3
+               AND outlet_price < 1.05 * kecamatan_level * regency_median)
        ) AS in_line_with_kecamatan,
        round(kecamatan_level, 3) AS kecamatan_level
 FROM judged
