@@ -19,7 +19,9 @@ use serde_json::{json, Map, Value};
 
 use super::basket::{self, Basket, BERAS, DAGING_AYAM, N_COMMODITIES, TELUR};
 use super::config::SimConfig;
-use super::world::{mix64, pseudo_id, range, round50, sub_rng, RegencyW, Role, World, DAY};
+use super::world::{
+    mix64, pseudo_id, range, round50, stochastic_round, sub_rng, RegencyW, Role, World, DAY,
+};
 use pantau_core::model::{category, Bank, Truth};
 
 const TAG_PLAN: u64 = 10;
@@ -118,12 +120,6 @@ pub(crate) fn params(v: Value) -> Map<String, Value> {
         Value::Object(m) => m,
         _ => Map::new(),
     }
-}
-
-/// Rounds an expected count up or down at random so its mean is the rate.
-fn stochastic_round(rng: &mut StdRng, x: f64) -> usize {
-    let base = x.floor();
-    base as usize + usize::from(rng.random_bool((x - base).clamp(0.0, 1.0)))
 }
 
 /// Regency-level unit prices without per-sale noise: what a supplier would quote.

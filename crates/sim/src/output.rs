@@ -20,7 +20,7 @@ use super::anomalies::{dt, params};
 use super::behaviour::{Drafts, TxnDraft, NONE};
 use super::config::SimConfig;
 use super::error::{Error, Result};
-use super::world::{sub_rng, World, DAY};
+use super::world::{stochastic_round, sub_rng, World, DAY};
 use super::{History, Malformed};
 use pantau_core::model::{
     category, Bank, Disbursement, Outlet, OutletStatus, Stream, Transaction, Transfer, Truth,
@@ -295,9 +295,7 @@ fn late_batches(
         }
     }
     for ((r, _), records) in by_cell {
-        let expected = cfg.late_batch_rate;
-        let n = expected.floor() as usize
-            + usize::from(rng.random_bool((expected - expected.floor()).clamp(0.0, 1.0)));
+        let n = stochastic_round(&mut rng, cfg.late_batch_rate);
         let off = world.regencies[r].off;
         for _ in 0..n {
             let Some(&i) = records.choose(&mut rng) else {

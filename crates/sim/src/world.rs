@@ -36,6 +36,12 @@ pub(crate) fn sub_rng(seed: u64, tag: u64, idx: u64) -> StdRng {
     StdRng::seed_from_u64(mix64(seed ^ mix64(tag ^ mix64(idx))))
 }
 
+/// Rounds an expected count up or down at random so its mean is the rate.
+pub(crate) fn stochastic_round(rng: &mut StdRng, x: f64) -> usize {
+    let base = x.floor();
+    base as usize + usize::from(rng.random_bool((x - base).clamp(0.0, 1.0)))
+}
+
 /// A uniform draw in `lo..=hi`, or `lo` when the range is empty (a fixed option).
 pub(crate) fn range(rng: &mut StdRng, lo: f64, hi: f64) -> f64 {
     if hi > lo {
@@ -576,9 +582,7 @@ pub(crate) fn build(cfg: &SimConfig) -> Result<World> {
 
         let mut srng = sub_rng(cfg.seed, TAG_SHOCK, ri as u64);
         let (first, end) = (month_starts[0], month_starts[months]);
-        let expected = cfg.price_shock_rate * months as f64 / 12.0;
-        let n_shocks = expected.floor() as usize
-            + usize::from(srng.random_bool((expected - expected.floor()).clamp(0.0, 1.0)));
+        let n_shocks = stochastic_round(&mut srng, cfg.price_shock_rate * months as f64 / 12.0);
         let price_shocks = (0..n_shocks)
             .map(|_| {
                 let days = srng.random_range(cfg.price_shock_days_min..=cfg.price_shock_days_max);
